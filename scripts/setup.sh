@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install and start everything Shipyard and its tests need on a fresh Debian/Ubuntu machine:
+# a Docker engine (from Debian's archive), the Python environment, and the base image.
+# Idempotent: what is already there is left alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+if ! command -v dockerd >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then
+  echo "== installing docker.io and debootstrap from Debian's archive"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq docker.io debootstrap >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  echo "== starting the Docker engine"
+  # Started in its own session so it outlives this script; its log is kept for debugging.
+  $SUDO setsid dockerd >/tmp/shipyard-dockerd.log 2>&1 < /dev/null &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start:"; tail -20 /tmp/shipyard-dockerd.log; exit 1; }
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import shipyard, docker, boto3, moto, pytest, numpy" >/dev/null 2>&1 \
+   || [ pyproject.toml -nt .venv/.shipyard-installed ]; then
+  echo "== installing shipyard[test] into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip "setuptools>=77" wheel
+  .venv/bin/python -m pip install -q -e '.[test]'
+  touch .venv/.shipyard-installed
+fi
+
+bash scripts/base-image.sh

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The whole test suite, after making sure the engine, environment and base image are ready.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/python -m pytest "$@"

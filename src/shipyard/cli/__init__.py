@@ -1,0 +1,85 @@
+"""``shipyard``: a thin client of the control plane. One module per command group."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+import click
+
+from shipyard import __version__
+from shipyard.cli.errors import CliError, ExitCode, from_shipyard
+from shipyard.control.settings import Settings
+from shipyard.errors import ShipyardError
+
+__all__ = ["main"]
+
+_HELP = {
+    "data_dir": "State, logs and job folders [env SHIPYARD_DATA_DIR; default ~/.shipyard].",
+    "runtime": "auto, docker or process [env SHIPYARD_RUNTIME].",
+    "s3_endpoint_url": "S3-compatible endpoint for s3:// URIs [env SHIPYARD_S3_ENDPOINT_URL].",
+    "s3_access_key_id": "Access key for the S3 endpoint [env SHIPYARD_S3_ACCESS_KEY_ID].",
+    "s3_secret_access_key": "Secret key for the S3 endpoint [env SHIPYARD_S3_SECRET_ACCESS_KEY].",
+    "region": "Region used in ARNs and for S3 [env SHIPYARD_REGION].",
+    "account_id": "Account id used in ARNs [env SHIPYARD_ACCOUNT_ID].",
+    "stop_grace_seconds": "SIGTERM-to-SIGKILL grace on stop [env SHIPYARD_STOP_GRACE_SECONDS].",
+    "transfer_workers": "Concurrent S3 transfers per job [env SHIPYARD_TRANSFER_WORKERS].",
+    "remove_containers": "Remove containers once a job ends [env SHIPYARD_REMOVE_CONTAINERS].",
+}
+
+
+def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """One global option per setting, generated from the settings model (declared once)."""
+    for f in reversed([f for f in fields(Settings) if f.name != "sources"]):
+        flag = "--" + f.name.replace("_", "-")
+        func = click.option(flag, f.name, default=None, help=_HELP.get(f.name, ""))(func)
+    return func
+
+
+class ShipyardGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ShipyardError as exc:
+            raise from_shipyard(exc) from exc
+
+
+@click.group(cls=ShipyardGroup)
+@click.version_option(__version__, prog_name="shipyard")
+@_settings_options
+@click.pass_context
+def cli(ctx: click.Context, **overrides: Any) -> None:
+    """Run SageMaker-style containers anywhere."""
+    try:
+        ctx.obj = Settings.load(overrides)
+    except ShipyardError as exc:
+        raise CliError(str(exc), ExitCode.USAGE) from exc
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Inspect settings."""
+
+
+@config_group.command("show")
+@click.pass_obj
+def config_show(settings: Settings) -> None:
+    """Every setting with its value and where it came from."""
+    click.echo(json.dumps(settings.explain(), indent=2))
+
+
+def _register() -> None:
+    from shipyard.cli import jobs, process, train
+
+    cli.add_command(train.train)
+    cli.add_command(process.process)
+    cli.add_command(jobs.jobs)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="shipyard")

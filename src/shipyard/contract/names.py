@@ -1,0 +1,49 @@
+"""SageMaker's resource-name rules, with AWS's exact error text."""
+
+from __future__ import annotations
+
+import re
+
+from shipyard.errors import ValidationError
+
+#: TrainingJobName, ProcessingJobName, EndpointName... (1-63 chars, hyphens only between).
+JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
+CHANNEL_NAME_PATTERN = r"[A-Za-z0-9\.\-_]+"
+ENV_KEY_PATTERN = r"[a-zA-Z_][a-zA-Z0-9_]*"
+
+_JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+_CHANNEL = re.compile(r"[A-Za-z0-9.\-_]{1,64}")
+_ENV_KEY = re.compile(ENV_KEY_PATTERN)
+
+
+def constraint_error(value: object, member: str, constraint: str) -> ValidationError:
+    """AWS's wording: ``1 validation error detected: Value 'x' at 'member' failed to ...``."""
+    return ValidationError(
+        f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
+        f"constraint: {constraint}"
+    )
+
+
+def check_job_name(name: str, member: str = "trainingJobName") -> str:
+    if not isinstance(name, str) or not _JOB_NAME.fullmatch(name):
+        raise constraint_error(
+            name, member, f"Member must satisfy regular expression pattern: {JOB_NAME_PATTERN}"
+        )
+    return name
+
+
+def check_channel_name(name: str, member: str = "inputDataConfig.member.channelName") -> str:
+    if not isinstance(name, str) or not _CHANNEL.fullmatch(name):
+        raise constraint_error(
+            name, member, f"Member must satisfy regular expression pattern: {CHANNEL_NAME_PATTERN}"
+        )
+    return name
+
+
+def check_env_key(key: str, member: str = "environment") -> str:
+    if not isinstance(key, str) or len(key) > 512 or not _ENV_KEY.fullmatch(key):
+        raise constraint_error(
+            key, member, f"Map keys must satisfy constraint: [Member must satisfy regular "
+            f"expression pattern: {ENV_KEY_PATTERN}]"
+        )
+    return key

@@ -1,0 +1,224 @@
+"""The control plane's face: create, describe, list and stop jobs; read their logs and metrics.
+
+Create validates the whole request, checks that the image and local data exist, persists the
+job and returns at once (as SageMaker does); a supervisor then drives it. Supervisors run
+either as threads of this process (the server, tests) or as detached processes (the CLI, so a
+job keeps running after the command that started it exits). On start, the plane reconciles:
+every active job without a live supervisor gets one, which resumes from the recorded phase
+against what the runtime really has.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any, Literal
+
+from shipyard.control import processing, records, training
+from shipyard.control.context import Context, runtime_for
+from shipyard.control.jobspec import source_uri_of_channel
+from shipyard.control.logs import LogEvent
+from shipyard.control.settings import Settings
+from shipyard.control.staging import local_path_from_uri
+from shipyard.control.supervisor import Supervisor
+from shipyard.errors import ResourceInUse, ResourceNotFound, ValidationError
+from shipyard.runtimes.base import Runtime
+
+Launch = Literal["thread", "process"]
+KINDS = {training.KIND: training, processing.KIND: processing}
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime | None = None,
+        *,
+        launch: Launch = "thread",
+        reconcile: bool = True,
+    ) -> None:
+        if runtime is None:
+            runtime = runtime_for(settings)
+        self.ctx = Context.build(settings, runtime)
+        self.launch = launch
+        self._threads: list[threading.Thread] = []
+        #: Detached supervisors this plane started (their pids let tests kill one).
+        self.processes: list[subprocess.Popen[bytes]] = []
+        if reconcile:
+            self.reconcile()
+
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
+
+    def close(self) -> None:
+        self.ctx.store.close()
+
+    # -- create -----------------------------------------------------------------------------
+    def create_training_job(self, request: dict[str, Any]) -> dict[str, str]:
+        req = training.validate(request)
+        self._preflight(req["AlgorithmSpecification"]["TrainingImage"],
+                        [source_uri_of_channel(c)[0] for c in req.get("InputDataConfig") or []],
+                        training.host_count(req))
+        return {"TrainingJobArn": self._create(training.KIND, req["TrainingJobName"], req)}
+
+    def create_processing_job(self, request: dict[str, Any]) -> dict[str, str]:
+        req = processing.validate(request)
+        self._preflight(req["AppSpecification"]["ImageUri"],
+                        [i["S3Input"]["S3Uri"] for i in req.get("ProcessingInputs") or []],
+                        processing.host_count(req))
+        return {"ProcessingJobArn": self._create(processing.KIND, req["ProcessingJobName"], req)}
+
+    def _preflight(self, image: str, sources: list[str], hosts: int) -> None:
+        """Errors the user can fix, raised before anything is written or started."""
+        if hosts > 1 and self.ctx.runtime.kind == "process":
+            raise ValidationError("InstanceCount > 1 needs a container engine: the process "
+                                  "runtime runs one host per job")
+        for uri in sources:
+            if not uri.startswith("s3://"):
+                local_path_from_uri(uri)
+        self.ctx.runtime.check_image(image)
+
+    def _create(self, kind: str, name: str, req: dict[str, Any]) -> str:
+        settings = self.ctx.settings
+        arn = records.job_arn(kind, name, settings.region, settings.account_id)
+        record = KINDS[kind].new_record(req, arn, records.now())
+        try:
+            self.ctx.store.insert_job(kind, name, arn, records.IN_PROGRESS, record,
+                                      {"phase": "created", "runtime": self.ctx.runtime.kind})
+        except ResourceInUse:
+            label = "Training" if kind == training.KIND else "Processing"
+            raise ResourceInUse(
+                f"{label} job names must be unique within an AWS account and region, and a "
+                f"{label.lower()} job with this name already exists ({arn})") from None
+        self._launch(kind, name)
+        return arn
+
+    # -- supervisors ------------------------------------------------------------------------
+    def _launch(self, kind: str, name: str) -> None:
+        if self.launch == "thread":
+            thread = threading.Thread(target=Supervisor(self.ctx, kind, name).run,
+                                      name=f"supervisor-{kind}-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+            return
+        log_dir = self.ctx.settings.data_dir / "supervisors"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        overrides = {k: str(v) for k, v in asdict(self.ctx.settings).items()
+                     if k != "sources" and v is not None}
+        with open(log_dir / f"{kind}-{name}.log", "ab") as out:
+            self.processes.append(subprocess.Popen(  # noqa: S603 - our own module, argv list
+                [sys.executable, "-m", "shipyard.control.supervise", kind, name,
+                 json.dumps(overrides)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+                close_fds=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            ))
+
+    def reconcile(self) -> list[tuple[str, str]]:
+        """Give every active job without a live supervisor a new one; returns those jobs."""
+        resumed = []
+        for kind in KINDS:
+            for row in self.ctx.store.list_jobs(kind, statuses=records.ACTIVE_STATUSES):
+                if not self.ctx.job_lock(kind, row.name).is_held_elsewhere():
+                    self._launch(kind, row.name)
+                    resumed.append((kind, row.name))
+        return resumed
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for this plane's supervisor threads (tests and the foreground server)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    # -- describe / list / stop ------------------------------------------------------------
+    def describe_training_job(self, name: str) -> dict[str, Any]:
+        return self._describe(training.KIND, name)
+
+    def describe_processing_job(self, name: str) -> dict[str, Any]:
+        return self._describe(processing.KIND, name)
+
+    def _describe(self, kind: str, name: str) -> dict[str, Any]:
+        try:
+            return self.ctx.store.get_job(kind, name).record
+        except ResourceNotFound:
+            # What AWS really answers (the waiters and the SDK branch on it).
+            raise ValidationError("Requested resource not found.") from None
+
+    def list_jobs(self, kind: str, **filters: Any) -> list[dict[str, Any]]:
+        rows = self.ctx.store.list_jobs(kind, **filters)
+        return [r.record for r in rows]
+
+    def stop_training_job(self, name: str) -> None:
+        self.stop_job(training.KIND, name)
+
+    def stop_processing_job(self, name: str) -> None:
+        self.stop_job(processing.KIND, name)
+
+    def stop_job(self, kind: str, name: str) -> None:
+        at = records.now()
+
+        def stopping(rec: dict[str, Any], run: dict[str, Any]) -> str:
+            status = records.status_of(kind, rec)
+            if status == records.STOPPING:
+                return status
+            if status != records.IN_PROGRESS:
+                label = "training" if kind == training.KIND else "processing"
+                raise ValidationError(f"The request was rejected because the {label} job is in "
+                                      f"status {status}.")
+            if kind == training.KIND:
+                records.transition(rec, "Stopping", "Stopping the training job", at)
+            return records.set_status(kind, rec, records.STOPPING, at)
+
+        try:
+            self.ctx.store.mutate(kind, name, stopping)
+        except ResourceNotFound:
+            raise ValidationError("Requested resource not found.") from None
+        self.ctx.store.request_stop(kind, name)
+        if not self.ctx.job_lock(kind, name).is_held_elsewhere():
+            self._launch(kind, name)
+
+    # -- logs and metrics -------------------------------------------------------------------
+    def log_hosts(self, kind: str, name: str) -> list[str]:
+        self.ctx.store.get_job(kind, name)
+        return self.ctx.logs.hosts(kind, name)
+
+    def follow_logs(self, kind: str, name: str, *, follow: bool = True,
+                    poll: float = 0.2) -> Iterator[LogEvent]:
+        """Every host's log lines as they arrive; ends when the job has ended (or at once)."""
+        offsets: dict[str, int] = {}
+        while True:
+            done = self.ctx.store.get_job(kind, name).status in records.TERMINAL_STATUSES
+            got = False
+            for host in self.ctx.logs.hosts(kind, name):
+                events, offsets[host] = self.ctx.logs.read(kind, name, host, offsets.get(host, 0))
+                for event in events:
+                    got = True
+                    yield event
+            if done or not follow:
+                return
+            if not got:
+                time.sleep(poll)
+
+    def metric_series(self, kind: str, name: str, metric: str | None = None
+                      ) -> list[dict[str, Any]]:
+        self.ctx.store.get_job(kind, name)
+        return [{"MetricName": m, "Timestamp": ts, "Value": v, "Host": h}
+                for m, ts, v, h in self.ctx.store.metric_series(kind, name, metric)]
+
+    def wait(self, kind: str, name: str, timeout: float | None = None,
+             poll: float = 0.1) -> dict[str, Any]:
+        """Block until the job reaches a terminal status; returns its record."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            row = self.ctx.store.get_job(kind, name)
+            if row.status in records.TERMINAL_STATUSES:
+                return row.record
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{kind} job {name} still {row.status} after {timeout} s")
+            time.sleep(poll)

@@ -1,0 +1,127 @@
+"""Typed settings, built once at the edge with a recorded source for every value.
+
+Precedence: explicit argument (CLI flag) > ``SHIPYARD_*`` environment > config file
+(``<data_dir>/config.json``) > default. ``Settings.sources`` says where each value came from,
+so ``shipyard config show`` can explain it. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum
+from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
+
+from shipyard.errors import ValidationError
+
+
+class Source(str, Enum):
+    DEFAULT = "default"
+    CONFIG_FILE = "config file"
+    ENV = "environment"
+    ARGUMENT = "argument"
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: Where state (SQLite), logs, job folders and file:// defaults live.
+    data_dir: Path = field(default_factory=lambda: Path.home() / ".shipyard")
+    #: ``auto`` (Docker when an engine answers, else process), ``docker`` or ``process``.
+    runtime: str = "auto"
+    #: S3-compatible endpoint for s3:// URIs (None = AWS's default resolution).
+    s3_endpoint_url: str | None = None
+    #: Credentials for the S3 endpoint; None = boto3's usual chain (env, ~/.aws, role).
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    region: str = "us-east-1"
+    account_id: str = "000000000000"
+    #: SIGTERM-to-SIGKILL grace for stops and MaxRuntime (SageMaker: 120 s).
+    stop_grace_seconds: float = 120.0
+    #: Concurrent S3 transfers per job.
+    transfer_workers: int = 8
+    #: Remove job containers once their results are collected.
+    remove_containers: bool = True
+    sources: Mapping[str, Source] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def load(
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        env = os.environ if environ is None else environ
+        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        values: dict[str, Any] = {}
+        sources: dict[str, Source] = {}
+        data_dir_raw = overrides.get("data_dir") or env.get("SHIPYARD_DATA_DIR")
+        data_dir = Path(data_dir_raw).expanduser().absolute() if data_dir_raw else cls().data_dir
+        file_values = _read_config_file(data_dir / "config.json")
+        for f in fields(cls):
+            if f.name == "sources":
+                continue
+            env_name = "SHIPYARD_" + f.name.upper()
+            try:
+                if f.name in overrides:
+                    values[f.name], sources[f.name] = _cast(f.name, overrides[f.name]), Source.ARGUMENT
+                elif env_name in env:
+                    values[f.name], sources[f.name] = _cast(f.name, env[env_name]), Source.ENV
+                elif f.name in file_values:
+                    values[f.name] = _cast(f.name, file_values[f.name])
+                    sources[f.name] = Source.CONFIG_FILE
+                else:
+                    sources[f.name] = Source.DEFAULT
+            except (TypeError, ValueError) as exc:
+                raise ValidationError(f"setting {f.name}: {exc}") from exc
+        if values.get("runtime", "auto") not in {"auto", "docker", "process"}:
+            raise ValidationError("setting runtime must be one of auto, docker, process")
+        return replace(cls(**values), sources=sources)
+
+    def explain(self) -> dict[str, dict[str, str]]:
+        return {
+            f.name: {"value": str(getattr(self, f.name)), "source": self.sources.get(
+                f.name, Source.DEFAULT).value}
+            for f in fields(self)
+            if f.name != "sources"
+        }
+
+
+def _cast(name: str, raw: Any) -> Any:
+    kinds: dict[str, Any] = {
+        # Absolute, because container engines refuse relative bind-mount sources.
+        "data_dir": lambda v: Path(v).expanduser().absolute(),
+        "runtime": str,
+        "s3_endpoint_url": lambda v: str(v) or None,
+        "s3_access_key_id": lambda v: str(v) or None,
+        "s3_secret_access_key": lambda v: str(v) or None,
+        "region": str,
+        "account_id": str,
+        "stop_grace_seconds": float,
+        "transfer_workers": int,
+        "remove_containers": lambda v: v if isinstance(v, bool) else _bool(str(v)),
+    }
+    return kinds[name](raw)
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ValidationError(f"config file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValidationError(f"config file {path} must hold a JSON object")
+    return data

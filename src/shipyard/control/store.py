@@ -1,0 +1,237 @@
+"""Job state in SQLite: one file under the data directory, safe across threads and processes.
+
+Each job row holds the DescribeX document SageMaker returns (``record``, JSON) plus a few
+indexed columns for listing, and Shipyard's private runner state (``runner``: where the
+containers are, which phase the supervisor reached). Every change is a read-modify-write in
+an immediate transaction (:meth:`Store.mutate`), so the supervisor and a concurrent
+StopTrainingJob never lose each other's update. sqlite3 errors become ``StorageError`` here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shipyard.errors import ResourceInUse, ResourceNotFound, StorageError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    arn TEXT NOT NULL,
+    status TEXT NOT NULL,
+    creation_time REAL NOT NULL,
+    last_modified_time REAL NOT NULL,
+    record TEXT NOT NULL,
+    runner TEXT NOT NULL DEFAULT '{}',
+    stop_requested INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (kind, name)
+);
+CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (kind, creation_time);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (kind, status);
+CREATE TABLE IF NOT EXISTS metrics (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    value REAL NOT NULL,
+    host TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_by_job ON metrics (kind, name, metric, timestamp);
+"""
+
+
+@dataclass(frozen=True)
+class JobRow:
+    kind: str
+    name: str
+    arn: str
+    status: str
+    record: dict[str, Any]
+    runner: dict[str, Any]
+    stop_requested: bool
+
+
+@contextlib.contextmanager
+def _translate(what: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise ResourceInUse(f"{what}: already exists") from exc
+    except sqlite3.Error as exc:
+        raise StorageError(f"{what}: state database error: {exc}") from exc
+
+
+class Store:
+    """Thread-safe access to the state database (one connection per thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _translate("opening state"):
+            conn = self._conn()
+            conn.executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextlib.contextmanager
+    def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        with _translate(what):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # -- jobs -------------------------------------------------------------------------------
+    def insert_job(self, kind: str, name: str, arn: str, status: str, record: dict[str, Any],
+                   runner: dict[str, Any]) -> None:
+        now = float(record.get("CreationTime") or time.time())
+        with self._tx(f"{kind} job {name}") as conn:
+            conn.execute(
+                "INSERT INTO jobs (kind, name, arn, status, creation_time, last_modified_time,"
+                " record, runner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, name, arn, status, now, now, json.dumps(record), json.dumps(runner)),
+            )
+
+    def get_job(self, kind: str, name: str) -> JobRow:
+        with _translate(f"reading {kind} job {name}"):
+            row = self._conn().execute(
+                "SELECT kind, name, arn, status, record, runner, stop_requested FROM jobs"
+                " WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+        if row is None:
+            raise ResourceNotFound(f"{kind} job {name} does not exist")
+        return _row(row)
+
+    def mutate(
+        self,
+        kind: str,
+        name: str,
+        change: Callable[[dict[str, Any], dict[str, Any]], str | None],
+    ) -> JobRow:
+        """Apply ``change(record, runner) -> new status or None`` atomically."""
+        with self._tx(f"updating {kind} job {name}") as conn:
+            row = conn.execute(
+                "SELECT kind, name, arn, status, record, runner, stop_requested FROM jobs"
+                " WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+            if row is None:
+                raise ResourceNotFound(f"{kind} job {name} does not exist")
+            job = _row(row)
+            status = change(job.record, job.runner) or job.status
+            modified = float(job.record.get("LastModifiedTime") or time.time())
+            conn.execute(
+                "UPDATE jobs SET status = ?, record = ?, runner = ?, last_modified_time = ?"
+                " WHERE kind = ? AND name = ?",
+                (status, json.dumps(job.record), json.dumps(job.runner), modified, kind, name),
+            )
+        return JobRow(kind, name, job.arn, status, job.record, job.runner, job.stop_requested)
+
+    def request_stop(self, kind: str, name: str) -> None:
+        with self._tx(f"stopping {kind} job {name}") as conn:
+            conn.execute("UPDATE jobs SET stop_requested = 1 WHERE kind = ? AND name = ?",
+                         (kind, name))
+
+    def stop_requested(self, kind: str, name: str) -> bool:
+        with _translate(f"reading {kind} job {name}"):
+            row = self._conn().execute(
+                "SELECT stop_requested FROM jobs WHERE kind = ? AND name = ?",
+                (kind, name)).fetchone()
+        return bool(row and row[0])
+
+    def list_jobs(
+        self,
+        kind: str,
+        *,
+        statuses: tuple[str, ...] = (),
+        name_contains: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        modified_after: float | None = None,
+        modified_before: float | None = None,
+        sort_by: str = "CreationTime",
+        descending: bool = True,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> list[JobRow]:
+        where = ["kind = ?"]
+        args: list[Any] = [kind]
+        if statuses:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            args.extend(statuses)
+        if name_contains:
+            where.append("instr(name, ?) > 0")
+            args.append(name_contains)
+        for column, op, value in (
+            ("creation_time", ">", created_after), ("creation_time", "<", created_before),
+            ("last_modified_time", ">", modified_after),
+            ("last_modified_time", "<", modified_before),
+        ):
+            if value is not None:
+                where.append(f"{column} {op} ?")
+                args.append(value)
+        column = {"Name": "name", "Status": "status"}.get(sort_by, "creation_time")
+        order = "DESC" if descending else "ASC"
+        sql = (
+            "SELECT kind, name, arn, status, record, runner, stop_requested FROM jobs WHERE "
+            + " AND ".join(where) + f" ORDER BY {column} {order}, name {order}"
+        )
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            args.extend([limit, offset])
+        with _translate(f"listing {kind} jobs"):
+            rows = self._conn().execute(sql, args).fetchall()
+        return [_row(r) for r in rows]
+
+    # -- metrics ----------------------------------------------------------------------------
+    def add_metrics(self, kind: str, name: str, host: str,
+                    points: list[tuple[str, float, float]]) -> None:
+        if not points:
+            return
+        with self._tx(f"metrics of {kind} job {name}") as conn:
+            conn.executemany(
+                "INSERT INTO metrics (kind, name, metric, timestamp, value, host)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(kind, name, metric, ts, value, host) for metric, ts, value in points],
+            )
+
+    def metric_series(self, kind: str, name: str, metric: str | None = None
+                      ) -> list[tuple[str, float, float, str]]:
+        sql = "SELECT metric, timestamp, value, host FROM metrics WHERE kind = ? AND name = ?"
+        args: list[Any] = [kind, name]
+        if metric is not None:
+            sql += " AND metric = ?"
+            args.append(metric)
+        with _translate(f"metrics of {kind} job {name}"):
+            return [tuple(r) for r in self._conn().execute(sql + " ORDER BY timestamp, rowid",
+                                                            args).fetchall()]
+
+
+def _row(row: tuple[Any, ...]) -> JobRow:
+    kind, name, arn, status, record, runner, stop = row
+    return JobRow(kind, name, arn, status, json.loads(record), json.loads(runner), bool(stop))

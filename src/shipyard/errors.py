@@ -1,0 +1,123 @@
+"""Shipyard's errors: one root, each class carrying its SageMaker wire mapping.
+
+    ShipyardError                      InternalFailure        500
+     ├── ValidationError               ValidationException    400  bad request, before anything runs
+     │    ├── UnsafeArchiveError                                    tarball member escapes its folder
+     │    └── DataSourceError                                      input data missing or unreadable
+     ├── ResourceNotFound              ResourceNotFound       400
+     ├── ResourceInUse                 ResourceInUse          400  duplicate name, wrong state
+     ├── ResourceLimitExceeded         ResourceLimitExceeded  400
+     ├── ImageNotFound                 ValidationException    400  the image is not in the engine
+     ├── RuntimeUnavailable            InternalFailure        500  no container engine / it failed
+     ├── StorageError                  InternalFailure        500  writing artifacts or state failed
+     └── ToolkitError                                              in-container failures (train/serve)
+          ├── EntryPointError                                      no or bad user entry point
+          └── InstallError                                         requirements.txt failed
+
+Third-party exceptions (Docker SDK, sqlite3, botocore) are translated into these at one
+boundary per adapter (`runtimes.docker`, `control.store`, `control.s3`), with ``raise ... from``.
+Every subclass registers itself by its ``code`` so the API can rebuild an error from the wire.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "DataSourceError",
+    "EntryPointError",
+    "ImageNotFound",
+    "InstallError",
+    "ResourceInUse",
+    "ResourceLimitExceeded",
+    "ResourceNotFound",
+    "RuntimeUnavailable",
+    "ShipyardError",
+    "StorageError",
+    "ToolkitError",
+    "UnsafeArchiveError",
+    "ValidationError",
+    "error_class_for_code",
+]
+
+_BY_CODE: dict[str, type[ShipyardError]] = {}
+
+
+class ShipyardError(Exception):
+    """Root of every error Shipyard raises on purpose."""
+
+    code: ClassVar[str] = "InternalFailure"
+    http_status: ClassVar[int] = 500
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # The first class declaring a code owns it, so the wire maps back to the broadest class.
+        if "code" in cls.__dict__:
+            _BY_CODE.setdefault(cls.code, cls)
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ValidationError(ShipyardError):
+    code = "ValidationException"
+    http_status = 400
+
+
+class UnsafeArchiveError(ValidationError):
+    """A tar member with an absolute path, ``..``, or a link pointing outside its folder."""
+
+
+class DataSourceError(ValidationError):
+    """Input data that does not exist or cannot be read."""
+
+
+class ResourceNotFound(ShipyardError):
+    code = "ResourceNotFound"
+    http_status = 400
+
+
+class ResourceInUse(ShipyardError):
+    code = "ResourceInUse"
+    http_status = 400
+
+
+class ResourceLimitExceeded(ShipyardError):
+    code = "ResourceLimitExceeded"
+    http_status = 400
+
+
+class ImageNotFound(ValidationError):
+    """The image named by a job is not present in the container engine."""
+
+
+class RuntimeUnavailable(ShipyardError):
+    """The container engine cannot be reached or refused an operation."""
+
+
+class StorageError(ShipyardError):
+    """State or artifacts could not be read or written."""
+
+
+class ToolkitError(ShipyardError):
+    """A failure inside the container, reported through /opt/ml/output/failure."""
+
+
+class EntryPointError(ToolkitError):
+    pass
+
+
+class InstallError(ToolkitError):
+    pass
+
+
+_BY_CODE.setdefault(ShipyardError.code, ShipyardError)
+
+
+def error_class_for_code(code: str) -> type[ShipyardError]:
+    """The error class for a SageMaker error code; the root for codes we do not know."""
+    return _BY_CODE.get(code, ShipyardError)

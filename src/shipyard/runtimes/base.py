@@ -1,0 +1,130 @@
+"""The one small interface the control plane uses to run containers.
+
+The control plane never talks to Docker directly: it builds a :class:`ContainerSpec` and calls
+a :class:`Runtime`. Implementations: ``DockerRuntime`` (the local engine), ``ProcessRuntime``
+(no engine: a local command or project folder under the same contract), ``FakeRuntime``
+(in memory, for state-machine tests). Every implementation raises only ``shipyard.errors``.
+
+Containers are identified by their ``name`` (unique per engine), so a restarted control plane
+finds them again from its database without keeping engine-specific ids.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Iterator
+
+#: Every container, network and image Shipyard creates carries this label (value "true"),
+#: so cleanup only ever touches what is ours on a shared engine.
+MANAGED_LABEL = "org.shipyard.managed"
+JOB_KIND_LABEL = "org.shipyard.job-kind"
+JOB_NAME_LABEL = "org.shipyard.job-name"
+HOST_LABEL = "org.shipyard.host"
+#: Free-form scope label so a test session can clean up exactly what it made.
+SCOPE_LABEL = "org.shipyard.scope"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host path made visible in the container at ``target``."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    #: Arguments after the entrypoint (Docker CMD), e.g. ``["train"]``.
+    command: list[str] | None = None
+    #: Replaces the image's ENTRYPOINT when set (``ContainerEntrypoint``).
+    entrypoint: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    hostname: str | None = None
+    #: A network made by :meth:`Runtime.create_network`; ``None`` = default; "none" = isolated.
+    network: str | None = None
+    network_aliases: list[str] = field(default_factory=list)
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    #: Host directory standing for the contract root (``/opt/ml``); the process runtime runs
+    #: the command with this as its root, the docker runtime ignores it (mounts say it all).
+    root_dir: str | None = None
+    #: Publish a container port on 127.0.0.1 (container_port -> host_port, 0 = any free port).
+    ports: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    name: str
+    running: bool
+    exit_code: int | None = None
+    oom_killed: bool = False
+    #: Epoch seconds; None when unknown.
+    started_at: float | None = None
+    finished_at: float | None = None
+    #: Engine error text, e.g. an exec failure before the process started.
+    error: str = ""
+    #: Host ports actually bound, container_port -> host_port.
+    ports: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    #: Epoch nanoseconds as the runtime recorded them; used to resume a log without repeats.
+    timestamp_ns: int
+    text: str
+    stream: str = "stdout"
+
+
+class Runtime(abc.ABC):
+    """Where containers run."""
+
+    kind: str = "abstract"
+
+    @abc.abstractmethod
+    def check_image(self, image: str) -> None:
+        """Raise ``ImageNotFound`` when ``image`` cannot be run (before anything starts)."""
+
+    @abc.abstractmethod
+    def create_network(self, name: str, labels: dict[str, str]) -> None:
+        """A private network whose members resolve each other by hostname and alias."""
+
+    @abc.abstractmethod
+    def remove_network(self, name: str) -> None:
+        """Idempotent."""
+
+    @abc.abstractmethod
+    def start(self, spec: ContainerSpec) -> None:
+        """Create and start; raises ``ResourceInUse`` if the name exists."""
+
+    @abc.abstractmethod
+    def inspect(self, name: str) -> ContainerState | None:
+        """Current state, or ``None`` if no such container exists."""
+
+    @abc.abstractmethod
+    def wait(self, name: str, timeout: float) -> ContainerState | None:
+        """Block up to ``timeout`` seconds for exit; the final state, or ``None`` if running."""
+
+    @abc.abstractmethod
+    def logs(self, name: str, since_ns: int = 0, follow: bool = False) -> Iterator[LogLine]:
+        """Lines with ``timestamp_ns > since_ns``; with ``follow``, until the container exits."""
+
+    @abc.abstractmethod
+    def signal(self, name: str, signum: int) -> None:
+        """Deliver a signal to the container's main process (no-op if it is not running)."""
+
+    @abc.abstractmethod
+    def remove(self, name: str) -> None:
+        """Remove a stopped (or kill a running) container; idempotent."""
+
+    @abc.abstractmethod
+    def list(self, labels: dict[str, str]) -> list[str]:
+        """Names of containers carrying all ``labels``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release client resources."""

@@ -1,0 +1,63 @@
+"""Shared fixtures: a real Docker engine, the base image, and cleanup by label."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.images import BASE_IMAGE, LABELS, ROOT, TEST_SCOPE
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _engine_missing(reason: str) -> None:
+    # In CI a missing engine is a failure, never a silent skip.
+    if IN_CI:
+        pytest.fail(f"Docker engine required in CI: {reason}")
+    pytest.skip(f"no Docker engine: {reason}")
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[object]:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means no usable engine
+        _engine_missing(str(exc))
+        raise
+    yield client
+    scope = {"label": [f"org.shipyard.scope={TEST_SCOPE}"]}
+    for container in client.containers.list(all=True, filters=scope):
+        container.remove(force=True)
+    for network in client.networks.list(filters=scope):
+        network.remove()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client: object) -> str:
+    import docker
+
+    assert isinstance(docker_client, docker.DockerClient)
+    try:
+        docker_client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        subprocess.run(["bash", str(ROOT / "scripts" / "base-image.sh")], check=True)
+    return BASE_IMAGE
+
+
+@pytest.fixture
+def scope_labels() -> dict[str, str]:
+    """Labels every container a test starts must carry (cleanup finds them by these)."""
+    return dict(LABELS)
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return ROOT

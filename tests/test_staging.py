@@ -1,0 +1,388 @@
+"""Staging channels and processing inputs: real files, a real moto S3 server, real boto3."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from shipyard.control.s3 import S3Client, parse_s3_uri
+from shipyard.control.staging import (
+    StagedPath,
+    local_path_from_uri,
+    prefix_relative_path,
+    stage_input,
+)
+from shipyard.errors import DataSourceError, StorageError, ValidationError
+from tests.support import s3server
+from tests.support.s3server import S3Server
+
+# Register the shared moto server fixtures in this module.
+s3_server = s3server.s3_server
+s3_bucket = s3server.s3_bucket
+
+HOSTS = ["algo-1", "algo-2"]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by relative path, with its contents."""
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _put(server: S3Server, bucket: str, objects: dict[str, bytes]) -> None:
+    boto = server.boto()
+    for key, body in objects.items():
+        boto.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+@pytest.fixture
+def s3(s3_server: S3Server) -> S3Client:
+    return s3_server.client()
+
+
+# -- local paths ---------------------------------------------------------------------------
+
+
+def test_local_folder_is_mounted_without_copy(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("1,2\n")
+    staging = tmp_path / "staging" / "train"
+
+    for uri in (str(data), data.as_uri()):
+        staged = stage_input(uri, "S3Prefix", "FullyReplicated", HOSTS, staging)
+        assert staged == {host: StagedPath(data, copied=False) for host in HOSTS}
+    assert not staging.exists()
+
+
+def test_file_uri_to_a_single_file_becomes_a_folder_holding_it(tmp_path: Path) -> None:
+    source = tmp_path / "train.csv"
+    source.write_text("x\n")
+    staging = tmp_path / "staging" / "train"
+
+    staged = stage_input(source.as_uri(), "S3Prefix", "FullyReplicated", HOSTS, staging)
+
+    folder = staged["algo-1"].host_path
+    assert staged["algo-2"] == staged["algo-1"]
+    assert staged["algo-1"].copied
+    assert folder.is_relative_to(staging)
+    assert _tree(folder) == {"train.csv": b"x\n"}
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["{tmp}/missing", "file://{tmp}/missing", "file://otherhost/{tmp}"],
+    ids=["path", "file-uri", "remote-host"],
+)
+def test_missing_local_data_fails_before_anything_is_staged(tmp_path: Path, uri: str) -> None:
+    staging = tmp_path / "staging"
+    with pytest.raises(DataSourceError, match="no such file or folder|local absolute path"):
+        stage_input(uri.format(tmp=tmp_path), "S3Prefix", "FullyReplicated", HOSTS, staging)
+    assert not staging.exists()
+
+
+def test_unknown_scheme_data_type_and_distribution_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="scheme"):
+        local_path_from_uri("ftp://host/x")
+    with pytest.raises(ValidationError, match="AugmentedManifestFile"):
+        stage_input(str(tmp_path), "AugmentedManifestFile", "FullyReplicated", HOSTS, tmp_path)
+    with pytest.raises(ValidationError, match="Sharded"):
+        stage_input(str(tmp_path), "S3Prefix", "Sharded", HOSTS, tmp_path)
+
+
+def test_local_sharding_gives_hosts_disjoint_complete_subsets(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    expected = {}
+    for i in range(7):
+        rel = f"part/{i:02d}.bin" if i % 2 else f"{i:02d}.bin"
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(bytes([i]) * 10)
+        expected[rel] = bytes([i]) * 10
+    staging = tmp_path / "staging" / "train"
+
+    staged = stage_input(str(data), "S3Prefix", "ShardedByS3Key", HOSTS, staging)
+
+    trees = {host: _tree(staged[host].host_path) for host in HOSTS}
+    assert staged["algo-1"].host_path == staging / "algo-1"
+    assert not set(trees["algo-1"]) & set(trees["algo-2"])
+    assert {**trees["algo-1"], **trees["algo-2"]} == expected
+    ordered = sorted(expected)
+    assert sorted(trees["algo-1"]) == ordered[0::2]
+    assert sorted(trees["algo-2"]) == ordered[1::2]
+    # Hard links (or copies): the source stays untouched either way.
+    assert _tree(data) == expected
+
+
+def test_local_manifest_lays_files_out_by_relative_path(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "x").mkdir(parents=True)
+    (data / "x" / "one.txt").write_text("1")
+    (data / "two.txt").write_text("2")
+    (data / "unlisted.txt").write_text("no")
+    manifest = tmp_path / "train.manifest"
+    manifest.write_text(json.dumps([{"prefix": data.as_uri() + "/"}, "x/one.txt", "two.txt"]))
+
+    staged = stage_input(
+        manifest.as_uri(), "ManifestFile", "FullyReplicated", ["algo-1"], tmp_path / "st"
+    )
+
+    assert _tree(staged["algo-1"].host_path) == {"x/one.txt": b"1", "two.txt": b"2"}
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ("not json", "not valid JSON"),
+        (json.dumps({"prefix": "s3://b/"}), "JSON list"),
+        (json.dumps([{"prefix": "/nowhere/"}]), "lists no objects"),
+        (json.dumps([{"prefix": "{data}/"}, "../escape.txt"]), "not a usable file path"),
+        (json.dumps([{"prefix": "{data}/"}, "missing.txt"]), "not a readable file"),
+    ],
+    ids=["not-json", "not-a-list", "empty", "escapes", "missing-entry"],
+)
+def test_bad_local_manifests_are_data_source_errors(tmp_path: Path, body: str, match: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "escape.txt").write_text("secret")
+    manifest = tmp_path / "m.json"
+    manifest.write_text(body.replace("{data}", str(data)))
+    staging = tmp_path / "staging"
+    with pytest.raises(DataSourceError, match=match):
+        stage_input(str(manifest), "ManifestFile", "FullyReplicated", HOSTS, staging)
+    assert not (staging / "shared").exists()
+
+
+def test_a_non_empty_staging_folder_is_refused_and_left_alone(tmp_path: Path) -> None:
+    source = tmp_path / "train.csv"
+    source.write_text("x")
+    staging = tmp_path / "staging"
+    (staging / "shared").mkdir(parents=True)
+    (staging / "shared" / "keep.txt").write_text("mine")
+    with pytest.raises(StorageError, match="not empty"):
+        stage_input(str(source), "S3Prefix", "FullyReplicated", HOSTS, staging)
+    assert _tree(staging) == {"shared/keep.txt": b"mine"}
+
+
+# -- S3 ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prefix", "key", "rel"),
+    [
+        ("data/train/", "data/train/a.csv", "a.csv"),
+        ("data/train", "data/train/sub/a.csv", "sub/a.csv"),
+        ("data/train.csv", "data/train.csv", "train.csv"),
+        ("data/tr", "data/train/a.csv", "train/a.csv"),
+        ("", "top/a.csv", "top/a.csv"),
+    ],
+    ids=["folder", "folder-no-slash", "one-object", "partial-name", "whole-bucket"],
+)
+def test_prefix_relative_path(prefix: str, key: str, rel: str) -> None:
+    assert prefix_relative_path(prefix, key) == rel
+
+
+def test_s3_prefix_is_downloaded_with_key_paths_kept(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, s3: S3Client
+) -> None:
+    _put(
+        s3_server,
+        s3_bucket,
+        {
+            "data/train/a.csv": b"a",
+            "data/train/sub/b.csv": b"b",
+            "data/train/empty-folder/": b"",
+            "data/validation/c.csv": b"c",
+        },
+    )
+    staging = tmp_path / "staging" / "train"
+
+    staged = stage_input(
+        f"s3://{s3_bucket}/data/train", "S3Prefix", "FullyReplicated", HOSTS, staging, s3
+    )
+
+    assert staged == {host: StagedPath(staging / "shared", copied=True) for host in HOSTS}
+    assert _tree(staging) == {"shared/a.csv": b"a", "shared/sub/b.csv": b"b"}
+    assert not [p for p in staging.rglob("*") if "partial" in p.name]
+
+
+def test_s3_single_object_uri_stages_that_file(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, s3: S3Client
+) -> None:
+    _put(s3_server, s3_bucket, {"in/train.csv": b"t", "in/train.csv.bak": b"old"})
+    staged = stage_input(
+        f"s3://{s3_bucket}/in/train.csv",
+        "S3Prefix",
+        "FullyReplicated",
+        ["algo-1"],
+        tmp_path / "st",
+        s3,
+    )
+    # Both keys share the prefix: the object named exactly keeps its base name.
+    assert _tree(staged["algo-1"].host_path) == {"train.csv": b"t", "train.csv.bak": b"old"}
+
+
+def test_s3_manifest_downloads_listed_objects(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, s3: S3Client
+) -> None:
+    manifest = [{"prefix": f"s3://{s3_bucket}/corpus/"}, "en/1.txt", "fr/2.txt"]
+    _put(
+        s3_server,
+        s3_bucket,
+        {
+            "corpus/en/1.txt": b"one",
+            "corpus/fr/2.txt": b"deux",
+            "corpus/de/3.txt": b"drei",
+            "manifests/train.json": json.dumps(manifest).encode(),
+        },
+    )
+    staged = stage_input(
+        f"s3://{s3_bucket}/manifests/train.json",
+        "ManifestFile",
+        "FullyReplicated",
+        ["algo-1"],
+        tmp_path / "st",
+        s3,
+    )
+    assert _tree(staged["algo-1"].host_path) == {"en/1.txt": b"one", "fr/2.txt": b"deux"}
+
+
+def test_s3_manifest_may_not_point_at_local_files(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, s3: S3Client
+) -> None:
+    (tmp_path / "secret").write_text("host file")
+    manifest = [{"prefix": tmp_path.as_uri() + "/"}, "secret"]
+    _put(s3_server, s3_bucket, {"m.json": json.dumps(manifest).encode()})
+    with pytest.raises(DataSourceError, match="must point at s3://"):
+        stage_input(
+            f"s3://{s3_bucket}/m.json",
+            "ManifestFile",
+            "FullyReplicated",
+            ["algo-1"],
+            tmp_path / "st",
+            s3,
+        )
+
+
+def test_s3_manifest_entry_missing_is_an_error_and_cleans_up(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, s3: S3Client
+) -> None:
+    manifest = [{"prefix": f"s3://{s3_bucket}/p/"}, "here.txt", "gone.txt"]
+    _put(s3_server, s3_bucket, {"p/here.txt": b"h", "m.json": json.dumps(manifest).encode()})
+    staging = tmp_path / "st"
+    with pytest.raises(DataSourceError, match=r"p/gone.txt: no such key"):
+        stage_input(
+            f"s3://{s3_bucket}/m.json", "ManifestFile", "FullyReplicated", ["algo-1"], staging, s3
+        )
+    assert not (staging / "shared").exists()
+
+
+def test_s3_sharding_gives_hosts_disjoint_complete_subsets(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, s3: S3Client
+) -> None:
+    objects = {f"shards/part-{i:03d}": str(i).encode() for i in range(9)}
+    _put(s3_server, s3_bucket, objects)
+    hosts = ["algo-1", "algo-2", "algo-3"]
+
+    staged = stage_input(
+        f"s3://{s3_bucket}/shards/", "S3Prefix", "ShardedByS3Key", hosts, tmp_path / "st", s3
+    )
+
+    trees = [_tree(staged[host].host_path) for host in hosts]
+    assert [sorted(tree) for tree in trees] == [
+        [f"part-{i:03d}" for i in range(start, 9, 3)] for start in range(3)
+    ]
+    merged = {f"shards/{rel}": body for tree in trees for rel, body in tree.items()}
+    assert merged == objects
+
+
+def test_sharding_with_fewer_objects_than_hosts_leaves_empty_folders(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, s3: S3Client
+) -> None:
+    _put(s3_server, s3_bucket, {"one/only.csv": b"1"})
+    staged = stage_input(
+        f"s3://{s3_bucket}/one/", "S3Prefix", "ShardedByS3Key", HOSTS, tmp_path / "st", s3
+    )
+    assert _tree(staged["algo-1"].host_path) == {"only.csv": b"1"}
+    assert staged["algo-2"].host_path.is_dir()
+    assert _tree(staged["algo-2"].host_path) == {}
+
+
+def test_missing_bucket_and_empty_prefix_are_data_source_errors(
+    tmp_path: Path, s3_bucket: str, s3: S3Client
+) -> None:
+    with pytest.raises(DataSourceError, match="s3://no-such-bucket-x1/data: no such bucket"):
+        stage_input(
+            "s3://no-such-bucket-x1/data", "S3Prefix", "FullyReplicated", HOSTS, tmp_path, s3
+        )
+    with pytest.raises(DataSourceError, match="no objects found"):
+        stage_input(
+            f"s3://{s3_bucket}/nothing/", "S3Prefix", "FullyReplicated", HOSTS, tmp_path, s3
+        )
+    with pytest.raises(ValidationError, match="S3 client"):
+        stage_input(f"s3://{s3_bucket}/x", "S3Prefix", "FullyReplicated", HOSTS, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_endpoint_is_a_data_source_error(tmp_path: Path) -> None:
+    dead = S3Client(
+        f"http://127.0.0.1:{s3server.unused_port()}",
+        "us-east-1",
+        access_key_id="testing",
+        secret_access_key="testing",
+    )
+    with pytest.raises(DataSourceError, match="cannot reach the S3 endpoint"):
+        dead.list_objects("s3://bucket/prefix")
+
+
+def test_many_objects_download_concurrently(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    objects = {f"many/{i // 10}/obj-{i:02d}.txt": os.urandom(64) for i in range(50)}
+    _put(s3_server, s3_bucket, objects)
+    s3 = s3_server.client(max_workers=16)
+
+    staged = stage_input(
+        f"s3://{s3_bucket}/many", "S3Prefix", "FullyReplicated", ["algo-1"], tmp_path / "st", s3
+    )
+
+    tree = _tree(staged["algo-1"].host_path)
+    assert {f"many/{rel}": body for rel, body in tree.items()} == objects
+
+
+def test_parse_s3_uri() -> None:
+    loc = parse_s3_uri("s3://bucket/a/b/")
+    assert (loc.bucket, loc.key, loc.child("c.txt").uri) == (
+        "bucket",
+        "a/b/",
+        "s3://bucket/a/b/c.txt",
+    )
+    assert parse_s3_uri("s3://bucket").key == ""
+    for bad in ("http://bucket/x", "s3:///key"):
+        with pytest.raises(ValidationError):
+            parse_s3_uri(bad)
+
+
+def test_keys_that_would_be_both_file_and_folder_are_refused(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, s3: S3Client
+) -> None:
+    _put(s3_server, s3_bucket, {"clash/a": b"file", "clash/a/b": b"nested"})
+    staging = tmp_path / "st"
+    with pytest.raises(DataSourceError, match="both a file and a folder"):
+        stage_input(f"s3://{s3_bucket}/clash/", "S3Prefix", "FullyReplicated", HOSTS, staging, s3)
+    assert not staging.exists()
+
+
+def test_exists_tells_a_missing_key_from_a_missing_bucket(
+    s3_server: S3Server, s3_bucket: str, s3: S3Client
+) -> None:
+    _put(s3_server, s3_bucket, {"here.txt": b"x"})
+    assert s3.exists(f"s3://{s3_bucket}/here.txt")
+    assert not s3.exists(f"s3://{s3_bucket}/gone.txt")
+    with pytest.raises(DataSourceError, match="no such bucket"):
+        s3.exists("s3://no-such-bucket-z3/here.txt")
