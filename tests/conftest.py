@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -33,10 +34,13 @@ def docker_client() -> Iterator[object]:
         raise
     yield client
     scope = {"label": [f"org.shipyard.scope={TEST_SCOPE}"]}
+    # Another session on the same engine may be removing the same things: ignore races.
     for container in client.containers.list(all=True, filters=scope):
-        container.remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            container.remove(force=True)
     for network in client.networks.list(filters=scope):
-        network.remove()
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            network.remove()
     client.close()
 
 
@@ -50,6 +54,14 @@ def base_image(docker_client: object) -> str:
     except docker.errors.ImageNotFound:
         subprocess.run(["bash", str(ROOT / "scripts" / "base-image.sh")], check=True)
     return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def images(docker_client: object, base_image: str) -> dict[str, str]:
+    """The workload images (tests/support/workloads.py), keyed by name."""
+    from tests.support.workloads import build_all
+
+    return build_all(docker_client)
 
 
 @pytest.fixture

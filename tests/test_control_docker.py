@@ -20,172 +20,10 @@ import pytest
 from shipyard.control import ControlPlane, Settings
 from shipyard.runtimes import DockerRuntime
 from tests.support import s3server
-from tests.support.images import build_image
 
 pytestmark = pytest.mark.docker
 s3_server = s3server.s3_server
 s3_bucket = s3server.s3_bucket
-
-SEED_000_TRAIN = '''from pathlib import Path
-import json
-
-input_dir = Path("/opt/ml/input/data/training")
-model_dir = Path("/opt/ml/model")
-model_dir.mkdir(parents=True, exist_ok=True)
-
-rows = sum(1 for _ in input_dir.glob("**/*") if _.is_file())
-(model_dir / "model.json").write_text(json.dumps({"training_files": rows}))
-'''
-
-# Seed 002's shape (hard-coded /opt/ml paths, hyperparameters.json read directly, a train and
-# a validation channel), with numpy standing in for JAX.
-SEED_002_STYLE_TRAIN = '''import json, os
-import numpy as np
-
-def read_hyperparameters():
-    with open("/opt/ml/input/config/hyperparameters.json") as f:
-        return json.load(f)
-
-def load(folder):
-    rows = [np.loadtxt(os.path.join(folder, n), delimiter=",", ndmin=2)
-            for n in sorted(os.listdir(folder))]
-    data = np.vstack(rows)
-    return data[:, :-1], data[:, -1]
-
-def main():
-    hp = read_hyperparameters()
-    train_data_dir = "/opt/ml/input/data/train"
-    val_data_dir = "/opt/ml/input/data/val"
-    model_dir = "/opt/ml/model"
-    x, y = load(train_data_dir)
-    xv, yv = load(val_data_dir)
-    w = np.zeros(x.shape[1])
-    lr = float(hp["learning-rate"])
-    for epoch in range(int(hp["epochs"])):
-        grad = x.T @ (x @ w - y) / len(y)
-        w -= lr * grad
-        print(f"epoch={epoch} train_loss={float(np.mean((x @ w - y) ** 2)):.6f}", flush=True)
-    val_loss = float(np.mean((xv @ w - yv) ** 2))
-    print(f"val_loss={val_loss:.6f}", flush=True)
-    np.save(os.path.join(model_dir, "final.npy"), w)
-    with open(os.path.join(model_dir, "meta.json"), "w") as f:
-        json.dump({"val_loss": val_loss, "hosts": os.environ.get("SM_HOSTS")}, f)
-
-if __name__ == "__main__":
-    main()
-'''
-
-# Exec-form scripts for the contract's edge cases; argv[1] selects the behaviour.
-BEHAVIOURS = '''import json, os, signal, socket, sys, time
-mode = os.environ.get("MODE", "ok")
-print("mode", mode, "argv", sys.argv[1:], flush=True)
-if mode == "failure-file":
-    with open("/opt/ml/output/failure", "w") as f:
-        f.write("ValueError: bad column 'price'\\n" + "x" * 2000)
-    sys.exit(2)
-if mode == "exit-3":
-    print("about to fail", file=sys.stderr, flush=True)
-    sys.exit(3)
-if mode == "oom":
-    hog = [b"x" * (256 * 1024 * 1024) for _ in range(40)]
-if mode == "checkpoint-on-sigterm":
-    def on_term(signum, frame):
-        with open("/opt/ml/model/checkpoint.json", "w") as f:
-            json.dump({"saved_on": "SIGTERM"}, f)
-        print("checkpoint saved", flush=True)
-        sys.exit(0)
-    signal.signal(signal.SIGTERM, on_term)
-    print("ready", flush=True)
-    while True:
-        time.sleep(0.05)
-if mode == "ignore-sigterm":
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    print("ready", flush=True)
-    while True:
-        time.sleep(0.05)
-if mode == "sleep":
-    time.sleep(float(os.environ.get("SLEEP", "30")))
-if mode == "metrics":
-    for i in range(4):
-        print(f"epoch {i}: loss={1.0 / (i + 1):.3f} accuracy={0.5 + i / 10:.2f}", flush=True)
-if mode == "peers":
-    cfg = json.load(open("/opt/ml/input/config/resourceconfig.json"))
-    me, hosts = cfg["current_host"], cfg["hosts"]
-    # SageMaker's advice: peers' names may take a moment to resolve, so retry.
-    addresses = {}
-    for h in hosts:
-        for _ in range(100):
-            try:
-                addresses[h] = socket.gethostbyname(h)
-                break
-            except OSError:
-                time.sleep(0.05)
-    if me == "algo-1":
-        server = socket.create_server(("0.0.0.0", 7777))
-        conn, _ = server.accept()
-        message = conn.recv(100).decode()
-    else:
-        for _ in range(100):
-            try:
-                conn = socket.create_connection(("algo-1", 7777), timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        conn.sendall(("hello from " + me).encode())
-        message = "sent"
-    json.dump({"me": me, "addresses": addresses, "message": message},
-              open(f"/opt/ml/model/{me}.json", "w"))
-if mode == "network":
-    try:
-        socket.create_connection(("1.1.1.1", 53), timeout=1)
-        print("network: yes", flush=True)
-    except OSError as exc:
-        print("network: no", type(exc).__name__, flush=True)
-    print("interfaces", sorted(os.listdir("/sys/class/net")), flush=True)
-open("/opt/ml/model/done", "w").write(mode)
-'''
-
-PROCESSING = '''import os, pathlib, sys
-inp = pathlib.Path("/opt/ml/processing/input")
-out = pathlib.Path("/opt/ml/processing/output/report")
-lines = []
-for name in ("first", "second"):
-    for f in sorted((inp / name).rglob("*")):
-        if f.is_file():
-            lines.append(f"{name}/{f.relative_to(inp / name)}: {f.read_text().strip()}")
-(out / "summary.txt").write_text("\\n".join(lines) + "\\n")
-(out / "nested").mkdir(exist_ok=True)
-(out / "nested" / "count.txt").write_text(str(len(lines)))
-pathlib.Path("/opt/ml/output/message").write_text(f"processed {len(lines)} files")
-print("args", sys.argv[1:], "env", os.environ.get("PROCESSING_JOB_NAME"), flush=True)
-'''
-
-
-@pytest.fixture(scope="module")
-def images(docker_client: Any, base_image: str) -> dict[str, str]:
-    return {
-        "seed000": build_image(
-            docker_client, "seed000", {"train.py": SEED_000_TRAIN},
-            "RUN ln -sf /usr/bin/python3 /usr/local/bin/python\nENV PYTHONUNBUFFERED=1\n"
-            "WORKDIR /opt/program\nCOPY train.py ./\nENTRYPOINT [\"python\", \"train.py\"]",
-            with_toolkit=False),
-        "seed002": build_image(
-            docker_client, "seed002", {"train.py": SEED_002_STYLE_TRAIN},
-            "ENV PYTHONUNBUFFERED=1 SAGEMAKER_PROGRAM=train.py "
-            "SAGEMAKER_SUBMIT_DIRECTORY=/opt/program\nCOPY train.py /opt/program/\n"
-            "ENTRYPOINT [\"train\"]", wheels=("numpy",)),
-        "behaviours": build_image(
-            docker_client, "behaviours", {"b.py": BEHAVIOURS},
-            "COPY b.py /opt/program/\nENTRYPOINT [\"python3\", \"/opt/program/b.py\"]",
-            with_toolkit=False),
-        "toolkit-behaviours": build_image(
-            docker_client, "toolkit-behaviours", {"b.py": BEHAVIOURS},
-            "ENV SAGEMAKER_PROGRAM=b.py SAGEMAKER_SUBMIT_DIRECTORY=/opt/program\n"
-            "COPY b.py /opt/program/"),
-        "processing": build_image(
-            docker_client, "processing", {"p.py": PROCESSING},
-            "COPY p.py /opt/program/", with_toolkit=False),
-    }
 
 
 @pytest.fixture
@@ -514,3 +352,67 @@ def test_control_plane_restart_while_job_runs(docker_client: Any, scope_labels: 
             assert lines.count("mode sleep argv ['train']") == 1  # resumed without repeats
     finally:
         second.close()
+
+
+SOURCE_ENTRY = '''import argparse, json, os
+parser = argparse.ArgumentParser()
+parser.add_argument("--epochs", type=int)
+parser.add_argument("--verbose", action="store_true")
+args = parser.parse_args()
+from helper import describe
+with open(os.path.join(os.environ["SM_MODEL_DIR"], "args.json"), "w") as f:
+    json.dump({"epochs": args.epochs, "verbose": args.verbose, "describe": describe(),
+               "channels": json.loads(os.environ["SM_CHANNELS"])}, f)
+'''
+
+
+def _sourcedir(tmp: Path) -> Path:
+    src = tmp / "src"
+    src.mkdir()
+    (src / "entry.py").write_text(SOURCE_ENTRY)
+    (src / "helper.py").write_text("def describe():\n    return 'from sourcedir'\n")
+    archive = tmp / "sourcedir.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in src.iterdir():
+            tar.add(path, arcname=path.name)
+    return archive
+
+
+def _sdk_hyperparameters(submit_uri: str) -> dict[str, str]:
+    # What the SageMaker SDK's framework estimators send: every value JSON-encoded.
+    return {"epochs": "3", "verbose": "true", "sagemaker_program": json.dumps("entry.py"),
+            "sagemaker_submit_directory": json.dumps(submit_uri),
+            "sagemaker_bool_flags": json.dumps("store_true")}
+
+
+def test_submit_directory_tarball_from_file_uri(plane: ControlPlane, images: dict[str, str],
+                                                tmp_path: Path) -> None:
+    archive = _sourcedir(tmp_path)
+    plane.create_training_job(request("sourcedir-file", images["toolkit"], tmp_path,
+                                      HyperParameters=_sdk_hyperparameters(archive.as_uri())))
+    record = plane.wait("training", "sourcedir-file", timeout=60)
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    assert json.loads(model_files(tmp_path, "sourcedir-file")["args.json"]) == {
+        "epochs": 3, "verbose": True, "describe": "from sourcedir", "channels": ["training"]}
+
+
+def test_submit_directory_tarball_from_s3(docker_client: Any, scope_labels: dict[str, str],
+                                          s3_server: Any, s3_bucket: str,
+                                          images: dict[str, str], tmp_path: Path) -> None:
+    archive = _sourcedir(tmp_path)
+    s3_server.boto().upload_file(str(archive), s3_bucket, "code/sourcedir.tar.gz")
+    settings = Settings.load({"data_dir": str(tmp_path / "state"),
+                              "s3_endpoint_url": s3_server.url,
+                              "s3_access_key_id": "testing",
+                              "s3_secret_access_key": "testing"}, environ={})
+    cp = ControlPlane(settings, DockerRuntime(docker_client, labels=scope_labels))
+    try:
+        cp.create_training_job(request(
+            "sourcedir-s3", images["toolkit"], tmp_path,
+            HyperParameters=_sdk_hyperparameters(f"s3://{s3_bucket}/code/sourcedir.tar.gz")))
+        record = cp.wait("training", "sourcedir-s3", timeout=60)
+    finally:
+        cp.close()
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    assert json.loads(model_files(tmp_path, "sourcedir-s3")["args.json"])["describe"] == (
+        "from sourcedir")

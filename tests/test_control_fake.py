@@ -20,6 +20,7 @@ from shipyard.errors import (
     DataSourceError,
     ImageNotFound,
     ResourceInUse,
+    UnsafeArchiveError,
     ValidationError,
 )
 from shipyard.runtimes import ContainerSpec, FakeBehaviour, FakeRuntime
@@ -229,6 +230,22 @@ def test_bad_input_is_rejected_before_anything_runs(
         cp.create_training_job(request)
     assert runtime.started == []
     assert cp.list_jobs("training") == []
+
+
+def test_unsafe_submit_directory_tarball_is_rejected(tmp_path: Path, plane: Any) -> None:
+    import io
+
+    cp, runtime = plane
+    archive = tmp_path / "sourcedir.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("../../etc/evil.py")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"x=1\n"))
+    request = training_request("job-tar", tmp_path, HyperParameters={
+        "sagemaker_submit_directory": archive.as_uri(), "sagemaker_program": "evil.py"})
+    with pytest.raises(UnsafeArchiveError, match="escapes"):
+        cp.create_training_job(request)
+    assert runtime.started == [] and cp.list_jobs("training") == []
 
 
 def test_duplicate_name_is_resource_in_use(tmp_path: Path, plane: Any) -> None:

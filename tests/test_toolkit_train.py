@@ -358,7 +358,7 @@ def on_term(signum, frame):
     child.wait(timeout=20)
     sys.exit(0)
 signal.signal(signal.SIGTERM, on_term)
-open(os.path.join(model, "ready"), "w").close()
+open(os.path.join(model, "ready"), "w").write(str(os.getpgid(0)))
 while True:
     time.sleep(0.05)
 """
@@ -373,33 +373,37 @@ def _wait_for(*paths: Path, timeout: float = 30) -> None:
 
 
 @pytest.fixture
-def started(job: Job) -> Iterator[tuple[Job, subprocess.Popen[str]]]:
+def started(job: Job, tmp_path: Path) -> Iterator[tuple[Job, subprocess.Popen[str], Path]]:
     job.env["SAGEMAKER_PROGRAM"] = "train.py"
     job.script("train.py", GRACEFUL)
-    proc = subprocess.Popen(
-        TRAIN, env=job.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    # Output to a file, not a pipe: if forwarding breaks, orphans holding a pipe would hang us.
+    log = tmp_path / "train.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(TRAIN, env=job.env, stdout=out, stderr=subprocess.STDOUT, text=True)
     try:
-        yield job, proc
+        yield job, proc, log
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate()
+        proc.wait()
+        ready = Path(job.layout.model_dir) / "ready"
+        if ready.exists() and ready.read_text():
+            try:  # the script's group, should a broken toolkit have left it running
+                os.killpg(int(ready.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_is_forwarded_to_process_group(
-    started: tuple[Job, subprocess.Popen[str]], signum: int
+    started: tuple[Job, subprocess.Popen[str], Path], signum: int
 ) -> None:
-    job, proc = started
+    job, proc, log = started
     model = Path(job.layout.model_dir)
     _wait_for(model / "ready", model / "grandchild-ready")
     proc.send_signal(signum)
-    try:
-        _, stderr = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
+    proc.wait(timeout=30)
+    stderr = log.read_text()
     if signum == signal.SIGINT:
         # The script only traps SIGTERM: KeyboardInterrupt ends it, and Python then dies by
         # SIGINT, so the toolkit reports 128 + 2 like a shell would.

@@ -26,6 +26,7 @@ _HELP = {
     "account_id": "Account id used in ARNs [env SHIPYARD_ACCOUNT_ID].",
     "stop_grace_seconds": "SIGTERM-to-SIGKILL grace on stop [env SHIPYARD_STOP_GRACE_SECONDS].",
     "transfer_workers": "Concurrent S3 transfers per job [env SHIPYARD_TRANSFER_WORKERS].",
+    "scope": "Extra org.shipyard.scope label on containers and networks [env SHIPYARD_SCOPE].",
     "remove_containers": "Remove containers once a job ends [env SHIPYARD_REMOVE_CONTAINERS].",
 }
 

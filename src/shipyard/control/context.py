@@ -50,10 +50,11 @@ class Context:
 
 def runtime_for(settings: Settings) -> Runtime:
     """The runtime the settings ask for; ``auto`` = Docker if an engine answers, else process."""
-    from shipyard.runtimes import DockerRuntime, ProcessRuntime, default_runtime
+    from shipyard.runtimes import SCOPE_LABEL, DockerRuntime, ProcessRuntime, default_runtime
 
+    labels = {SCOPE_LABEL: settings.scope} if settings.scope else None
     if settings.runtime == "docker":
-        return DockerRuntime()
+        return DockerRuntime(labels=labels)
     if settings.runtime == "process":
         return ProcessRuntime(settings.data_dir / "processes")
-    return default_runtime(settings.data_dir)
+    return default_runtime(settings.data_dir, labels)

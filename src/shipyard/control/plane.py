@@ -18,8 +18,10 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Literal
 
+from shipyard.contract.archives import check_archive
 from shipyard.control import processing, records, training
 from shipyard.control.context import Context, runtime_for
 from shipyard.control.jobspec import source_uri_of_channel
@@ -66,6 +68,11 @@ class ControlPlane:
         self._preflight(req["AlgorithmSpecification"]["TrainingImage"],
                         [source_uri_of_channel(c)[0] for c in req.get("InputDataConfig") or []],
                         training.host_count(req))
+        submit = training.submit_directory(req)
+        if submit is not None and submit[0].startswith("file://"):
+            code = local_path_from_uri(submit[0])
+            if code.is_file():
+                check_archive(code, Path("/opt/ml/code"))
         return {"TrainingJobArn": self._create(training.KIND, req["TrainingJobName"], req)}
 
     def create_processing_job(self, request: dict[str, Any]) -> dict[str, str]:

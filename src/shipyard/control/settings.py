@@ -53,6 +53,9 @@ class Settings:
     transfer_workers: int = 8
     #: Remove job containers once their results are collected.
     remove_containers: bool = True
+    #: Extra ``org.shipyard.scope`` label on everything this plane creates, so a shared
+    #: engine's users (or a test session) can find and clean up exactly their own.
+    scope: str | None = None
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -111,6 +114,7 @@ def _cast(name: str, raw: Any) -> Any:
         "stop_grace_seconds": float,
         "transfer_workers": int,
         "remove_containers": lambda v: v if isinstance(v, bool) else _bool(str(v)),
+        "scope": lambda v: str(v) or None,
     }
     return kinds[name](raw)
 

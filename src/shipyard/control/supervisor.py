@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard import contract
+from shipyard.contract.archives import safe_extract
 from shipyard.contract.paths import OptMl
 from shipyard.control import artifacts, processing, records, staging, training
 from shipyard.control.context import Context
@@ -179,7 +180,8 @@ class Supervisor:
                                              self._s3_for(uri))
                 channels[channel["ChannelName"]] = {h: p.host_path for h, p in staged.items()}
             checkpoints = self._restore_checkpoints(record, job_dir, hosts)
-            return training.plan_hosts(record, job_dir, channels, checkpoints)
+            return training.plan_hosts(record, job_dir, channels, checkpoints,
+                                       self._stage_code(record, job_dir))
         hosts = contract.host_names(processing.host_count(record))
         inputs: dict[str, dict[str, Path]] = {}
         for item in record["ProcessingInputs"]:
@@ -190,6 +192,23 @@ class Supervisor:
                                          self._s3_for(s3["S3Uri"]))
             inputs[item["InputName"]] = {h: p.host_path for h, p in staged.items()}
         return processing.plan_hosts(record, job_dir, inputs)
+
+    def _stage_code(self, record: dict[str, Any], job_dir: Path) -> Path | None:
+        """Fetch an s3:// or file:// submit directory; tarballs are checked, then extracted."""
+        submit = training.submit_directory(record)
+        if submit is None or not training.platform_stages_code(submit[0]):
+            return None
+        uri = submit[0]
+        if uri.startswith("s3://"):
+            source = job_dir / "code-download" / "sourcedir.tar.gz"
+            self.ctx.s3.download_file(uri, source)
+        else:
+            source = staging.local_path_from_uri(uri)
+            if source.is_dir():
+                return source
+        code = job_dir / "code"
+        safe_extract(source, code)
+        return code
 
     def _s3_for(self, uri: str) -> Any:
         return self.ctx.s3 if uri.startswith("s3://") else None

@@ -10,11 +10,13 @@ inputdataconfig.json / checkpointconfig.json, ``docker run IMAGE train`` unless
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
 from shipyard import contract
 from shipyard.contract import names
+from shipyard.contract.env import HP_SUBMIT_DIRECTORY
 from shipyard.contract.paths import DEFAULT_CHECKPOINT_DIR, OptMl
 from shipyard.control import records
 from shipyard.control.artifacts import training_output_uris
@@ -150,6 +152,28 @@ def new_record(req: dict[str, Any], arn: str, at: float) -> dict[str, Any]:
     return record
 
 
+def submit_directory(record: dict[str, Any]) -> tuple[str, bool] | None:
+    """The ``sagemaker_submit_directory`` hyperparameter decoded, and whether it was JSON.
+
+    The SDK's framework estimators JSON-encode every value (``"\"s3://b/sourcedir.tar.gz\""``),
+    the generic Estimator sends it raw; both are accepted, and written back the same way.
+    """
+    raw = (record.get("HyperParameters") or {}).get(HP_SUBMIT_DIRECTORY)
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw, False
+    return (value, True) if isinstance(value, str) else (raw, False)
+
+
+def platform_stages_code(uri: str) -> bool:
+    """s3:// and file:// code is fetched by the platform, checked, and mounted at
+    /opt/ml/code, as SDK local mode does for file://; a plain path is the image's own."""
+    return uri.startswith(("s3://", "file://"))
+
+
 def host_count(record: dict[str, Any]) -> int:
     return int(record["ResourceConfig"].get("InstanceCount") or 1)
 
@@ -159,17 +183,22 @@ def plan_hosts(
     job_dir: Path,
     channel_paths: dict[str, dict[str, Path]],
     checkpoint_dirs: dict[str, Path],
+    code_dir: Path | None = None,
 ) -> list[HostPlan]:
     """Lay out each host's contract root and say what the container sees where."""
     hosts = contract.host_names(host_count(record))
     instance_type = record["ResourceConfig"]["InstanceType"]
     algo = record["AlgorithmSpecification"]
+    hyperparameters = contract.hyperparameters(record.get("HyperParameters"))
+    submit = submit_directory(record)
+    if code_dir is not None and submit is not None:
+        target = str(CONTAINER_ROOT.code_dir)
+        hyperparameters[HP_SUBMIT_DIRECTORY] = json.dumps(target) if submit[1] else target
     plans = []
     for host in hosts:
         root = make_host_root(job_dir / "hosts" / host)
         layout = OptMl.at(root)
-        contract.write_json(Path(layout.hyperparameters_file),
-                            contract.hyperparameters(record.get("HyperParameters")))
+        contract.write_json(Path(layout.hyperparameters_file), hyperparameters)
         contract.write_json(Path(layout.resource_config_file),
                             contract.training_resource_config(host, hosts, instance_type))
         contract.write_json(Path(layout.input_data_config_file),
@@ -183,6 +212,8 @@ def plan_hosts(
         for channel, per_host in sorted(channel_paths.items()):
             mounts.append(Mount(str(per_host[host]), str(CONTAINER_ROOT.channel_dir(channel)),
                                 True))
+        if code_dir is not None:
+            mounts.append(Mount(str(code_dir), str(CONTAINER_ROOT.code_dir), True))
         checkpoint = record.get("CheckpointConfig")
         if checkpoint is not None:
             contract.write_json(Path(layout.checkpoint_config_file),

@@ -48,10 +48,10 @@ __all__ = [
 ]
 
 
-def default_runtime(data_dir: Path) -> Runtime:
+def default_runtime(data_dir: Path, labels: dict[str, str] | None = None) -> Runtime:
     """The local Docker engine when it answers a ping, else processes under ``data_dir``."""
     try:
-        runtime = DockerRuntime()
+        runtime = DockerRuntime(labels=labels)
     except (RuntimeUnavailable, ImportError):
         return ProcessRuntime(Path(data_dir) / "processes")
     try:

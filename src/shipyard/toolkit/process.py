@@ -136,7 +136,7 @@ def _install(forwarder: _Forwarder) -> dict[signal.Signals, object]:
     # Handlers can only be set from the main thread; elsewhere (embedding) nothing is forwarded.
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {}
+    return {sig: signal.signal(sig, forwarder.handle) for sig in FORWARDED_SIGNALS}
 
 
 def _restore(previous: Mapping[signal.Signals, object]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
@@ -128,7 +129,7 @@ def run(layout: OptMl, environ: Mapping[str, str]) -> int:
         _report(layout, f"InternalError: {exc}\n{traceback.format_exc()}")
         return TOOLKIT_ERROR_EXIT
 
-    logger.info("invoking user script: %s (cwd %s)", " ".join(command), code_dir)
+    logger.info("invoking user script: %s (cwd %s)", shlex.join(command), code_dir)
     logger.debug("training env: %s", env.get("SM_TRAINING_ENV"))
     sys.stderr.flush()
     try:

@@ -1,0 +1,5 @@
+"""``python -m shipyard.cli``."""
+
+from shipyard.cli import main
+
+main()
