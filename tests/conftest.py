@@ -29,7 +29,7 @@ def docker_client() -> Iterator[object]:
 
         client = docker.from_env(timeout=120)
         client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means no usable engine
+    except Exception as exc:
         _engine_missing(str(exc))
         raise
     yield client

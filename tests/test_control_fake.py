@@ -71,7 +71,8 @@ def test_completed_job_has_sagemaker_record(tmp_path: Path) -> None:
     assert all("StatusMessage" in t for t in record["SecondaryStatusTransitions"])
     model = tmp_path / "out" / "job-ok" / "output" / "model.tar.gz"
     assert record["ModelArtifacts"]["S3ModelArtifacts"] == model.as_uri()
-    assert tarfile.open(model).getnames() == []
+    with tarfile.open(model) as tar:
+        assert tar.getnames() == []
     assert (tmp_path / "out" / "job-ok" / "output" / "output.tar.gz").is_file()
     spec: ContainerSpec = runtime.started[0]
     assert spec.command == ["train"] and spec.entrypoint is None

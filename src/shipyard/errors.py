@@ -2,7 +2,7 @@
 
     ShipyardError                      InternalFailure        500
      ├── ValidationError               ValidationException    400  bad request, before anything runs
-     │    ├── UnsafeArchiveError                                    tarball member escapes its folder
+     │    ├── UnsafeArchiveError                                    a tar member escapes
      │    └── DataSourceError                                      input data missing or unreadable
      ├── ResourceNotFound              ResourceNotFound       400
      ├── ResourceInUse                 ResourceInUse          400  duplicate name, wrong state
@@ -10,7 +10,7 @@
      ├── ImageNotFound                 ValidationException    400  the image is not in the engine
      ├── RuntimeUnavailable            InternalFailure        500  no container engine / it failed
      ├── StorageError                  InternalFailure        500  writing artifacts or state failed
-     └── ToolkitError                                              in-container failures (train/serve)
+     └── ToolkitError                                              failures inside the image
           ├── EntryPointError                                      no or bad user entry point
           └── InstallError                                         requirements.txt failed
 

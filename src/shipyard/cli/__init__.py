@@ -51,7 +51,7 @@ class ShipyardGroup(click.Group):
 @click.version_option(__version__, prog_name="shipyard")
 @_settings_options
 @click.pass_context
-def cli(ctx: click.Context, **overrides: Any) -> None:
+def cli(ctx: click.Context, /, **overrides: Any) -> None:
     """Run SageMaker-style containers anywhere."""
     try:
         ctx.obj = Settings.load(overrides)

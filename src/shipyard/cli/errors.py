@@ -19,9 +19,13 @@ class ExitCode(IntEnum):
 
 
 class CliError(click.ClickException):
-    def __init__(self, message: str, exit_code: ExitCode) -> None:
+    """A user-facing failure; click prints ``Error: <message>`` and exits with ``code``."""
+
+    def __init__(self, message: str, code: ExitCode) -> None:
         super().__init__(message)
-        self.exit_code = int(exit_code)
+        self.code = code
+        # click declares exit_code on the class; each error carries its own.
+        setattr(self, "exit_code", int(code))  # noqa: B010
 
 
 def from_shipyard(exc: ShipyardError) -> CliError:

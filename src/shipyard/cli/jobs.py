@@ -8,8 +8,7 @@ import json
 import click
 
 from shipyard.cli.output import LABELS, exit_code_for, find_kind, open_plane, summarize, watch
-from shipyard.control import Settings
-from shipyard.control import records
+from shipyard.control import Settings, records
 
 _KIND = click.option("--kind", type=click.Choice(sorted(LABELS)), default=None,
                      help="Job kind, when a training and a processing job share a name.")

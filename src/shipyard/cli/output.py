@@ -10,8 +10,7 @@ from typing import Any
 import click
 
 from shipyard.cli.errors import CliError, ExitCode
-from shipyard.control import ControlPlane, Settings
-from shipyard.control import records
+from shipyard.control import ControlPlane, Settings, records
 from shipyard.errors import ResourceNotFound
 
 LABELS = {"training": "training", "processing": "processing"}

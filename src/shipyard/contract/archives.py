@@ -53,7 +53,7 @@ def safe_extract(path: Path, dest: Path) -> None:
         if hasattr(tarfile, "data_filter"):
             tar.extractall(dest.resolve(), filter="data")
         else:  # pragma: no cover - old patch releases
-            tar.extractall(dest.resolve())  # noqa: S202 - members checked above
+            tar.extractall(dest.resolve())
 
 
 def make_tar_gz(source_dir: Path, dest_file: Path, compresslevel: int = 6) -> Path:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 HOMOGENEOUS_GROUP = "homogeneousCluster"
 NETWORK_INTERFACE = "eth0"

@@ -9,7 +9,8 @@ channels at ``input/data/<channel>``, config at ``input/config``, the model at `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 DEFAULT_ROOT = "/opt/ml"
@@ -22,11 +23,11 @@ DEFAULT_CHECKPOINT_DIR = "/opt/ml/checkpoints"
 class OptMl:
     """Paths of the contract under ``root``; pure, so it works for host and container paths."""
 
-    root: PurePosixPath = PurePosixPath(DEFAULT_ROOT)
+    root: PurePosixPath = field(default_factory=lambda: PurePosixPath(DEFAULT_ROOT))
 
     @classmethod
-    def at(cls, root: str | PurePosixPath) -> OptMl:
-        return cls(PurePosixPath(root))
+    def at(cls, root: str | os.PathLike[str]) -> OptMl:
+        return cls(PurePosixPath(os.fspath(root)))
 
     @property
     def input_dir(self) -> PurePosixPath:

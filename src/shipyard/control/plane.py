@@ -120,7 +120,7 @@ class ControlPlane:
         overrides = {k: str(v) for k, v in asdict(self.ctx.settings).items()
                      if k != "sources" and v is not None}
         with open(log_dir / f"{kind}-{name}.log", "ab") as out:
-            self.processes.append(subprocess.Popen(  # noqa: S603 - our own module, argv list
+            self.processes.append(subprocess.Popen(
                 [sys.executable, "-m", "shipyard.control.supervise", kind, name,
                  json.dumps(overrides)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,

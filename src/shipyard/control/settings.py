@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 from shipyard.errors import ValidationError
@@ -78,7 +78,8 @@ class Settings:
             env_name = "SHIPYARD_" + f.name.upper()
             try:
                 if f.name in overrides:
-                    values[f.name], sources[f.name] = _cast(f.name, overrides[f.name]), Source.ARGUMENT
+                    values[f.name] = _cast(f.name, overrides[f.name])
+                    sources[f.name] = Source.ARGUMENT
                 elif env_name in env:
                     values[f.name], sources[f.name] = _cast(f.name, env[env_name]), Source.ENV
                 elif f.name in file_values:

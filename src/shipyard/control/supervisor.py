@@ -73,7 +73,7 @@ class Supervisor:
                 self._finish()
             except ShipyardError as exc:
                 self._fail_early(str(exc))
-            except Exception as exc:  # noqa: BLE001 - the job must end, whatever happened
+            except Exception as exc:
                 log.error("supervisor of %s %s crashed:\n%s", self.kind, self.name,
                           traceback.format_exc())
                 self._fail_early(f"InternalServerError: {type(exc).__name__}: {exc}")
@@ -281,17 +281,18 @@ class Supervisor:
                     new_trigger = HOST_FAILED
             if new_trigger is not None:
                 trigger, kill_at = new_trigger, time.time() + grace
-                self._mutate(lambda rec, run: run.update(trigger=trigger, kill_at=kill_at))
+                marks = {"trigger": trigger, "kill_at": kill_at}
+                self._mutate(lambda rec, run, marks=marks: run.update(marks))
                 if trigger == MAX_RUNTIME:
                     self._transition("MaxRuntimeExceeded",
                                      "Job stopped because max runtime exceeded.")
-                for host in containers:
+                for host, cname in containers.items():
                     if host not in finals:
-                        runtime.signal(containers[host], signal.SIGTERM)
+                        runtime.signal(cname, signal.SIGTERM)
             if kill_at is not None and time.time() >= kill_at:
-                for host in containers:
+                for host, cname in containers.items():
                     if host not in finals:
-                        runtime.signal(containers[host], signal.SIGKILL)
+                        runtime.signal(cname, signal.SIGKILL)
                 kill_at = time.time() + 5  # re-send if the engine was slow to act
         self._mark("exited")
         for thread in self._followers:
@@ -354,7 +355,7 @@ class Supervisor:
                     rec["FinalMetricDataList"] = final_metric_data(series)
                 if "TrainingStartTime" in rec:
                     rec["TrainingEndTime"] = end
-                    seconds = max(1, int(round(end - started)))
+                    seconds = max(1, round(end - started))
                     rec["TrainingTimeInSeconds"] = seconds
                     rec["BillableTimeInSeconds"] = seconds
                 secondary, message = {

@@ -12,8 +12,8 @@ finds them again from its database without keeping engine-specific ids.
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 #: Every container, network and image Shipyard creates carries this label (value "true"),
 #: so cleanup only ever touches what is ours on a shared engine.

@@ -42,7 +42,8 @@ from shipyard.toolkit.hyperparameters import (
 
 logger = logging.getLogger("shipyard.toolkit")
 
-#: Hyperparameters that turn distribution on (``get_distribution_instance_groups_from_resource_config``).
+#: Hyperparameters that turn distribution on
+#: (``get_distribution_instance_groups_from_resource_config``).
 DISTRIBUTION_FLAGS = (
     "sagemaker_mpi_enabled",
     "sagemaker_parameter_server_enabled",

@@ -125,7 +125,7 @@ def run(layout: OptMl, environ: Mapping[str, str]) -> int:
     except ShipyardError as exc:
         _report(layout, describe_toolkit_error(exc))
         return TOOLKIT_ERROR_EXIT
-    except Exception as exc:  # noqa: BLE001 - a toolkit bug must still explain the failure
+    except Exception as exc:
         _report(layout, f"InternalError: {exc}\n{traceback.format_exc()}")
         return TOOLKIT_ERROR_EXIT
 
