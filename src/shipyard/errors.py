@@ -10,6 +10,16 @@
      ├── ImageNotFound                 ValidationException    400  the image is not in the engine
      ├── RuntimeUnavailable            InternalFailure        500  no container engine / it failed
      ├── StorageError                  InternalFailure        500  writing artifacts or state failed
+     ├── ApiError                                                 wire-level request errors
+     │    ├── UnknownOperation          UnknownOperationException 400
+     │    ├── SerializationError        SerializationException    400  body is not valid JSON
+     │    ├── AuthError                 (see subclasses)          403
+     │    │    ├── MissingAuthentication  MissingAuthenticationTokenException
+     │    │    ├── IncompleteSignature    IncompleteSignatureException 400
+     │    │    ├── InvalidSignature       InvalidSignatureException
+     │    │    └── UnrecognizedClient     UnrecognizedClientException  unknown access key
+     │    ├── LogsResourceNotFound      ResourceNotFoundException 400  CloudWatch Logs' not-found
+     │    └── InvalidParameter          InvalidParameterException 400  CloudWatch Logs' bad input
      └── ToolkitError                                              failures inside the image
           ├── EntryPointError                                      no or bad user entry point
           └── InstallError                                         requirements.txt failed
@@ -24,17 +34,27 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "ApiError",
+    "AuthError",
     "DataSourceError",
     "EntryPointError",
     "ImageNotFound",
+    "IncompleteSignature",
     "InstallError",
+    "InvalidParameter",
+    "InvalidSignature",
+    "LogsResourceNotFound",
+    "MissingAuthentication",
     "ResourceInUse",
     "ResourceLimitExceeded",
     "ResourceNotFound",
     "RuntimeUnavailable",
+    "SerializationError",
     "ShipyardError",
     "StorageError",
     "ToolkitError",
+    "UnknownOperation",
+    "UnrecognizedClient",
     "UnsafeArchiveError",
     "ValidationError",
     "error_class_for_code",
@@ -101,6 +121,58 @@ class RuntimeUnavailable(ShipyardError):
 
 class StorageError(ShipyardError):
     """State or artifacts could not be read or written."""
+
+
+class ApiError(ShipyardError):
+    """Errors of the HTTP face itself (routing, parsing, authentication)."""
+
+    code = "InternalFailure"
+    http_status = 500
+
+
+class UnknownOperation(ApiError):
+    code = "UnknownOperationException"
+    http_status = 400
+
+
+class SerializationError(ApiError):
+    code = "SerializationException"
+    http_status = 400
+
+
+class AuthError(ApiError):
+    code = "AccessDeniedException"
+    http_status = 403
+
+
+class MissingAuthentication(AuthError):
+    code = "MissingAuthenticationTokenException"
+    http_status = 403
+
+
+class IncompleteSignature(AuthError):
+    code = "IncompleteSignatureException"
+    http_status = 400
+
+
+class InvalidSignature(AuthError):
+    code = "InvalidSignatureException"
+    http_status = 403
+
+
+class UnrecognizedClient(AuthError):
+    code = "UnrecognizedClientException"
+    http_status = 403
+
+
+class LogsResourceNotFound(ApiError):
+    code = "ResourceNotFoundException"
+    http_status = 400
+
+
+class InvalidParameter(ApiError):
+    code = "InvalidParameterException"
+    http_status = 400
 
 
 class ToolkitError(ShipyardError):

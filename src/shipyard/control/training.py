@@ -131,7 +131,8 @@ def new_record(req: dict[str, Any], arn: str, at: float) -> dict[str, Any]:
         "AlgorithmSpecification": req["AlgorithmSpecification"],
         "RoleArn": req["RoleArn"],
         "InputDataConfig": req.get("InputDataConfig") or [],
-        "OutputDataConfig": req["OutputDataConfig"],
+        # The SDK's Estimator.attach reads KmsKeyId without a default: always present.
+        "OutputDataConfig": {"KmsKeyId": "", **req["OutputDataConfig"]},
         "ResourceConfig": req["ResourceConfig"],
         "StoppingCondition": req["StoppingCondition"],
         "ModelArtifacts": {"S3ModelArtifacts": model_uri},
