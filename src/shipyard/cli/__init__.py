@@ -27,6 +27,8 @@ _HELP = {
     "stop_grace_seconds": "SIGTERM-to-SIGKILL grace on stop [env SHIPYARD_STOP_GRACE_SECONDS].",
     "transfer_workers": "Concurrent S3 transfers per job [env SHIPYARD_TRANSFER_WORKERS].",
     "scope": "Extra org.shipyard.scope label on containers and networks [env SHIPYARD_SCOPE].",
+    "api_host": "Address the API server listens on [env SHIPYARD_API_HOST].",
+    "api_port": "Port of the API server [env SHIPYARD_API_PORT; default 8777].",
     "remove_containers": "Remove containers once a job ends [env SHIPYARD_REMOVE_CONTAINERS].",
 }
 
@@ -72,11 +74,12 @@ def config_show(settings: Settings) -> None:
 
 
 def _register() -> None:
-    from shipyard.cli import jobs, process, train
+    from shipyard.cli import jobs, process, server, train
 
     cli.add_command(train.train)
     cli.add_command(process.process)
     cli.add_command(jobs.jobs)
+    cli.add_command(server.server)
 
 
 _register()

@@ -1,17 +1,28 @@
-"""``shipyard jobs ls | describe | logs | stop | metrics | wait``."""
+"""``shipyard jobs ls | describe | logs | stop | wait | metrics``."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 import click
 
-from shipyard.cli.output import LABELS, exit_code_for, find_kind, open_plane, summarize, watch
-from shipyard.control import Settings, records
+from shipyard.cli.output import (
+    LABELS,
+    NAME_FIELD,
+    STATUS_FIELD,
+    exit_code_for,
+    find_kind,
+    open_client,
+    summarize,
+    watch,
+)
+from shipyard.control import Settings
 
 _KIND = click.option("--kind", type=click.Choice(sorted(LABELS)), default=None,
                      help="Job kind, when a training and a processing job share a name.")
+_STATUSES = ["InProgress", "Stopping", "Completed", "Failed", "Stopped"]
 
 
 @click.group()
@@ -19,34 +30,37 @@ def jobs() -> None:
     """Training and processing jobs."""
 
 
+def _when(value: Any) -> dt.datetime:
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromtimestamp(float(value))
+
+
 @jobs.command("ls")
 @click.option("--kind", type=click.Choice(sorted(LABELS)), default=None)
-@click.option("--status", type=click.Choice([*records.ACTIVE_STATUSES,
-                                             *records.TERMINAL_STATUSES]))
+@click.option("--status", type=click.Choice(_STATUSES))
 @click.option("--limit", default=50, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def ls(settings: Settings, kind: str | None, status: str | None, limit: int,
        as_json: bool) -> None:
     """Jobs, newest first."""
-    plane = open_plane(settings)
+    client = open_client(settings)
     rows = []
     for k in [kind] if kind else sorted(LABELS):
-        for row in plane.ctx.store.list_jobs(k, statuses=(status,) if status else (),
-                                             limit=limit):
-            rows.append((k, row))
-    rows.sort(key=lambda kr: kr[1].record["CreationTime"], reverse=True)
+        for summary in client.list_jobs(k, status=status, limit=limit):
+            rows.append((k, summary))
+    rows.sort(key=lambda kr: _when(kr[1]["CreationTime"]), reverse=True)
     rows = rows[:limit]
     if as_json:
-        click.echo(json.dumps([{"Kind": k, "Name": r.name, "Arn": r.arn, "Status": r.status,
-                                "CreationTime": r.record["CreationTime"]} for k, r in rows],
-                              indent=2))
+        click.echo(json.dumps([{"Kind": k, "Name": s[NAME_FIELD[k]],
+                                "Status": s[STATUS_FIELD[k]],
+                                "CreationTime": _when(s["CreationTime"]).timestamp()}
+                               for k, s in rows], indent=2))
         return
     click.echo(f"{'NAME':<48} {'KIND':<11} {'STATUS':<11} {'SECONDARY':<19} CREATED")
-    for k, r in rows:
-        created = dt.datetime.fromtimestamp(r.record["CreationTime"]).strftime("%Y-%m-%d %H:%M:%S")
-        click.echo(f"{r.name:<48} {k:<11} {r.status:<11} "
-                   f"{r.record.get('SecondaryStatus', '-'):<19} {created}")
+    for k, s in rows:
+        created = _when(s["CreationTime"]).strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(f"{s[NAME_FIELD[k]]:<48} {k:<11} {s[STATUS_FIELD[k]]:<11} "
+                   f"{s.get('SecondaryStatus', '-'):<19} {created}")
 
 
 @jobs.command()
@@ -54,10 +68,10 @@ def ls(settings: Settings, kind: str | None, status: str | None, limit: int,
 @_KIND
 @click.pass_obj
 def describe(settings: Settings, name: str, kind: str | None) -> None:
-    """The job's full record (DescribeTrainingJob / DescribeProcessingJob shape), as JSON."""
-    plane = open_plane(settings)
-    kind = find_kind(plane, name, kind)
-    click.echo(json.dumps(plane.ctx.store.get_job(kind, name).record, indent=2, default=str))
+    """The job's full record (DescribeTrainingJob / DescribeProcessingJob), as JSON."""
+    client = open_client(settings)
+    kind = find_kind(client, name, kind)
+    click.echo(json.dumps(client.describe(kind, name), indent=2, default=str))
 
 
 @jobs.command()
@@ -67,13 +81,16 @@ def describe(settings: Settings, name: str, kind: str | None) -> None:
 @click.pass_obj
 def logs(settings: Settings, name: str, kind: str | None, follow: bool) -> None:
     """The job's logs, every host; with -f, live until it ends (Ctrl-C detaches)."""
-    plane = open_plane(settings)
-    kind = find_kind(plane, name, kind)
+    client = open_client(settings)
+    kind = find_kind(client, name, kind)
     if follow:
-        raise SystemExit(watch(plane, kind, name))
-    hosts = plane.ctx.logs.hosts(kind, name)
-    for event in plane.follow_logs(kind, name, follow=False):
-        click.echo((f"[{event.host}] " if len(hosts) > 1 else "") + event.message)
+        raise SystemExit(watch(client, kind, name))
+    streams = client.log_streams(kind, name)
+    for stream in streams:
+        lines, _ = client.read_logs(kind, stream, None)
+        host = stream.split("/", 1)[1].rsplit("-", 1)[0]
+        for line in lines:
+            click.echo((f"[{host}] " if len(streams) > 1 else "") + line.message)
 
 
 @jobs.command()
@@ -83,12 +100,12 @@ def logs(settings: Settings, name: str, kind: str | None, follow: bool) -> None:
 @click.pass_obj
 def stop(settings: Settings, name: str, kind: str | None, wait_: bool) -> None:
     """Stop a job: SIGTERM, then SIGKILL after the grace period."""
-    plane = open_plane(settings)
-    kind = find_kind(plane, name, kind)
-    plane.stop_job(kind, name)
+    client = open_client(settings)
+    kind = find_kind(client, name, kind)
+    client.stop(kind, name)
     click.echo(f"Stopping {LABELS[kind]} job {name}", err=True)
     if wait_:
-        record = plane.wait(kind, name)
+        record = client.wait(kind, name)
         summarize(kind, record)
         raise SystemExit(exit_code_for(kind, record))
 
@@ -99,9 +116,9 @@ def stop(settings: Settings, name: str, kind: str | None, wait_: bool) -> None:
 @click.pass_obj
 def wait(settings: Settings, name: str, kind: str | None) -> None:
     """Wait for a job to end; the exit code says how it ended."""
-    plane = open_plane(settings)
-    kind = find_kind(plane, name, kind)
-    record = plane.wait(kind, name)
+    client = open_client(settings)
+    kind = find_kind(client, name, kind)
+    record = client.wait(kind, name)
     summarize(kind, record)
     raise SystemExit(exit_code_for(kind, record))
 
@@ -113,9 +130,7 @@ def wait(settings: Settings, name: str, kind: str | None) -> None:
 @click.pass_obj
 def metrics(settings: Settings, name: str, metric: str | None, as_json: bool) -> None:
     """A training job's metric time series."""
-    plane = open_plane(settings)
-    series = plane.metric_series("training", find_kind(plane, name, "training") and name,
-                                 metric)
+    series = open_client(settings).metric_series(name, metric)
     if as_json:
         click.echo(json.dumps(series, indent=2))
         return

@@ -10,26 +10,27 @@ from typing import Any
 import click
 
 from shipyard.cli.errors import CliError, ExitCode
-from shipyard.control import ControlPlane, Settings, records
-from shipyard.errors import ResourceNotFound
+from shipyard.client import Client
+from shipyard.control import Settings
 
 LABELS = {"training": "training", "processing": "processing"}
+STATUS_FIELD = {"training": "TrainingJobStatus", "processing": "ProcessingJobStatus"}
+NAME_FIELD = {"training": "TrainingJobName", "processing": "ProcessingJobName"}
+TERMINAL = ("Completed", "Failed", "Stopped")
+#: How often the job's status is asked for while logs are followed.
+DESCRIBE_EVERY_SECONDS = 0.5
 
 
-def open_plane(settings: Settings) -> ControlPlane:
-    # Detached supervisors: the job outlives this command (and its Ctrl-C).
-    return ControlPlane(settings, launch="process")
+def open_client(settings: Settings) -> Client:
+    # The server hosts the jobs: they outlive this command (and its Ctrl-C).
+    return Client.for_settings(settings)
 
 
-def find_kind(plane: ControlPlane, name: str, kind: str | None) -> str:
-    kinds = [kind] if kind else list(LABELS)
-    for candidate in kinds:
-        try:
-            plane.ctx.store.get_job(candidate, name)
-            return candidate
-        except ResourceNotFound:
-            continue
-    raise CliError(f"no job named {name}", ExitCode.NOT_FOUND)
+def find_kind(client: Client, name: str, kind: str | None) -> str:
+    found = client.find_kind(name, kind)
+    if found is None:
+        raise CliError(f"no job named {name}", ExitCode.NOT_FOUND)
+    return found
 
 
 def _stamp(epoch: float) -> str:
@@ -37,51 +38,66 @@ def _stamp(epoch: float) -> str:
 
 
 def exit_code_for(kind: str, record: dict[str, Any]) -> int:
-    status = records.status_of(kind, record)
-    return {records.COMPLETED: ExitCode.OK, records.STOPPED: ExitCode.JOB_STOPPED}.get(
+    status = record[STATUS_FIELD[kind]]
+    return {"Completed": ExitCode.OK, "Stopped": ExitCode.JOB_STOPPED}.get(
         status, ExitCode.JOB_FAILED)
 
 
-def watch(plane: ControlPlane, kind: str, name: str, *, show_logs: bool = True,
+def _epoch(value: Any) -> float:
+    return value.timestamp() if isinstance(value, dt.datetime) else float(value)
+
+
+def watch(client: Client, kind: str, name: str, *, show_logs: bool = True,
           as_json: bool = False) -> int:
     """Print logs and status changes until the job ends; Ctrl-C leaves it running."""
-    store, logs = plane.ctx.store, plane.ctx.logs
-    offsets: dict[str, int] = {}
+    tokens: dict[str, str | None] = {}
     shown = 0
     last_status = ""
+    next_describe = 0.0
+    record: dict[str, Any] = {}
+
+    def drain() -> bool:
+        if not show_logs or as_json:
+            return False
+        got = False
+        streams = client.log_streams(kind, name)
+        for stream in streams:
+            lines, tokens[stream] = client.read_logs(kind, stream, tokens.get(stream))
+            for line in lines:
+                got = True
+                host = stream.split("/", 1)[1].rsplit("-", 1)[0]
+                click.echo((f"[{host}] " if len(streams) > 1 else "") + line.message)
+        return got
+
     try:
         while True:
-            row = store.get_job(kind, name)
-            record = row.record
-            if not as_json:
-                for transition in record.get("SecondaryStatusTransitions", [])[shown:]:
-                    click.secho(f"{_stamp(transition['StartTime'])} {transition['Status']} - "
-                                f"{transition['StatusMessage']}", fg="cyan", err=True)
-                shown = len(record.get("SecondaryStatusTransitions", []))
-                if kind != "training" and row.status != last_status:
-                    click.secho(f"{_stamp(time.time())} {row.status}", fg="cyan", err=True)
-                last_status = row.status
-            got = False
-            if show_logs and not as_json:
-                for host in logs.hosts(kind, name):
-                    events, offsets[host] = logs.read(kind, name, host, offsets.get(host, 0))
-                    for event in events:
-                        got = True
-                        prefix = f"[{host}] " if len(offsets) > 1 else ""
-                        click.echo(prefix + event.message)
-            if row.status in records.TERMINAL_STATUSES and not got:
+            if time.monotonic() >= next_describe:
+                record = client.describe(kind, name)
+                next_describe = time.monotonic() + DESCRIBE_EVERY_SECONDS
+                status = record[STATUS_FIELD[kind]]
+                if not as_json:
+                    transitions = record.get("SecondaryStatusTransitions", [])
+                    for transition in transitions[shown:]:
+                        click.secho(f"{_stamp(_epoch(transition['StartTime']))} "
+                                    f"{transition['Status']} - {transition['StatusMessage']}",
+                                    fg="cyan", err=True)
+                    shown = len(transitions)
+                    if kind != "training" and status != last_status:
+                        click.secho(f"{_stamp(time.time())} {status}", fg="cyan", err=True)
+                last_status = status
+            if last_status in TERMINAL:
+                # Every line was stored before the status became final: one last drain.
+                drain()
                 break
-            if not got:
+            if not drain():
                 time.sleep(0.2)
     except KeyboardInterrupt:
-        label = LABELS[kind]
         click.echo(
-            f"\nDetached: {label} job {name} keeps running.\n"
+            f"\nDetached: {LABELS[kind]} job {name} keeps running.\n"
             f"  reattach: shipyard jobs logs -f {name}\n"
             f"  status:   shipyard jobs describe {name}\n"
             f"  stop:     shipyard jobs stop {name}", err=True)
         return 130
-    record = store.get_job(kind, name).record
     summarize(kind, record, as_json=as_json)
     return exit_code_for(kind, record)
 
@@ -90,14 +106,15 @@ def summarize(kind: str, record: dict[str, Any], *, as_json: bool = False) -> No
     if as_json:
         click.echo(json.dumps(record, indent=2, default=str))
         return
-    status = records.status_of(kind, record)
-    colour = {records.COMPLETED: "green", records.STOPPED: "yellow"}.get(status, "red")
-    click.secho(f"{LABELS[kind].capitalize()} job {record.get('TrainingJobName') or record.get('ProcessingJobName')}: {status}", fg=colour, err=True)  # noqa: E501
+    status = record[STATUS_FIELD[kind]]
+    colour = {"Completed": "green", "Stopped": "yellow"}.get(status, "red")
+    click.secho(f"{LABELS[kind].capitalize()} job {record[NAME_FIELD[kind]]}: {status}",
+                fg=colour, err=True)
     if record.get("FailureReason"):
         click.echo(f"FailureReason: {record['FailureReason']}", err=True)
     if record.get("ExitMessage"):
         click.echo(f"ExitMessage: {record['ExitMessage']}", err=True)
-    if kind == "training" and status != records.FAILED:
+    if kind == "training" and status != "Failed":
         click.echo(f"Model artifacts: {record['ModelArtifacts']['S3ModelArtifacts']}", err=True)
     for metric in record.get("FinalMetricDataList", []):
         click.echo(f"  {metric['MetricName']} = {metric['Value']}", err=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from shipyard.cli.output import open_plane, watch
+from shipyard.cli.output import open_client, watch
 from shipyard.cli.parsing import default_job_name, pairs, split_command, to_uri
 from shipyard.control import Settings
 
@@ -71,11 +71,11 @@ def process(settings: Settings, image: str, name: str | None, inputs: tuple[str,
             {"OutputName": n, "S3Output": {"S3Uri": uri, "LocalPath": local,
                                            "S3UploadMode": "EndOfJob"}}
             for n, uri, local in outs]}
-    plane = open_plane(settings)
-    arn = plane.create_processing_job(request)["ProcessingJobArn"]
+    client = open_client(settings)
+    arn = client.create_job("processing", request)
     if detach:
         click.echo(json.dumps({"ProcessingJobArn": arn, "ProcessingJobName": name}) if as_json
                    else arn)
         return
     click.echo(f"Processing job {name} created ({arn})", err=True)
-    raise SystemExit(watch(plane, "processing", name, show_logs=not quiet, as_json=as_json))
+    raise SystemExit(watch(client, "processing", name, show_logs=not quiet, as_json=as_json))

@@ -49,11 +49,17 @@ def safe_extract(path: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     check_archive(path, dest)
     with tarfile.open(path, mode="r:*") as tar:
-        # The data filter (3.12+, backported to 3.10.12/3.11.4) is a second line of defence.
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(dest.resolve(), filter="data")
-        else:  # pragma: no cover - old patch releases
-            tar.extractall(dest.resolve())
+        # The data filter (3.12+, backported to 3.10.12/3.11.4) is a second line of defence:
+        # it resolves links already extracted (``s -> .`` then ``t -> s/../x``), which the
+        # member-by-member check above cannot see.
+        try:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest.resolve(), filter="data")
+            else:  # pragma: no cover - old patch releases
+                tar.extractall(dest.resolve())
+        except (tarfile.TarError, EOFError) as exc:
+            # tarfile.FilterError (a link escaping) is a TarError; so is a corrupt stream.
+            raise UnsafeArchiveError(f"archive {path}: {exc}") from exc
 
 
 def make_tar_gz(source_dir: Path, dest_file: Path, compresslevel: int = 6) -> Path:

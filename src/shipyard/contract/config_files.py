@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,15 @@ def checkpoint_config(config: Mapping[str, Any]) -> dict[str, str]:
 def write_json(path: Path, document: Any) -> None:
     """Write atomically, so a reader never sees half a config file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(document), encoding="utf-8")
-    os.replace(tmp, path)
+    text = json.dumps(document)
+    # A name per call: two writers sharing one temporary file would rename each other's
+    # half-written document into place.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_json(path: Path, default: Any = None) -> Any:

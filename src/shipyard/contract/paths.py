@@ -113,6 +113,7 @@ class OptMl:
         """Map a path written against ``/opt/ml`` (e.g. a processing LocalPath) onto this root."""
         path = PurePosixPath(container_path)
         default = PurePosixPath(DEFAULT_ROOT)
-        if path == default or default in path.parents:
+        # PurePosixPath keeps ``..``: "/opt/ml/x/../../etc" would land outside the root.
+        if ".." not in path.parts and (path == default or default in path.parents):
             return self.root / path.relative_to(default)
         raise ValueError(f"{container_path} is not under {DEFAULT_ROOT}")

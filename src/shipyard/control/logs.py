@@ -76,17 +76,24 @@ class LogStore:
         path = self.path(kind, name, host)
         try:
             with open(path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                size = fh.tell()
-                fh.seek(max(0, size - 65536))
-                tail = fh.read().splitlines()
+                size = fh.seek(0, os.SEEK_END)
+                window = 65536
+                while True:
+                    start = max(0, size - window)
+                    fh.seek(start)
+                    # Only \n ends a record: \r (progress bars) is part of a message.
+                    tail = fh.read(size - start).split(b"\n")
+                    if start > 0:
+                        tail = tail[1:]  # may begin mid-line, even mid-timestamp
+                    for raw in reversed(tail):
+                        stamp, sep, _ = raw.partition(b"\t")
+                        if sep and stamp.isdigit():
+                            return int(stamp)
+                    if start == 0:
+                        return 0
+                    window *= 4  # one line longer than the window: look further back
         except FileNotFoundError:
             return 0
-        for raw in reversed(tail):
-            stamp, sep, _ = raw.partition(b"\t")
-            if sep and stamp.isdigit():
-                return int(stamp)
-        return 0
 
     def read(self, kind: str, name: str, host: str, offset: int = 0
              ) -> tuple[list[LogEvent], int]:
@@ -99,10 +106,15 @@ class LogStore:
         except FileNotFoundError:
             return [], offset
         end = data.rfind(b"\n") + 1
-        events = []
-        for raw in data[:end].splitlines():
-            stamp, _, text = raw.partition(b"\t")
-            events.append(LogEvent(host, int(stamp or 0), text.decode("utf-8", "replace")))
+        events: list[LogEvent] = []
+        # Only \n ends a record: \r (progress bars) is part of a message.
+        for raw in data[:end].split(b"\n")[:-1]:
+            stamp, sep, text = raw.partition(b"\t")
+            if not (sep and stamp.isdigit()):
+                # Not written by us (edited by hand, a torn write): keep it, in order.
+                stamp, text = b"", raw
+            when = int(stamp) if stamp else (events[-1].timestamp_ns if events else 0)
+            events.append(LogEvent(host, when, text.decode("utf-8", "replace")))
         return events, offset + end
 
     def tail_text(self, kind: str, name: str, host: str, lines: int = 20) -> list[str]:

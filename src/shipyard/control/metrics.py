@@ -20,7 +20,11 @@ MAX_DEFINITIONS = 40
 
 class MetricExtractor:
     def __init__(self, definitions: Sequence[dict[str, Any]]) -> None:
-        self.definitions = [(str(d["Name"]), compile_metric_regex(d)) for d in definitions]
+        self.definitions: list[tuple[str, re.Pattern[str]]] = []
+        for d in definitions:
+            # Validates Name too, before it is read: a missing one is a ValidationError.
+            regex = compile_metric_regex(d)
+            self.definitions.append((str(d["Name"]), regex))
 
     def extract(self, lines: Iterable[LogLine]) -> list[tuple[str, float, float]]:
         """``(metric, epoch seconds, value)`` for every match in ``lines``."""
@@ -43,6 +47,8 @@ class MetricExtractor:
 
 
 def compile_metric_regex(definition: dict[str, Any]) -> re.Pattern[str]:
+    if not isinstance(definition, dict):
+        raise ValidationError("MetricDefinitions: each definition must be an object")
     name, regex = definition.get("Name"), definition.get("Regex")
     if not isinstance(name, str) or not 1 <= len(name) <= 255:
         raise ValidationError("MetricDefinitions: each Name must be a string of 1-255 characters")

@@ -8,6 +8,7 @@ so ``shipyard config show`` can explain it. Nothing here runs at import time.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -56,6 +57,9 @@ class Settings:
     #: Extra ``org.shipyard.scope`` label on everything this plane creates, so a shared
     #: engine's users (or a test session) can find and clean up exactly their own.
     scope: str | None = None
+    #: Where the API server listens (``shipyard server``, and the one the CLI starts).
+    api_host: str = "127.0.0.1"
+    api_port: int = 8777
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -69,9 +73,18 @@ class Settings:
         overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
         values: dict[str, Any] = {}
         sources: dict[str, Source] = {}
-        data_dir_raw = overrides.get("data_dir") or env.get("SHIPYARD_DATA_DIR")
-        data_dir = Path(data_dir_raw).expanduser().absolute() if data_dir_raw else cls().data_dir
+        # Resolved with the same rules as every other setting, since it locates the file.
+        data_dir_raw = overrides.get("data_dir", env.get("SHIPYARD_DATA_DIR"))
+        try:
+            data_dir = cls().data_dir if data_dir_raw is None else _path(data_dir_raw)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"setting data_dir: {exc}") from exc
         file_values = _read_config_file(data_dir / "config.json")
+        if "data_dir" in file_values:
+            raise ValidationError(
+                f"config file {data_dir / 'config.json'}: data_dir cannot be set in the file "
+                "that lives in it (use SHIPYARD_DATA_DIR or --data-dir)"
+            )
         for f in fields(cls):
             if f.name == "sources":
                 continue
@@ -104,20 +117,45 @@ class Settings:
 
 def _cast(name: str, raw: Any) -> Any:
     kinds: dict[str, Any] = {
-        # Absolute, because container engines refuse relative bind-mount sources.
-        "data_dir": lambda v: Path(v).expanduser().absolute(),
+        "data_dir": _path,
         "runtime": str,
         "s3_endpoint_url": lambda v: str(v) or None,
         "s3_access_key_id": lambda v: str(v) or None,
         "s3_secret_access_key": lambda v: str(v) or None,
         "region": str,
         "account_id": str,
-        "stop_grace_seconds": float,
-        "transfer_workers": int,
+        "stop_grace_seconds": _grace_seconds,
+        "transfer_workers": _positive_int,
         "remove_containers": lambda v: v if isinstance(v, bool) else _bool(str(v)),
         "scope": lambda v: str(v) or None,
+        "api_host": str,
+        "api_port": int,
     }
     return kinds[name](raw)
+
+
+def _path(raw: Any) -> Path:
+    if not str(raw):
+        raise ValueError("must not be empty")
+    # Absolute, because container engines refuse relative bind-mount sources.
+    return Path(raw).expanduser().absolute()
+
+
+def _positive_int(raw: Any) -> int:
+    # int(2.5) would silently drop the fraction of a JSON number.
+    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+        raise ValueError(f"not a whole number: {raw!r}")
+    value = int(raw)
+    if value < 1:
+        raise ValueError(f"must be at least 1, not {value}")
+    return value
+
+
+def _grace_seconds(raw: Any) -> float:
+    value = float(raw)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"must be a finite number of seconds >= 0, not {raw!r}")
+    return value
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:

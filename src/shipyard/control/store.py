@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shipyard.errors import ResourceInUse, ResourceNotFound, StorageError
+from shipyard.errors import (
+    ResourceInUse,
+    ResourceLimitExceeded,
+    ResourceNotFound,
+    ShipyardError,
+    StorageError,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -45,6 +51,13 @@ CREATE TABLE IF NOT EXISTS metrics (
     host TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS metrics_by_job ON metrics (kind, name, metric, timestamp);
+CREATE INDEX IF NOT EXISTS jobs_by_arn ON jobs (arn);
+CREATE TABLE IF NOT EXISTS tags (
+    arn TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (arn, key)
+);
 """
 
 
@@ -63,6 +76,8 @@ class JobRow:
 def _translate(what: str) -> Iterator[None]:
     try:
         yield
+    except ShipyardError:
+        raise
     except sqlite3.IntegrityError as exc:
         raise ResourceInUse(f"{what}: already exists") from exc
     except sqlite3.Error as exc:
@@ -75,7 +90,10 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"opening state: cannot create {path.parent}: {exc}") from exc
         with _translate("opening state"):
             conn = self._conn()
             conn.executescript(_SCHEMA)
@@ -99,8 +117,9 @@ class Store:
 
     @contextlib.contextmanager
     def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
         with _translate(what):
+            # Inside the translation: a thread's first call opens its connection here.
+            conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -201,12 +220,37 @@ class Store:
             "SELECT kind, name, arn, status, record, runner, stop_requested FROM jobs WHERE "
             + " AND ".join(where) + f" ORDER BY {column} {order}, name {order}"
         )
-        if limit is not None:
+        if limit is not None or offset:
+            # SQLite takes OFFSET only after LIMIT; -1 means no limit.
             sql += " LIMIT ? OFFSET ?"
-            args.extend([limit, offset])
+            args.extend([-1 if limit is None else limit, offset])
         with _translate(f"listing {kind} jobs"):
             rows = self._conn().execute(sql, args).fetchall()
         return [_row(r) for r in rows]
+
+    def arn_exists(self, arn: str) -> bool:
+        with _translate(f"looking up {arn}"):
+            return self._conn().execute(
+                "SELECT 1 FROM jobs WHERE arn = ? LIMIT 1", (arn,)).fetchone() is not None
+
+    # -- tags -------------------------------------------------------------------------------
+    def add_tags(self, arn: str, tags: dict[str, str], limit: int = 50) -> None:
+        with self._tx(f"tagging {arn}") as conn:
+            conn.executemany("INSERT OR REPLACE INTO tags (arn, key, value) VALUES (?, ?, ?)",
+                             [(arn, k, v) for k, v in tags.items()])
+            count = conn.execute("SELECT COUNT(*) FROM tags WHERE arn = ?", (arn,)).fetchone()[0]
+            if count > limit:
+                raise ResourceLimitExceeded(f"{arn} would have {count} tags; the limit is {limit}")
+
+    def list_tags(self, arn: str) -> list[tuple[str, str]]:
+        with _translate(f"tags of {arn}"):
+            return [(k, v) for k, v in self._conn().execute(
+                "SELECT key, value FROM tags WHERE arn = ? ORDER BY key", (arn,)).fetchall()]
+
+    def delete_tags(self, arn: str, keys: list[str]) -> None:
+        with self._tx(f"untagging {arn}") as conn:
+            conn.executemany("DELETE FROM tags WHERE arn = ? AND key = ?",
+                             [(arn, k) for k in keys])
 
     # -- metrics ----------------------------------------------------------------------------
     def add_metrics(self, kind: str, name: str, host: str,

@@ -1,0 +1,194 @@
+"""The HTTP face of the control plane: one plain-ASGI app for every AWS protocol it speaks.
+
+Routing, in order:
+- ``GET /shipyard/health``: unauthenticated liveness probe used by the CLI;
+- ``X-Amz-Target: SageMaker.<Op>``: the SageMaker control plane (awsJson1.1);
+- ``X-Amz-Target: Logs_20140328.<Op>``: CloudWatch Logs, read side (awsJson1.1);
+- a form-encoded ``Action=GetCallerIdentity``: STS (query protocol, XML).
+
+Every request is authenticated with SigV4 against the server's keys, then validated against
+botocore's own model of the operation, then handed to a handler. Errors leave in AWS's
+envelope for the protocol (``{"__type", "message"}`` or STS's XML); nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+
+from shipyard.api import extensions
+from shipyard.api import logs as logs_api
+from shipyard.api import sagemaker as sagemaker_api
+from shipyard.api import sigv4, sts, validation
+from shipyard.control import ControlPlane
+from shipyard.errors import ApiError, ShipyardError, UnknownOperation
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Handler = Callable[[ControlPlane, dict[str, Any]], dict[str, Any]]
+
+JSON_CONTENT_TYPE = b"application/x-amz-json-1.1"
+#: Control-plane requests are small; a bigger body is refused before it is read whole.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+TARGET_PREFIXES = {"SageMaker": "sagemaker", "Logs_20140328": "logs", "Shipyard": "shipyard"}
+#: Services whose requests botocore has a model of (Shipyard's own validate themselves).
+MODELLED = frozenset({"sagemaker", "logs"})
+
+
+class PayloadTooLarge(ApiError):
+    code = "ValidationException"
+    http_status = 413
+
+
+class ShipyardApi:
+    """``create_app``'s product: routes, authenticates, validates, dispatches."""
+
+    def __init__(self, plane: ControlPlane, secrets: Mapping[str, str]) -> None:
+        self.plane = plane
+        self.secrets = secrets
+        self.handlers: dict[str, dict[str, Handler]] = {
+            "sagemaker": dict(sagemaker_api.HANDLERS),
+            "logs": dict(logs_api.HANDLERS),
+            "shipyard": dict(extensions.HANDLERS),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request_id = str(uuid.uuid4())
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope["headers"]}
+        method, path = scope["method"], scope["path"]
+        if method == "GET" and path == "/shipyard/health":
+            await _respond(send, 200, b'{"status":"ok"}', b"application/json", request_id)
+            return
+        target = headers.get("x-amz-target", "")
+        protocol = "query" if not target and _is_form(headers) else "json"
+        try:
+            body = await _read_body(receive, headers)
+            access_key = sigv4.verify(method, scope.get("raw_path", path.encode()).decode(
+                "latin-1").split("?")[0], scope.get("query_string", b"").decode("latin-1"),
+                headers, body, self.secrets)
+            if protocol == "query":
+                await self._query(send, body, access_key, request_id)
+                return
+            service, operation = self._route(method, target)
+            params = validation.parse_json_body(body)
+            if service in MODELLED:
+                validation.validate(service, operation, params)
+            result = self.handlers[service][operation](self.plane, params)
+            payload = json.dumps(result, separators=(",", ":"), default=_json_default).encode()
+            await _respond(send, 200, payload, JSON_CONTENT_TYPE, request_id)
+        except ShipyardError as exc:
+            await self._error(send, protocol, exc, request_id)
+        except Exception as exc:  # noqa: BLE001 - the envelope must hold, whatever broke
+            log.error("request %s failed:\n%s", request_id, traceback.format_exc())
+            await self._error(send, protocol, ShipyardError(
+                f"Internal error ({type(exc).__name__}); request id {request_id}"), request_id)
+
+    def _route(self, method: str, target: str) -> tuple[str, str]:
+        prefix, _, operation = target.partition(".")
+        service = TARGET_PREFIXES.get(prefix)
+        if method != "POST" or service is None:
+            raise UnknownOperation("")
+        if operation not in self.handlers[service]:
+            # Known to AWS but not (yet) to Shipyard, or unknown altogether: AWS's answer for
+            # an operation a service does not have.
+            raise UnknownOperation("")
+        return service, operation
+
+    async def _query(self, send: Send, body: bytes, access_key: str, request_id: str) -> None:
+        params = sts.parse_query_body(body)
+        if params.get("Action") != "GetCallerIdentity":
+            payload = sts.query_error("InvalidAction", f"Could not find operation "
+                                      f"{params.get('Action', '')} for version "
+                                      f"{params.get('Version', '')}", 400,
+                                      request_id=request_id)
+            await _respond(send, 400, payload, b"text/xml", request_id)
+            return
+        payload = sts.get_caller_identity(self.plane.settings.account_id, access_key,
+                                          request_id=request_id)
+        await _respond(send, 200, payload, b"text/xml", request_id)
+
+    async def _error(self, send: Send, protocol: str, exc: ShipyardError,
+                     request_id: str) -> None:
+        if protocol == "query":
+            payload = sts.query_error(exc.code, exc.message, exc.http_status,
+                                      request_id=request_id)
+            await _respond(send, exc.http_status, payload, b"text/xml", request_id)
+            return
+        payload = json.dumps({"__type": exc.code, "message": exc.message}).encode()
+        await _respond(send, exc.http_status, payload, JSON_CONTENT_TYPE, request_id,
+                       error_type=exc.code)
+
+
+def create_app(plane: ControlPlane, secrets: Mapping[str, str]) -> ShipyardApi:
+    """The ASGI app over ``plane``, accepting requests signed with any of ``secrets``."""
+    return ShipyardApi(plane, secrets)
+
+
+def _is_form(headers: Mapping[str, str]) -> bool:
+    return headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
+
+
+def _json_default(value: Any) -> Any:
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+async def _read_body(receive: Receive, headers: Mapping[str, str]) -> bytes:
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"Request body of {declared} bytes is over the "
+                              f"{MAX_BODY_BYTES} byte limit")
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"Request body is over the {MAX_BODY_BYTES} byte limit")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, payload: bytes, content_type: bytes,
+                   request_id: str, *, error_type: str | None = None) -> None:
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(payload)).encode()),
+        (b"x-amzn-requestid", request_id.encode()),
+    ]
+    if error_type:
+        headers.append((b"x-amzn-errortype", error_type.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+__all__ = ["ShipyardApi", "create_app"]

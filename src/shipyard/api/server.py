@@ -1,0 +1,202 @@
+"""Running the API server: in the foreground (``shipyard server``) or in the background.
+
+The server is one process hosting the control plane (job supervisors run as its threads) and
+one HTTP listener. While it runs, ``<data_dir>/server.json`` says where it listens and its
+pid; CLI commands read it, check ``/shipyard/health``, and start a server in the background
+(its own session, so it outlives the command) when none answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from shipyard.api.credentials import load_or_create
+from shipyard.control import ControlPlane, Settings
+from shipyard.errors import RuntimeUnavailable
+
+STARTUP_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    url: str
+    pid: int
+
+
+def info_path(settings: Settings) -> Path:
+    return settings.data_dir / "server.json"
+
+
+def read_info(settings: Settings) -> ServerInfo | None:
+    try:
+        data = json.loads(info_path(settings).read_text(encoding="utf-8"))
+        return ServerInfo(url=str(data["url"]), pid=int(data["pid"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def healthy(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/shipyard/health", timeout=timeout) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+class ApiServer:
+    """uvicorn serving the app over a control plane; runs in the foreground or a thread."""
+
+    def __init__(self, settings: Settings, plane: ControlPlane | None = None, *,
+                 host: str | None = None, port: int | None = None) -> None:
+        import uvicorn
+
+        from shipyard.api.app import create_app
+
+        self.settings = settings
+        self.keys = load_or_create(settings.data_dir)
+        self.plane = plane or ControlPlane(settings, launch="thread")
+        self._owns_plane = plane is None
+        self.config = uvicorn.Config(
+            create_app(self.plane, self.keys.secrets), host=host or settings.api_host,
+            port=settings.api_port if port is None else port, log_level="warning",
+            access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(self.config)
+        self.url = ""
+        self._thread: threading.Thread | None = None
+
+    async def run(self, ready: Callable[[str], None] | None = None) -> None:
+        # uvicorn.Server.serve() minus its signal handling, so this also runs in a thread.
+        if not self.config.loaded:
+            self.config.load()
+        self.server.lifespan = self.config.lifespan_class(self.config)
+        await self.server.startup()
+        if self.server.should_exit:
+            raise RuntimeUnavailable(f"cannot listen on {self.config.host}:{self.config.port}")
+        bound = self.server.servers[0].sockets[0].getsockname()
+        self.url = f"http://{bound[0]}:{bound[1]}"
+        _write_info(info_path(self.settings), self.url)
+        if ready is not None:
+            ready(self.url)
+        try:
+            await self.server.main_loop()
+        finally:
+            if self.server.started:
+                await self.server.shutdown()
+            info = read_info(self.settings)
+            if info is not None and info.pid == os.getpid():
+                info_path(self.settings).unlink(missing_ok=True)
+            if self._owns_plane:
+                self.plane.close()
+
+    def start_in_thread(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> str:
+        """Serve from a background thread (tests, embedding); returns the URL once it listens."""
+        started = threading.Event()
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self.run(lambda url: started.set())),
+            name="shipyard-api", daemon=True)
+        self._thread.start()
+        if not started.wait(timeout):
+            raise RuntimeUnavailable("the API server did not start")
+        return self.url
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+
+def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
+          ready: Callable[[str], None] | None = None) -> None:
+    """Run the server in the foreground until SIGINT or SIGTERM."""
+    api = ApiServer(settings, host=host, port=port)
+
+    def on_signal(signum: int, frame: object) -> None:
+        api.server.should_exit = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    asyncio.run(api.run(ready))
+
+
+def _write_info(path: Path, url: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps({"url": url, "pid": os.getpid(), "started": time.time()}))
+    os.replace(tmp, path)
+
+
+def ensure_server(settings: Settings) -> ServerInfo:
+    """The running server for this data directory, started in the background if needed."""
+    info = read_info(settings)
+    if info is not None and healthy(info.url):
+        return info
+    log_path = settings.data_dir / "server.log"
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "shipyard.api.server", "--data-dir", str(settings.data_dir)]
+    env = {**os.environ, **_settings_env(settings)}
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(  # noqa: S603 - our own module
+            args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            close_fds=True, env=env)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        info = read_info(settings)
+        if info is not None and info.pid == proc.pid and healthy(info.url):
+            return info
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    tail = log_path.read_text(errors="replace").splitlines()[-10:]
+    raise RuntimeUnavailable("the Shipyard server did not start; its log ends with:\n"
+                             + "\n".join(tail))
+
+
+def _settings_env(settings: Settings) -> dict[str, str]:
+    """Pass this command's settings to the background server through its environment."""
+    env = {}
+    for name, entry in settings.explain().items():
+        if entry["source"] != "default" and entry["value"] != "None":
+            env[f"SHIPYARD_{name.upper()}"] = entry["value"]
+    return env
+
+
+def stop_server(settings: Settings, timeout: float = 15.0) -> bool:
+    """Stop the background server of this data directory; False when none was running."""
+    info = read_info(settings)
+    if info is None or not healthy(info.url):
+        return False
+    os.kill(info.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not healthy(info.url, timeout=0.2):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m shipyard.api.server")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    args = parser.parse_args(argv)
+    settings = Settings.load({"data_dir": args.data_dir})
+    serve(settings, host=args.host, port=args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

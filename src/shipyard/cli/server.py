@@ -1,0 +1,59 @@
+"""``shipyard server``: run the API server in the foreground, or manage the background one."""
+
+from __future__ import annotations
+
+import click
+
+from shipyard.api.credentials import client_env, load_or_create
+from shipyard.api.server import read_info, serve, stop_server
+from shipyard.cli.errors import CliError, ExitCode
+from shipyard.control import Settings
+
+
+def _print_usage(settings: Settings, url: str) -> None:
+    akid, secret = load_or_create(settings.data_dir).default
+    click.echo(f"Shipyard API listening on {url}", err=True)
+    click.echo("Point boto3 and the SageMaker SDK at it with:", err=True)
+    for key, value in client_env(akid, secret, url, settings.region).items():
+        click.echo(f"  export {key}={value}", err=True)
+
+
+@click.group(invoke_without_command=True)
+@click.option("--host", default=None, help="Listen address (default: setting api_host).")
+@click.option("--port", default=None, type=int, help="Port (default: setting api_port).")
+@click.pass_context
+def server(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run the SageMaker-compatible API server in the foreground (Ctrl-C stops it)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings: Settings = ctx.obj
+    info = read_info(settings)
+    if info is not None:
+        from shipyard.api.server import healthy
+
+        if healthy(info.url):
+            raise CliError(f"a server for {settings.data_dir} already runs at {info.url} "
+                           f"(pid {info.pid}); stop it with: shipyard server stop",
+                           ExitCode.USAGE)
+    serve(settings, host=host, port=port, ready=lambda url: _print_usage(settings, url))
+
+
+@server.command("status")
+@click.pass_obj
+def status(settings: Settings) -> None:
+    """Where the server of this data directory listens, and how to use it."""
+    from shipyard.api.server import healthy
+
+    info = read_info(settings)
+    if info is None or not healthy(info.url):
+        raise CliError("no server is running for this data directory", ExitCode.NOT_FOUND)
+    _print_usage(settings, info.url)
+
+
+@server.command("stop")
+@click.pass_obj
+def stop(settings: Settings) -> None:
+    """Stop the server of this data directory (its jobs' containers keep running)."""
+    if not stop_server(settings):
+        raise CliError("no server is running for this data directory", ExitCode.NOT_FOUND)
+    click.echo("server stopped", err=True)

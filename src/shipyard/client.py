@@ -1,0 +1,195 @@
+"""A client of a Shipyard server: the SageMaker API through boto3, as any user would call it.
+
+The CLI is built on this. botocore errors are translated into Shipyard's error tree here, at
+one boundary, by the error code the server sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from shipyard.control.settings import Settings
+from shipyard.errors import RuntimeUnavailable, ShipyardError, error_class_for_code
+
+LOG_GROUPS = {"training": "/aws/sagemaker/TrainingJobs",
+              "processing": "/aws/sagemaker/ProcessingJobs"}
+_OPS = {
+    "training": ("TrainingJob", "TrainingJobName"),
+    "processing": ("ProcessingJob", "ProcessingJobName"),
+}
+
+
+@dataclass(frozen=True)
+class LogLine:
+    stream: str
+    timestamp_ms: int
+    message: str
+
+
+@contextlib.contextmanager
+def _translate() -> Iterator[None]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        raise error_class_for_code(code)(str(error.get("Message", "")) or code) from exc
+    except BotoCoreError as exc:
+        raise RuntimeUnavailable(f"cannot reach the Shipyard server: {exc}") from exc
+
+
+class Client:
+    def __init__(self, url: str, access_key_id: str, secret_access_key: str,
+                 region: str = "us-east-1") -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.url = url
+        self._credentials = (access_key_id, secret_access_key)
+        self.region = region
+        session = boto3.session.Session(aws_access_key_id=access_key_id,
+                                        aws_secret_access_key=secret_access_key,
+                                        region_name=region)
+        config = Config(retries={"max_attempts": 3, "mode": "standard"},
+                        connect_timeout=5, read_timeout=60)
+        self.sagemaker = session.client("sagemaker", endpoint_url=url, config=config)
+        self.logs = session.client("logs", endpoint_url=url, config=config)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Client:
+        """A client of this data directory's server, started in the background if needed."""
+        from shipyard.api.credentials import load_or_create
+        from shipyard.api.server import ensure_server
+
+        info = ensure_server(settings)
+        akid, secret = load_or_create(settings.data_dir).default
+        return cls(info.url, akid, secret, settings.region)
+
+    # -- jobs -------------------------------------------------------------------------------
+    def create_job(self, kind: str, request: dict[str, Any]) -> str:
+        op = _OPS[kind][0]
+        with _translate():
+            response = getattr(self.sagemaker, _snake(f"Create{op}"))(**request)
+        return str(response[f"{op}Arn"])
+
+    def describe(self, kind: str, name: str) -> dict[str, Any]:
+        op, field = _OPS[kind]
+        with _translate():
+            response = getattr(self.sagemaker, _snake(f"Describe{op}"))(**{field: name})
+        response.pop("ResponseMetadata", None)
+        return dict(response)
+
+    def find_kind(self, name: str, kind: str | None = None) -> str | None:
+        """Which kind of job ``name`` is (training first), or None."""
+        for candidate in [kind] if kind else list(_OPS):
+            try:
+                self.describe(candidate, name)
+                return candidate
+            except ShipyardError as exc:
+                if "not found" not in str(exc).lower():
+                    raise
+        return None
+
+    def stop(self, kind: str, name: str) -> None:
+        op, field = _OPS[kind]
+        with _translate():
+            getattr(self.sagemaker, _snake(f"Stop{op}"))(**{field: name})
+
+    def list_jobs(self, kind: str, *, status: str | None = None, limit: int = 50
+             ) -> list[dict[str, Any]]:
+        op = _OPS[kind][0]
+        params: dict[str, Any] = {"SortBy": "CreationTime", "SortOrder": "Descending"}
+        if status:
+            params["StatusEquals"] = status
+        out: list[dict[str, Any]] = []
+        with _translate():
+            paginator = self.sagemaker.get_paginator(_snake(f"List{op}s"))
+            for page in paginator.paginate(**params, PaginationConfig={"PageSize": 100}):
+                out.extend(page[f"{op}Summaries"])
+                if len(out) >= limit:
+                    break
+        return out[:limit]
+
+    def wait(self, kind: str, name: str, poll: float = 0.5) -> dict[str, Any]:
+        status_field = f"{_OPS[kind][0]}Status"
+        while True:
+            record = self.describe(kind, name)
+            if record[status_field] in ("Completed", "Failed", "Stopped"):
+                return record
+            time.sleep(poll)
+
+    # -- logs -------------------------------------------------------------------------------
+    def log_streams(self, kind: str, name: str) -> list[str]:
+        with _translate():
+            try:
+                response = self.logs.describe_log_streams(
+                    logGroupName=LOG_GROUPS[kind], logStreamNamePrefix=f"{name}/",
+                    orderBy="LogStreamName")
+            except self.logs.exceptions.ResourceNotFoundException:
+                return []
+        return [s["logStreamName"] for s in response.get("logStreams", [])]
+
+    def read_logs(self, kind: str, stream: str, token: str | None) -> tuple[list[LogLine], str]:
+        """New lines of one stream since ``token``; returns them and the token to go on."""
+        params: dict[str, Any] = {"logGroupName": LOG_GROUPS[kind], "logStreamName": stream,
+                                  "startFromHead": True}
+        if token:
+            params["nextToken"] = token
+        lines: list[LogLine] = []
+        with _translate():
+            while True:
+                page = self.logs.get_log_events(**params)
+                events = page.get("events", [])
+                lines.extend(LogLine(stream, e["timestamp"], e["message"]) for e in events)
+                params["nextToken"] = page["nextForwardToken"]
+                if not events:
+                    break
+        return lines, str(params["nextToken"])
+
+    # -- Shipyard's own operations ------------------------------------------------------------
+    def metric_series(self, name: str, metric: str | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"TrainingJobName": name}
+        if metric:
+            params["MetricName"] = metric
+        return list(self._shipyard_call("GetMetricSeries", params)["Points"])
+
+    def _shipyard_call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A signed call to ``Shipyard.<operation>``, an awsJson1.1 target of Shipyard's own."""
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        body = json.dumps(params).encode()
+        request = AWSRequest(method="POST", url=f"{self.url}/", data=body, headers={
+            "X-Amz-Target": f"Shipyard.{operation}",
+            "Content-Type": "application/x-amz-json-1.1"})
+        SigV4Auth(Credentials(*self._credentials), "sagemaker", self.region).add_auth(request)
+        prepared = urllib.request.Request(f"{self.url}/", data=body, method="POST",
+                                          headers=dict(request.headers.items()))
+        try:
+            with urllib.request.urlopen(prepared, timeout=60) as response:
+                return dict(json.loads(response.read()))
+        except urllib.error.HTTPError as exc:
+            error = json.loads(exc.read() or b"{}")
+            raise error_class_for_code(error.get("__type", ""))(
+                error.get("message", str(exc))) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise RuntimeUnavailable(f"cannot reach the Shipyard server: {exc}") from exc
+
+
+def _snake(name: str) -> str:
+    out = []
+    for i, char in enumerate(name):
+        if char.isupper() and i:
+            out.append("_")
+        out.append(char.lower())
+    return "".join(out)
