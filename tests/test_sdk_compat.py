@@ -16,23 +16,23 @@ only the environment and the SDK's own defaults file change (docs/sdk.md):
   ``~/.aws`` cannot redirect anything.
 
 The three SDK runs happen concurrently in one module fixture, each in its own thread with its
-own ``sagemaker.Session`` (as three notebook cells in three kernels would): the SDK's log
-tailing sleeps 10 s between rounds and describes the job every 30 s, so one run with
-``logs=True`` takes about 40 s however quick its job is. Their printed output is captured
-together and each test looks for its own job's lines.
+own ``sagemaker.Session`` (as three notebooks would): the SDK waits 5 s before it first
+describes a job, then tails logs every 10 s and describes the job every 30 s, so a run whose
+job is still going at the first look takes about 45 s however short the job. Each thread's
+printed output is captured apart, and each test checks its own run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import os
 import tarfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -44,11 +44,7 @@ from shipyard.runtimes import DockerRuntime
 from tests.support import s3server
 from tests.support.s3server import S3Server
 
-sagemaker = pytest.importorskip("sagemaker")
-from sagemaker.estimator import Estimator  # noqa: E402
-from sagemaker.processing import ProcessingInput, ProcessingOutput, Processor  # noqa: E402
-
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 s3_server = s3server.s3_server
 
 ROLE = "arn:aws:iam::000000000000:role/x"
@@ -62,16 +58,20 @@ SageMaker:
       TelemetryOptOut: true
 """
 
-TRAIN_PY = '''import json, os, sys
+TRAIN_PY = '''import json, os, sys, time
 from pathlib import Path
 
 hp = json.loads(os.environ["SM_HPS"])
 print("framework hyperparameters", json.dumps(hp, sort_keys=True), flush=True)
 print("program", sys.argv[0], "args", sys.argv[1:], flush=True)
-model_dir = Path(os.environ["SM_MODEL_DIR"])
-(model_dir / "weights.json").write_text(json.dumps({"epochs": hp["epochs"]}))
+helper = Path("helper.txt").read_text().strip()  # the script runs in the code folder
 for epoch in range(int(hp["epochs"])):
     print(f"framework epoch {epoch} done", flush=True)
+    # Still running when the SDK first describes the job (5 s after creating it): the SDK
+    # then tails the logs in rounds instead of reading a finished job once.
+    time.sleep(4)
+model_dir = Path(os.environ["SM_MODEL_DIR"])
+(model_dir / "weights.json").write_text(json.dumps({"epochs": hp["epochs"], "helper": helper}))
 '''
 
 
@@ -90,12 +90,11 @@ class Outcome:
 
 @dataclass
 class Runs:
-    server_url: str
     s3: S3Server
     bucket: str
-    settings: Settings
-    printed: str = ""
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    names: dict[str, str]
+    outcomes: dict[str, Outcome]
+    printed: dict[str, str]
 
     def boto(self) -> Any:
         return self.s3.boto()
@@ -108,13 +107,15 @@ class Runs:
     def read_tar(self, key: str) -> dict[str, bytes]:
         body = self.boto().get_object(Bucket=self.bucket, Key=key)["Body"].read()
         with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
-            return {m.name.lstrip("./"): tar.extractfile(m).read()  # type: ignore[union-attr]
+            return {m.name.removeprefix("./"): tar.extractfile(m).read()  # type: ignore[union-attr]
                     for m in tar.getmembers() if m.isfile()}
 
 
 @pytest.fixture(scope="module")
 def shipyard(tmp_path_factory: pytest.TempPathFactory, docker_client: Any,
-             s3_server: S3Server) -> Iterator[tuple[ApiServer, str, Settings]]:
+             s3_server: S3Server) -> Iterator[tuple[ApiServer, str]]:
+    """Shipyard's API server over a control plane on the real engine, reading and writing
+    the same S3 store the SDK uses."""
     data = tmp_path_factory.mktemp("sdk")
     settings = Settings.load({
         "data_dir": str(data / "state"), "stop_grace_seconds": 3, "api_port": 0,
@@ -125,23 +126,24 @@ def shipyard(tmp_path_factory: pytest.TempPathFactory, docker_client: Any,
     server = ApiServer(settings, plane)
     url = server.start_in_thread()
     try:
-        yield server, url, settings
+        yield server, url
     finally:
         server.stop()
         plane.close()
 
 
 @pytest.fixture(scope="module")
-def sdk_environment(shipyard: tuple[ApiServer, str, Settings], s3_server: S3Server,
+def sdk_environment(shipyard: tuple[ApiServer, str], s3_server: S3Server,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The user's environment (docs/sdk.md), set for the module and restored after it."""
-    server, url, _ = shipyard
+    server, url = shipyard
     home = tmp_path_factory.mktemp("sdk-home")
     config = home / "sagemaker-config.yaml"
     config.write_text(SDK_CONFIG)
     (home / "aws-config").write_text("")
     (home / "aws-credentials").write_text("")
     access_key, secret_key = server.keys.default
+    dead = f"http://127.0.0.1:{s3server.unused_port()}"
     env = {
         "AWS_ACCESS_KEY_ID": access_key,
         "AWS_SECRET_ACCESS_KEY": secret_key,
@@ -157,45 +159,107 @@ def sdk_environment(shipyard: tuple[ApiServer, str, Settings], s3_server: S3Serv
         "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
         # SDK 2.25x warns once per class that v3 exists; the suite turns warnings into errors.
         "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+        # Tripwires, not part of the user's setup: a client for any service not named above,
+        # and any request for a host other than this machine, fails at once on a closed port
+        # instead of reaching (or waiting for) AWS.
+        "AWS_ENDPOINT_URL": dead,
+        "HTTP_PROXY": dead, "HTTPS_PROXY": dead, "http_proxy": dead, "https_proxy": dead,
+        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
     }
     with pytest.MonkeyPatch.context() as mp:
         for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN",
-                     "AWS_ENDPOINT_URL", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "AWS_REGION"):
+                     "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "AWS_REGION"):
             mp.delenv(name, raising=False)
         for name, value in env.items():
             mp.setenv(name, value)
         yield env
 
 
-def new_session(bucket: str) -> Any:
-    """What a user writes: a plain boto3 session (endpoints and keys come from the
-    environment) and the bucket named explicitly."""
-    return sagemaker.Session(boto_session=boto3.Session(region_name=REGION),
-                             default_bucket=bucket)
+@dataclass(frozen=True)
+class Sdk:
+    """The SDK's classes, imported once the environment is in place: importing ``sagemaker``
+    reads SAGEMAKER_SUPPRESS_V2_WARNING, so an earlier import would warn."""
 
+    module: Any
+    estimator: Any
+    processor: Any
+    processing_input: Any
+    processing_output: Any
 
-def run_all(jobs: dict[str, Callable[[], Any]]) -> tuple[dict[str, Outcome], str]:
-    """Run each SDK call in its own thread; return outcomes and everything they printed."""
-    outcomes = {name: Outcome() for name in jobs}
-
-    def run(name: str) -> None:
-        try:
-            outcomes[name].value = jobs[name]()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test that owns it
-            outcomes[name].error = exc
-
-    printed = io.StringIO()
-    # sys.stdout is process-wide: every thread's print() lands here.
-    with contextlib.redirect_stdout(printed), ThreadPoolExecutor(len(jobs)) as pool:
-        list(pool.map(run, jobs))
-    return outcomes, printed.getvalue()
+    def session(self, bucket: str) -> Any:
+        """What a user writes: a plain boto3 session (endpoints and keys come from the
+        environment) and the bucket named explicitly."""
+        return self.module.Session(boto_session=boto3.Session(region_name=REGION),
+                                   default_bucket=bucket)
 
 
 @pytest.fixture(scope="module")
-def runs(shipyard: tuple[ApiServer, str, Settings], sdk_environment: dict[str, str],
-         s3_server: S3Server, images: dict[str, str],
+def sdk(sdk_environment: dict[str, str]) -> Sdk:
+    try:
+        import sagemaker
+        from sagemaker.estimator import Estimator
+        from sagemaker.processing import ProcessingInput, ProcessingOutput, Processor
+    except ImportError as exc:
+        # The test extra installs it: in CI its absence is a failure, not a skip.
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"the SageMaker Python SDK is required in CI: {exc}")
+        pytest.skip(f"the SageMaker Python SDK is not installed: {exc}")
+    return Sdk(sagemaker, Estimator, Processor, ProcessingInput, ProcessingOutput)
+
+
+class PerThreadOutput(io.TextIOBase):
+    """A stand-in for ``sys.stdout`` that keeps each named thread's writes apart, so runs that
+    print concurrently can each be checked for their own lines."""
+
+    def __init__(self) -> None:
+        self._names: dict[int, str] = {}
+        self._parts: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+
+    def register(self, name: str) -> None:
+        with self._lock:
+            self._names[threading.get_ident()] = name
+            self._parts.setdefault(name, [])
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            name = self._names.get(threading.get_ident(), "")
+            self._parts.setdefault(name, []).append(text)
+        return len(text)
+
+    def text(self, name: str) -> str:
+        with self._lock:
+            return "".join(self._parts.get(name, []))
+
+
+def run_all(jobs: dict[str, Callable[[], Any]]) -> tuple[dict[str, Outcome], dict[str, str]]:
+    """Run each SDK call in its own thread; return outcomes and what each one printed."""
+    outcomes = {name: Outcome() for name in jobs}
+    output = PerThreadOutput()
+
+    def run(name: str) -> None:
+        output.register(name)
+        try:
+            outcomes[name].value = jobs[name]()
+        except BaseException as exc:  # handed to the test that owns this run
+            outcomes[name].error = exc
+
+    # sys.stdout is process-wide: every thread's print() lands in `output`.
+    with contextlib.redirect_stdout(output), ThreadPoolExecutor(len(jobs)) as pool:
+        list(pool.map(run, jobs))
+    return outcomes, {name: output.text(name) for name in jobs}
+
+
+@pytest.fixture(scope="module")
+def runs(sdk: Sdk, s3_server: S3Server, images: dict[str, str],
          tmp_path_factory: pytest.TempPathFactory) -> Runs:
-    _, url, settings = shipyard
+    """Data in the S3 store, then the three SDK runs of the module, side by side."""
     bucket = f"sdk-{uuid.uuid4().hex[:12]}"
     s3 = s3_server.boto()
     s3.create_bucket(Bucket=bucket)
@@ -211,91 +275,113 @@ def runs(shipyard: tuple[ApiServer, str, Settings], sdk_environment: dict[str, s
              "processor": f"sdk-processing-{suffix}"}
 
     def estimator() -> Any:
-        est = Estimator(image_uri=images["seed000"], role=ROLE, instance_count=1,
+        est = sdk.estimator(image_uri=images["seed000"], role=ROLE, instance_count=1,
                         instance_type="ml.m5.large", output_path=f"s3://{bucket}/out",
-                        sagemaker_session=new_session(bucket))
+                        sagemaker_session=sdk.session(bucket))
         est.fit({"training": f"s3://{bucket}/train"}, logs=True, job_name=names["estimator"])
-        return est
+        # Attached here, while the framework run still tails its logs: attach waits for the
+        # job (5 s before its first look) even when it has long finished.
+        attached = sdk.estimator.attach(names["estimator"],
+                                        sagemaker_session=sdk.session(bucket))
+        return est, attached
 
     def framework() -> Any:
-        est = Estimator(image_uri=images["toolkit"], role=ROLE, instance_count=1,
+        est = sdk.estimator(image_uri=images["toolkit"], role=ROLE, instance_count=1,
                         instance_type="ml.m5.large", output_path=f"s3://{bucket}/fw-out",
                         entry_point="train.py", source_dir=str(source),
-                        hyperparameters={"epochs": 2}, sagemaker_session=new_session(bucket))
+                        hyperparameters={"epochs": 2}, sagemaker_session=sdk.session(bucket))
         est.fit(logs=True, job_name=names["framework"])
         return est
 
     def processor() -> Any:
-        proc = Processor(image_uri=images["processing"], role=ROLE, instance_count=1,
+        proc = sdk.processor(image_uri=images["processing"], role=ROLE, instance_count=1,
                          instance_type="ml.m5.large",
                          entrypoint=["python3", "/opt/program/p.py"],
-                         sagemaker_session=new_session(bucket))
+                         sagemaker_session=sdk.session(bucket))
         proc.run(inputs=[
-            ProcessingInput(source=f"s3://{bucket}/proc/first",
+            sdk.processing_input(source=f"s3://{bucket}/proc/first",
                             destination="/opt/ml/processing/input/first"),
-            ProcessingInput(source=f"s3://{bucket}/proc/second",
+            sdk.processing_input(source=f"s3://{bucket}/proc/second",
                             destination="/opt/ml/processing/input/second"),
         ], outputs=[
-            ProcessingOutput(source="/opt/ml/processing/output/report",
+            sdk.processing_output(source="/opt/ml/processing/output/report",
                              destination=f"s3://{bucket}/proc-out/report"),
         ], arguments=["--flag", "on"], job_name=names["processor"], logs=True, wait=True)
         return proc
 
     outcomes, printed = run_all({"estimator": estimator, "framework": framework,
                                  "processor": processor})
-    result = Runs(url, s3_server, bucket, settings, printed, outcomes)
-    result.outcomes["names"] = Outcome(names)
-    return result
+    return Runs(s3_server, bucket, names, outcomes, printed)
 
 
 def test_estimator_fit_completes_with_model_in_s3(runs: Runs) -> None:
-    print(runs.printed)
-    est = runs.outcomes["estimator"].get()
-    name = runs.outcomes["names"].value["estimator"]
+    est, _ = runs.outcomes["estimator"].get()
+    name = runs.names["estimator"]
     assert est.latest_training_job.name == name
     key = f"out/{name}/output/model.tar.gz"
     assert est.model_data == f"s3://{runs.bucket}/{key}"
+    # seed000 counts the files of its "training" channel: both objects under the prefix.
     assert runs.read_tar(key) == {"model.json": b'{"training_files": 2}'}
-    # The SDK printed the job's status line and tailed its (empty) log streams to the end.
-    assert f"{name}: Starting - Starting the training job" in runs.printed
+    printed = runs.printed["estimator"]
+    # The SDK's status lines come from SecondaryStatusTransitions; its closing lines from
+    # TrainingTimeInSeconds / BillableTimeInSeconds.
+    for line in ("Starting - Starting the training job", "Downloading - Downloading input data",
+                 "Completed - Training job completed", "Training seconds:",
+                 "Billable seconds:"):
+        assert line in printed
 
 
-def test_framework_estimator_stages_source_dir(runs: Runs) -> None:
+def test_framework_style_estimator_stages_source_dir(runs: Runs) -> None:
     est = runs.outcomes["framework"].get()
-    name = runs.outcomes["names"].value["framework"]
-    # The generic Estimator uploads source_dir itself (EstimatorBase._stage_user_code_in_s3).
+    name = runs.names["framework"]
+    # The generic Estimator uploads source_dir itself (EstimatorBase._stage_user_code_in_s3)
+    # to <output bucket>/<job>/source/ and JSON-encodes every hyperparameter.
+    code_uri = f"s3://{runs.bucket}/{name}/source/sourcedir.tar.gz"
     assert runs.keys(f"{name}/source/") == [f"{name}/source/sourcedir.tar.gz"]
-    assert est.hyperparameters()["sagemaker_submit_directory"] == (
-        f'"s3://{runs.bucket}/{name}/source/sourcedir.tar.gz"')
-    files = runs.read_tar(f"fw-out/{name}/output/model.tar.gz")
-    assert files == {"weights.json": b'{"epochs": 2}'}
-    assert "framework epoch 1 done" in runs.printed
-    assert '"epochs": 2' in runs.printed
+    assert est.hyperparameters()["sagemaker_submit_directory"] == f'"{code_uri}"'
+    assert est.hyperparameters()["sagemaker_program"] == '"train.py"'
+    assert est.hyperparameters()["epochs"] == "2"
+    assert set(runs.read_tar(f"{name}/source/sourcedir.tar.gz")) == {"train.py", "helper.txt"}
+    assert runs.read_tar(f"fw-out/{name}/output/model.tar.gz") == {
+        "weights.json": b'{"epochs": 2, "helper": "shipped with the code"}'}
+    printed = runs.printed["framework"]
+    # The toolkit ran the staged script with the decoded hyperparameters, and the SDK's log
+    # tailing printed its lines.
+    assert 'framework hyperparameters {"epochs": 2}' in printed
+    assert "program train.py args ['--epochs', '2']" in printed
+    assert "framework epoch 1 done" in printed
+    # The job was still running when the SDK first described it, so the SDK tailed its logs
+    # in rounds and printed the final status after lines it had already shown.
+    assert printed.index("framework epoch 0 done") < printed.index(
+        "Completed - Training job completed")
 
 
 def test_processor_run_writes_outputs(runs: Runs) -> None:
     proc = runs.outcomes["processor"].get()
-    name = runs.outcomes["names"].value["processor"]
+    name = runs.names["processor"]
     assert proc.latest_job.job_name == name
     summary = runs.boto().get_object(Bucket=runs.bucket, Key="proc-out/report/summary.txt")
     assert summary["Body"].read().decode().splitlines() == [
         "first/one.txt: alpha", "first/sub/two.txt: beta", "second/three.txt: gamma"]
     assert runs.keys("proc-out/report/") == ["proc-out/report/nested/count.txt",
                                              "proc-out/report/summary.txt"]
-    assert f"args ['--flag', 'on'] env {name}" in runs.printed
+    assert f"args ['--flag', 'on'] env {name}" in runs.printed["processor"]
     described = proc.latest_job.describe()
     assert described["ProcessingJobStatus"] == "Completed"
     assert described["ExitMessage"] == "processed 3 files"
 
 
 def test_estimator_attach_to_finished_job(runs: Runs) -> None:
-    original = runs.outcomes["estimator"].get()
-    name = runs.outcomes["names"].value["estimator"]
-    attached = Estimator.attach(name, sagemaker_session=new_session(runs.bucket))
+    original, attached = runs.outcomes["estimator"].get()
+    name = runs.names["estimator"]
     assert attached.latest_training_job.name == name
     assert attached.model_data == original.model_data
     assert attached.image_uri == original.image_uri
     assert attached.role == ROLE
     assert attached.instance_count == 1
     assert attached.instance_type == "ml.m5.large"
+    assert attached.volume_size == 30
+    assert attached.max_run == 86400
+    assert attached.input_mode == "File"
     assert attached.output_path == f"s3://{runs.bucket}/out"
+    assert attached.output_kms_key == ""

@@ -76,6 +76,16 @@ _QUOTED_ANCHORS: dict[str, dict[str, tuple[str, str]]] = {"sagemaker": {
     "ArnOrName": ("", "$"), "RoleArn": ("^", "$"), "S3Uri": ("^", "$"),
     "FileSystemId": ("^", "$"), "TagKey": ("^", "$"), "TagValue": ("^", "$"),
 }}
+# Shipyard's one widening of AWS's rules: data and output locations may also be local
+# (``file://`` URIs or absolute paths, read by control.jobspec and control.artifacts).
+_EXTENSION_PREFIXES: dict[str, dict[str, tuple[str, ...]]] = {"sagemaker": {
+    "S3Uri": ("file://", "/"),
+}}
+# ...and, as SDK v2's local mode does, jobs may run on the ``local`` instance types (no limits).
+_EXTENSION_ENUM_VALUES: dict[str, dict[str, tuple[str, ...]]] = {"sagemaker": {
+    "TrainingInstanceType": ("local", "local_gpu"),
+    "ProcessingInstanceType": ("local", "local_gpu"),
+}}
 # CloudWatch Logs reports constraint failures under its own modelled code.
 _ERROR_CLASS: dict[str, type[ShipyardError]] = {"logs": InvalidParameter}
 
@@ -205,6 +215,8 @@ class _Compiler:
 
     def __init__(self, service: str) -> None:
         self.anchors = _QUOTED_ANCHORS.get(service, {})
+        self.extensions = _EXTENSION_PREFIXES.get(service, {})
+        self.extra_enum_values = _EXTENSION_ENUM_VALUES.get(service, {})
         self.checks: dict[str, Check] = {}
         self.scalars: dict[str, tuple[ScalarCheck, str]] = {}
 
@@ -234,7 +246,9 @@ class _Compiler:
     def scalar(self, shape: Shape) -> tuple[ScalarCheck, str]:
         """``(rules broken by a value, "[every rule]")`` for a scalar shape."""
         if shape.name not in self.scalars:
-            self.scalars[shape.name] = _scalar(shape, self.anchors.get(shape.name, ("", "")))
+            self.scalars[shape.name] = _scalar(shape, self.anchors.get(shape.name, ("", "")),
+                                               self.extensions.get(shape.name, ()),
+                                               self.extra_enum_values.get(shape.name, ()))
         return self.scalars[shape.name]
 
     def _member_scalar(self, shape: Shape) -> Check:
@@ -346,20 +360,17 @@ class _Compiler:
 
 def _size_rules(shape: Shape) -> Callable[[int], list[str]]:
     low, high = shape.metadata.get("min"), shape.metadata.get("max")
-
-    def broken(size: int) -> list[str]:
-        out = []
-        if high is not None and size > high:
-            out.append(f"Member must have length less than or equal to {high}")
-        if low is not None and size < low:
-            out.append(f"Member must have length greater than or equal to {low}")
-        return out
-
-    return broken
+    return lambda size: _length_rules(size, low, high)
 
 
-def _scalar(shape: Shape, anchors: tuple[str, str]) -> tuple[ScalarCheck, str]:
-    """Rules of a string, number, boolean, timestamp or blob shape, in AWS's order."""
+def _scalar(shape: Shape, anchors: tuple[str, str],
+            also_accepted: tuple[str, ...] = (),
+            extra_enum_values: tuple[str, ...] = ()) -> tuple[ScalarCheck, str]:
+    """Rules of a string, number, boolean, timestamp or blob shape, in AWS's order.
+
+    ``also_accepted``: prefixes that satisfy the pattern too (Shipyard's local locations);
+    ``extra_enum_values``: values accepted beside the enum (not shown in its message).
+    """
     kind, meta = shape.type_name, shape.metadata
     low, high = meta.get("min"), meta.get("max")
     rules: list[str] = []
@@ -382,7 +393,8 @@ def _scalar(shape: Shape, anchors: tuple[str, str]) -> tuple[ScalarCheck, str]:
         shown = anchors[0] + pattern_text + anchors[1]
         pattern_rule = f"Member must satisfy regular expression pattern: {shown}"
         rules.append(pattern_rule)
-    enum = frozenset(shape.enum) if kind == "string" and shape.enum else None
+    enum = (frozenset(shape.enum) | frozenset(extra_enum_values)
+            if kind == "string" and shape.enum else None)
     if enum is not None:
         enum_rule = f"Member must satisfy enum value set: [{', '.join(shape.enum)}]"
         rules.append(enum_rule)
@@ -394,7 +406,8 @@ def _scalar(shape: Shape, anchors: tuple[str, str]) -> tuple[ScalarCheck, str]:
                 raise SerializationError(_type_message(value, kind))
             size = len(value)
             out = _length_rules(size, low, high)
-            if pattern is not None and size <= pattern_limit and pattern.fullmatch(value) is None:
+            if (pattern is not None and size <= pattern_limit and pattern.fullmatch(value) is None
+                    and not (also_accepted and value.startswith(also_accepted))):
                 out.append(pattern_rule)
             if enum is not None and value not in enum:
                 out.append(enum_rule)
@@ -446,7 +459,6 @@ def _length_rules(size: int, low: int | None, high: int | None) -> list[str]:
 
 
 def _value_rules(value: float, low: float | None, high: float | None) -> list[str]:
-    # Written as "not <=" so that NaN, which satisfies no comparison, breaks both bounds.
     out = []
     if high is not None and not value <= high:
         out.append(f"Member must have value less than or equal to {_show(high)}")
