@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.images import BASE_IMAGE, LABELS, ROOT, TEST_SCOPE
+from tests.support.images import BASE_IMAGE, ROOT, SESSION_LABELS, SESSION_SCOPE
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -33,7 +33,7 @@ def docker_client() -> Iterator[object]:
         _engine_missing(str(exc))
         raise
     yield client
-    scope = {"label": [f"org.shipyard.scope={TEST_SCOPE}"]}
+    scope = {"label": [f"org.shipyard.scope={SESSION_SCOPE}"]}
     # Another session on the same engine may be removing the same things: ignore races.
     for container in client.containers.list(all=True, filters=scope):
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
@@ -67,7 +67,7 @@ def images(docker_client: object, base_image: str) -> dict[str, str]:
 @pytest.fixture
 def scope_labels() -> dict[str, str]:
     """Labels every container a test starts must carry (cleanup finds them by these)."""
-    return dict(LABELS)
+    return dict(SESSION_LABELS)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 from shipyard.api.server import ApiServer, read_info
 from shipyard.control import ControlPlane, Settings
 from shipyard.runtimes import DockerRuntime
+from tests.support.images import SESSION_SCOPE
 
 pytestmark = pytest.mark.docker
 ROLE = "arn:aws:iam::000000000000:role/shipyard"
@@ -66,7 +67,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterato
     data = tmp_path_factory.mktemp("api")
     settings = Settings.load({"data_dir": str(data / "state"), "stop_grace_seconds": 3,
                               "api_port": 0}, environ={})
-    runtime = DockerRuntime(docker_client, labels={"org.shipyard.scope": "shipyard-tests"})
+    runtime = DockerRuntime(docker_client, labels={"org.shipyard.scope": SESSION_SCOPE})
     plane = ControlPlane(settings, runtime)
     server = ApiServer(settings, plane)
     url = server.start_in_thread()
@@ -288,7 +289,7 @@ def test_tags_round_trip(api: Api, images: dict[str, str], tmp_path: Path) -> No
 def test_server_restart_while_a_job_runs(tmp_path: Path, images: dict[str, str]) -> None:
     """Kill the server process mid-job; a new server reattaches and finishes the job."""
     env = {**os.environ, "SHIPYARD_DATA_DIR": str(tmp_path / "state"),
-           "SHIPYARD_API_PORT": "0", "SHIPYARD_SCOPE": "shipyard-tests",
+           "SHIPYARD_API_PORT": "0", "SHIPYARD_SCOPE": SESSION_SCOPE,
            "SHIPYARD_RUNTIME": "docker"}
     settings = Settings.load(environ=env)
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from shipyard.api.server import stop_server
 from shipyard.cli import cli
 from shipyard.control import Settings
-from tests.support.images import TEST_SCOPE
+from tests.support.images import SESSION_SCOPE
 
 pytestmark = pytest.mark.docker
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.docker
 def env(tmp_path: Path, docker_client: Any) -> Iterator[dict[str, str]]:
     """Settings for the CLI; the server it starts in the background is stopped afterwards."""
     values = {"SHIPYARD_DATA_DIR": str(tmp_path / "state"), "SHIPYARD_RUNTIME": "docker",
-              "SHIPYARD_SCOPE": TEST_SCOPE, "SHIPYARD_STOP_GRACE_SECONDS": "5",
+              "SHIPYARD_SCOPE": SESSION_SCOPE, "SHIPYARD_STOP_GRACE_SECONDS": "5",
               "SHIPYARD_API_PORT": "0"}
     yield values
     stop_server(Settings.load(environ=values))

@@ -42,6 +42,7 @@ from shipyard.api.server import ApiServer
 from shipyard.control import ControlPlane, Settings
 from shipyard.runtimes import DockerRuntime
 from tests.support import s3server
+from tests.support.images import SESSION_SCOPE
 from tests.support.s3server import S3Server
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -121,7 +122,7 @@ def shipyard(tmp_path_factory: pytest.TempPathFactory, docker_client: Any,
         "data_dir": str(data / "state"), "stop_grace_seconds": 3, "api_port": 0,
         "s3_endpoint_url": s3_server.url, "s3_access_key_id": "testing",
         "s3_secret_access_key": "testing"}, environ={})
-    runtime = DockerRuntime(docker_client, labels={"org.shipyard.scope": "shipyard-tests"})
+    runtime = DockerRuntime(docker_client, labels={"org.shipyard.scope": SESSION_SCOPE})
     plane = ControlPlane(settings, runtime)
     server = ApiServer(settings, plane)
     url = server.start_in_thread()

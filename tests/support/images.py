@@ -12,13 +12,19 @@ import os
 import subprocess
 import sys
 import tarfile
+import uuid
 from pathlib import Path
 
 import docker
 
 BASE_IMAGE = os.environ.get("SHIPYARD_BASE_IMAGE", "shipyard/base:bookworm-py311")
 TEST_SCOPE = "shipyard-tests"
+#: Images are shared by every test session (they are tagged by content).
 LABELS = {"org.shipyard.managed": "true", "org.shipyard.scope": TEST_SCOPE}
+#: Containers and networks belong to one test session: its cleanup removes only its own, so
+#: two sessions on one engine never kill each other's containers.
+SESSION_SCOPE = f"{TEST_SCOPE}-{uuid.uuid4().hex[:10]}"
+SESSION_LABELS = {"org.shipyard.managed": "true", "org.shipyard.scope": SESSION_SCOPE}
 ROOT = Path(__file__).resolve().parents[2]
 WHEEL_CACHE = ROOT / ".cache" / "wheels"
 

@@ -12,9 +12,17 @@ from shipyard.control import Settings
 
 def _print_usage(settings: Settings, url: str) -> None:
     akid, secret = load_or_create(settings.data_dir).default
+    env = client_env(akid, secret, url, settings.region)
+    # Per-service endpoints rather than AWS_ENDPOINT_URL: Shipyard does not serve S3, and the
+    # SDK's S3 calls must reach the S3-compatible store the jobs read from.
+    del env["AWS_ENDPOINT_URL"]
+    for service in ("SAGEMAKER", "SAGEMAKER_RUNTIME", "CLOUDWATCH_LOGS", "STS"):
+        env[f"AWS_ENDPOINT_URL_{service}"] = url
+    if settings.s3_endpoint_url:
+        env["AWS_ENDPOINT_URL_S3"] = settings.s3_endpoint_url
     click.echo(f"Shipyard API listening on {url}", err=True)
     click.echo("Point boto3 and the SageMaker SDK at it with:", err=True)
-    for key, value in client_env(akid, secret, url, settings.region).items():
+    for key, value in env.items():
         click.echo(f"  export {key}={value}", err=True)
 
 
