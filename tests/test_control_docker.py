@@ -233,6 +233,22 @@ def test_network_isolation(plane: ControlPlane, images: dict[str, str], tmp_path
     assert interfaces == ["interfaces ['lo']"]
 
 
+def test_network_isolation_with_peers(plane: ControlPlane, images: dict[str, str],
+                                      tmp_path: Path) -> None:
+    """Isolated hosts still reach each other (SageMaker's rule), and nothing else."""
+    plane.create_training_job(request(
+        "isolated-peers", images["behaviours"], tmp_path, Environment={"MODE": "network"},
+        EnableNetworkIsolation=True,
+        ResourceConfig={"InstanceType": "local", "InstanceCount": 2}))
+    record = plane.wait("training", "isolated-peers", timeout=60)
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    lines = logs_of(plane, "training", "isolated-peers")
+    assert lines.count("default route False") == 2
+    assert sorted(line for line in lines if line.startswith("resolves")) == [
+        "resolves algo-1 True", "resolves algo-1 True", "resolves algo-2 True",
+        "resolves algo-2 True"]
+
+
 def test_processing_two_inputs_one_output(plane: ControlPlane, images: dict[str, str],
                                           tmp_path: Path) -> None:
     for name, files in (("first", {"a.txt": "alpha", "sub/b.txt": "beta"}),

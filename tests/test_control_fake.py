@@ -190,6 +190,18 @@ def test_one_failing_host_stops_the_others(tmp_path: Path) -> None:
     assert len(runtime.networks) == 0  # removed after the job
 
 
+@pytest.mark.parametrize("isolated", [False, True], ids=["open", "isolated"])
+def test_multi_host_network_is_internal_under_isolation(tmp_path: Path,
+                                                        isolated: bool) -> None:
+    plane, runtime = make_plane(tmp_path)
+    plane.create_training_job(training_request(
+        "job-net", tmp_path, EnableNetworkIsolation=isolated,
+        ResourceConfig={"InstanceType": "local", "InstanceCount": 2}))
+    plane.wait("training", "job-net", timeout=10)
+    assert list(runtime.internal_networks.values()) == [isolated]
+    assert {s.network for s in runtime.started} == set(runtime.internal_networks)
+
+
 @pytest.mark.parametrize(
     ("change", "error", "match"),
     [

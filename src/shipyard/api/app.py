@@ -20,10 +20,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from shipyard.api import extensions
+from shipyard.api import extensions, sigv4, sts, validation
 from shipyard.api import logs as logs_api
 from shipyard.api import sagemaker as sagemaker_api
-from shipyard.api import sigv4, sts, validation
 from shipyard.control import ControlPlane
 from shipyard.errors import ApiError, ShipyardError, UnknownOperation
 
@@ -93,7 +92,7 @@ class ShipyardApi:
             await _respond(send, 200, payload, JSON_CONTENT_TYPE, request_id)
         except ShipyardError as exc:
             await self._error(send, protocol, exc, request_id)
-        except Exception as exc:  # noqa: BLE001 - the envelope must hold, whatever broke
+        except Exception as exc:
             log.error("request %s failed:\n%s", request_id, traceback.format_exc())
             await self._error(send, protocol, ShipyardError(
                 f"Internal error ({type(exc).__name__}); request id {request_id}"), request_id)

@@ -129,10 +129,11 @@ class Supervisor:
                     else processing.network_isolated(record))
         network: str | None = "none" if isolated else None
         if len(plans) > 1:
-            # Peers must reach each other even under isolation (SageMaker's rule); Shipyard
-            # gives them a private network of their own.
+            # Peers must reach each other even under isolation (SageMaker's rule): a private
+            # network of their own, internal (nothing outside it) when isolated.
             network = f"shipyard-{self.kind}-{self.name}-{uid}"
-            runtime.create_network(network, {MANAGED_LABEL: "true", JOB_NAME_LABEL: self.name})
+            runtime.create_network(network, {MANAGED_LABEL: "true", JOB_NAME_LABEL: self.name},
+                                   internal=bool(isolated))
         if self.ctx.store.stop_requested(self.kind, self.name):
             self._mutate(lambda rec, run: run.update(phase="running", containers={},
                                                      network=network, trigger=STOP))

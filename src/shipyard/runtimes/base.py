@@ -91,8 +91,10 @@ class Runtime(abc.ABC):
         """Raise ``ImageNotFound`` when ``image`` cannot be run (before anything starts)."""
 
     @abc.abstractmethod
-    def create_network(self, name: str, labels: dict[str, str]) -> None:
-        """A private network whose members resolve each other by hostname and alias."""
+    def create_network(self, name: str, labels: dict[str, str], *,
+                       internal: bool = False) -> None:
+        """A private network whose members resolve each other by hostname and alias;
+        ``internal``: members reach each other and nothing else (network isolation)."""
 
     @abc.abstractmethod
     def remove_network(self, name: str) -> None:

@@ -175,14 +175,17 @@ class DockerRuntime(Runtime):
         with _translate(image=image):
             self._api.inspect_image(image)
 
-    def create_network(self, name: str, labels: dict[str, str]) -> None:
+    def create_network(self, name: str, labels: dict[str, str], *,
+                       internal: bool = False) -> None:
         if self._find_network(name) is not None:
             return
         all_labels = {MANAGED_LABEL: "true", **self._labels, **labels}
         with contextlib.suppress(ResourceInUse), _translate(name=name):
-            # Not internal: jobs may reach S3-like endpoints on the host, as on SageMaker.
+            # Internal only under network isolation: otherwise jobs may reach S3-like
+            # endpoints, as on SageMaker.
             self._api.create_network(
-                name, driver="bridge", internal=False, labels=all_labels, check_duplicate=True
+                name, driver="bridge", internal=internal, labels=all_labels,
+                check_duplicate=True,
             )
 
     def remove_network(self, name: str) -> None:

@@ -77,6 +77,7 @@ class FakeRuntime(Runtime):
         self.started: list[ContainerSpec] = []
         self.signals: list[tuple[str, int]] = []
         self.networks: dict[str, dict[str, str]] = {}
+        self.internal_networks: dict[str, bool] = {}
 
     # -- test controls ---------------------------------------------------------------------
 
@@ -97,9 +98,11 @@ class FakeRuntime(Runtime):
         if self._images is not None and image not in self._images:
             raise ImageNotFound(f"image {image} is not in the fake runtime: build or load it first")
 
-    def create_network(self, name: str, labels: dict[str, str]) -> None:
+    def create_network(self, name: str, labels: dict[str, str], *,
+                       internal: bool = False) -> None:
         with self._cond:
             self.networks.setdefault(name, dict(labels))
+            self.internal_networks[name] = internal
 
     def remove_network(self, name: str) -> None:
         with self._cond:

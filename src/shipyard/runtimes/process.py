@@ -246,7 +246,8 @@ class ProcessRuntime(Runtime):
     def check_image(self, image: str) -> None:
         _locate(image)
 
-    def create_network(self, name: str, labels: dict[str, str]) -> None:
+    def create_network(self, name: str, labels: dict[str, str], *,
+                       internal: bool = False) -> None:
         """Nothing to create: processes share the host network (multi-host jobs unsupported)."""
 
     def remove_network(self, name: str) -> None:
