@@ -327,3 +327,29 @@ def test_server_restart_while_a_job_runs(tmp_path: Path, images: dict[str, str])
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=30)
+
+
+def test_stop_processing_job(api: Api, images: dict[str, str], tmp_path: Path) -> None:
+    api.sm.create_processing_job(
+        ProcessingJobName="api-proc-stop", RoleArn=ROLE,
+        AppSpecification={"ImageUri": images["behaviours"]},
+        Environment={"MODE": "sleep"},
+        ProcessingResources={"ClusterConfig": {"InstanceCount": 1, "InstanceType":
+                                               "ml.m5.large", "VolumeSizeInGB": 30}})
+    deadline = time.monotonic() + 30
+    while "ProcessingStartTime" not in api.sm.describe_processing_job(
+            ProcessingJobName="api-proc-stop"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    api.sm.stop_processing_job(ProcessingJobName="api-proc-stop")
+    api.sm.get_waiter("processing_job_completed_or_stopped").wait(
+        ProcessingJobName="api-proc-stop", WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    record = api.sm.describe_processing_job(ProcessingJobName="api-proc-stop")
+    assert record["ProcessingJobStatus"] == "Stopped"
+    pages = list(api.sm.get_paginator("list_processing_jobs").paginate(
+        StatusEquals="Stopped", PaginationConfig={"PageSize": 1}))
+    assert [s["ProcessingJobName"] for p in pages for s in p["ProcessingJobSummaries"]] == [
+        "api-proc-stop"]
+    with pytest.raises(ClientError) as err:
+        api.sm.stop_processing_job(ProcessingJobName="never-was")
+    assert err.value.response["Error"]["Message"] == "Requested resource not found."
