@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from shipyard.contract.archives import make_tar_gz
+from shipyard.control.locations import local_path
 from shipyard.control.s3 import S3Client, iter_regular_files, parse_s3_uri
 from shipyard.control.staging import link_or_copy
 from shipyard.errors import ShipyardError, StorageError, ValidationError
@@ -171,18 +172,6 @@ def _need_s3(s3: S3Client | None, uri: str) -> S3Client:
     return s3
 
 
-def local_path(uri: str) -> Path:
-    """The host path named by a file:// URI or a plain path (it need not exist)."""
-    if uri.startswith("file:"):
-        from urllib.parse import unquote, urlparse
-
-        parsed = urlparse(uri)
-        if parsed.netloc not in ("", "localhost"):
-            raise ValidationError(f"{uri}: file:// URIs must name a local absolute path")
-        return Path(unquote(parsed.path)).absolute()
-    if "://" in uri:
-        raise ValidationError(f"{uri}: unsupported output scheme (use s3:// or file://)")
-    return Path(uri).expanduser().absolute()
 
 
 def _pack(source_dir: Path, dest: Path) -> Path:

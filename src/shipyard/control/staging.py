@@ -35,8 +35,8 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlparse
 
+from shipyard.control.locations import local_path
 from shipyard.control.s3 import S3Client, S3Location, iter_regular_files, parse_s3_uri
 from shipyard.errors import DataSourceError, ShipyardError, StorageError, ValidationError
 
@@ -128,7 +128,7 @@ def stage_input(
 
 def local_path_from_uri(uri: str) -> Path:
     """The absolute host path named by a ``file://`` URI or a plain path; it must be readable."""
-    path = _uri_to_path(uri)
+    path = local_path(uri)
     if not path.exists():
         raise DataSourceError(f"{uri}: no such file or folder")
     mode = os.R_OK | (os.X_OK if path.is_dir() else 0)
@@ -137,17 +137,6 @@ def local_path_from_uri(uri: str) -> Path:
     return path
 
 
-def _uri_to_path(uri: str) -> Path:
-    if uri.startswith("file:"):
-        parsed = urlparse(uri)
-        if parsed.netloc not in ("", "localhost"):
-            raise DataSourceError(f"{uri}: file:// URIs must name a local absolute path")
-        path = Path(unquote(parsed.path))
-    elif "://" in uri:
-        raise ValidationError(f"{uri}: unsupported data source scheme (use s3:// or file://)")
-    else:
-        path = Path(uri)
-    return path.expanduser().absolute()
 
 
 def link_or_copy(source: Path, dest: Path) -> None:
@@ -234,7 +223,7 @@ def _manifest_entries(uri: str, s3: S3Client | None) -> list[_Entry]:
     if uri.startswith("s3://"):
         raise DataSourceError(f"{uri}: an S3 manifest must point at s3:// data, not {prefix!r}")
     # The prefix is joined as a string, like S3's, so it may end mid-name.
-    base = str(_uri_to_path(prefix)) + ("/" if prefix.endswith("/") else "")
+    base = str(local_path(prefix)) + ("/" if prefix.endswith("/") else "")
     return [_Entry(rel=rel, local=_manifest_local_file(uri, base + rel, rel)) for rel in rels]
 
 

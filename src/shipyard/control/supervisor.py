@@ -29,6 +29,7 @@ from shipyard.contract.paths import OptMl
 from shipyard.control import artifacts, processing, records, staging, training
 from shipyard.control.context import Context
 from shipyard.control.jobspec import HostPlan, source_uri_of_channel
+from shipyard.control.locations import local_path
 from shipyard.control.metrics import MetricExtractor
 from shipyard.errors import ShipyardError
 from shipyard.runtimes.base import (
@@ -225,7 +226,7 @@ class Supervisor:
             return {}
         uri = config["S3Uri"]
         if not uri.startswith("s3://"):
-            folder = artifacts.local_path(uri)
+            folder = local_path(uri)
             folder.mkdir(parents=True, exist_ok=True)
             return {host: folder for host in hosts}
         dirs = {}
