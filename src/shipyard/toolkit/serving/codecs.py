@@ -47,7 +47,9 @@ def _numpy(purpose: str, *, required: bool = True) -> Any:
     except ImportError as exc:
         if not required:
             return None
-        raise MissingDependency(f"{purpose} needs numpy, which is not installed in this image") from exc
+        raise MissingDependency(
+            f"{purpose} needs numpy, which is not installed in this image"
+        ) from exc
     return numpy
 
 
@@ -158,7 +160,9 @@ def decode_npy(body: bytes | str, charset: str = "utf-8") -> Any:
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise BadRequest(f"body is not a valid .npy array (object arrays are refused): {exc}") from exc
+        raise BadRequest(
+            f"body is not a valid .npy array (object arrays are refused): {exc}"
+        ) from exc
 
 
 def decode_npz(body: bytes | str, charset: str = "utf-8") -> Any:
@@ -169,7 +173,9 @@ def decode_npz(body: bytes | str, charset: str = "utf-8") -> Any:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
     except (ValueError, OSError, EOFError, KeyError) as exc:
-        raise BadRequest(f"body is not a valid .npz archive (object arrays are refused): {exc}") from exc
+        raise BadRequest(
+            f"body is not a valid .npz archive (object arrays are refused): {exc}"
+        ) from exc
 
 
 DECODERS: dict[str, Callable[[bytes | str, str], Any]] = {
