@@ -416,7 +416,10 @@ def measure(name: str, rnd: int, scratch: Path, duration: int,
             res.left_over = stop_group(proc)
             started.remove(proc)
     if res.error:
-        res.log_tail = log.read_text(errors="replace")[-2000:]
+        # the server's own output, plus nginx's error log for the classic stack
+        tails = [f"== {path.name}\n{path.read_text(errors='replace')[-1500:]}"
+                 for path in sorted(spec.cwd.glob("*.log")) if "access" not in path.name]
+        res.log_tail = "\n".join(tails)
     return res
 
 
@@ -471,10 +474,10 @@ def verdicts(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         ratio = ship["c64_rps"] / classic["c64_rps"]
         out["c64_rps_vs_classic"] = {"value": round(ratio, 2), "target": f">= {TARGET_RPS_RATIO}x",
                                      "pass": ratio >= TARGET_RPS_RATIO}
-    out["cpu_us_per_request_c64"] = {"value": ship["c64_cpu_us"],
+    out["cpu_us_per_request_c64"] = {"value": round(ship["c64_cpu_us"], 1),
                                      "target": f"<= {TARGET_CPU_US:g} us",
                                      "pass": ship["c64_cpu_us"] <= TARGET_CPU_US}
-    out["cold_start_s"] = {"value": ship["cold_s"], "target": f"<= {TARGET_COLD_S} s",
+    out["cold_start_s"] = {"value": round(ship["cold_s"], 3), "target": f"<= {TARGET_COLD_S} s",
                            "pass": ship["cold_s"] <= TARGET_COLD_S}
     if classic is not None:
         out[f"memory_{mem_key}"] = {
@@ -574,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     started: list[subprocess.Popen[bytes]] = []
     runs: list[Measurement] = []
     scratch = Path(tempfile.mkdtemp(prefix="shipyard-serve-bench-"))
+    # nginx run as root drops its workers to www-data, which must reach gunicorn's socket
+    scratch.chmod(0o755)
     names = list(STACKS)
     try:
         for rnd in range(1, args.rounds + 1):
