@@ -36,6 +36,19 @@ def plane(tmp_path: Path, docker_client: Any, scope_labels: dict[str, str]
     cp.close()
 
 
+@pytest.fixture
+def s3_plane(tmp_path: Path, docker_client: Any, scope_labels: dict[str, str],
+             s3_server: Any) -> Iterator[ControlPlane]:
+    """A control plane whose s3:// locations live on the test's S3-compatible server."""
+    settings = Settings.load({"data_dir": str(tmp_path / "state"),
+                              "s3_endpoint_url": s3_server.url,
+                              "s3_access_key_id": "testing",
+                              "s3_secret_access_key": "testing"}, environ={})
+    cp = ControlPlane(settings, DockerRuntime(docker_client, labels=scope_labels))
+    yield cp
+    cp.close()
+
+
 def request(name: str, image: str, tmp: Path, **extra: Any) -> dict[str, Any]:
     data = tmp / "data"
     data.mkdir(exist_ok=True)
@@ -288,25 +301,17 @@ def test_processing_two_inputs_one_output(plane: ControlPlane, images: dict[str,
     assert (tmp_path / "first" / "a.txt").read_text() == "alpha"  # inputs untouched
 
 
-def test_s3_in_and_out(docker_client: Any, scope_labels: dict[str, str], s3_server: Any,
-                       s3_bucket: str, images: dict[str, str], tmp_path: Path) -> None:
+def test_s3_in_and_out(s3_plane: ControlPlane, s3_server: Any, s3_bucket: str,
+                       images: dict[str, str], tmp_path: Path) -> None:
     boto = s3_server.boto()
     for i in range(5):
         boto.put_object(Bucket=s3_bucket, Key=f"datasets/train/part-{i}.csv", Body=b"1,2\n")
-    settings = Settings.load({"data_dir": str(tmp_path / "state"),
-                              "s3_endpoint_url": s3_server.url,
-                              "s3_access_key_id": "testing",
-                              "s3_secret_access_key": "testing"}, environ={})
-    cp = ControlPlane(settings, DockerRuntime(docker_client, labels=scope_labels))
-    try:
-        cp.create_training_job(request(
-            "s3-job", images["seed000"], tmp_path,
-            InputDataConfig=[{"ChannelName": "training", "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix", "S3Uri": f"s3://{s3_bucket}/datasets/train"}}}],
-            OutputDataConfig={"S3OutputPath": f"s3://{s3_bucket}/output"}))
-        record = cp.wait("training", "s3-job", timeout=120)
-    finally:
-        cp.close()
+    s3_plane.create_training_job(request(
+        "s3-job", images["seed000"], tmp_path,
+        InputDataConfig=[{"ChannelName": "training", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://{s3_bucket}/datasets/train"}}}],
+        OutputDataConfig={"S3OutputPath": f"s3://{s3_bucket}/output"}))
+    record = s3_plane.wait("training", "s3-job", timeout=120)
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
     key = "output/s3-job/output/model.tar.gz"
     assert record["ModelArtifacts"]["S3ModelArtifacts"] == f"s3://{s3_bucket}/{key}"
@@ -317,22 +322,13 @@ def test_s3_in_and_out(docker_client: Any, scope_labels: dict[str, str], s3_serv
 
 
 def test_missing_s3_data_fails_before_the_container_runs(
-        docker_client: Any, scope_labels: dict[str, str], s3_server: Any, s3_bucket: str,
-        images: dict[str, str], tmp_path: Path) -> None:
-    settings = Settings.load({"data_dir": str(tmp_path / "state"),
-                              "s3_endpoint_url": s3_server.url,
-                              "s3_access_key_id": "testing",
-                              "s3_secret_access_key": "testing"}, environ={})
-    runtime = DockerRuntime(docker_client, labels=scope_labels)
-    cp = ControlPlane(settings, runtime)
-    try:
-        cp.create_training_job(request(
-            "s3-missing", images["seed000"], tmp_path,
-            InputDataConfig=[{"ChannelName": "training", "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix", "S3Uri": f"s3://{s3_bucket}/nothing-here/"}}}]))
-        record = cp.wait("training", "s3-missing", timeout=60)
-    finally:
-        cp.close()
+        s3_plane: ControlPlane, s3_bucket: str, images: dict[str, str], tmp_path: Path) -> None:
+    s3_plane.create_training_job(request(
+        "s3-missing", images["seed000"], tmp_path,
+        InputDataConfig=[{"ChannelName": "training", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://{s3_bucket}/nothing-here/"}}}]))
+    record = s3_plane.wait("training", "s3-missing", timeout=60)
+    runtime = s3_plane.ctx.runtime
     assert record["TrainingJobStatus"] == "Failed"
     assert "nothing-here" in record["FailureReason"]
     assert "Training" not in [t["Status"] for t in record["SecondaryStatusTransitions"]]
@@ -415,23 +411,15 @@ def test_submit_directory_tarball_from_file_uri(plane: ControlPlane, images: dic
         "epochs": 3, "verbose": True, "describe": "from sourcedir", "channels": ["training"]}
 
 
-def test_submit_directory_tarball_from_s3(docker_client: Any, scope_labels: dict[str, str],
-                                          s3_server: Any, s3_bucket: str,
-                                          images: dict[str, str], tmp_path: Path) -> None:
+def test_submit_directory_tarball_from_s3(s3_plane: ControlPlane, s3_server: Any,
+                                          s3_bucket: str, images: dict[str, str],
+                                          tmp_path: Path) -> None:
     archive = _sourcedir(tmp_path)
     s3_server.boto().upload_file(str(archive), s3_bucket, "code/sourcedir.tar.gz")
-    settings = Settings.load({"data_dir": str(tmp_path / "state"),
-                              "s3_endpoint_url": s3_server.url,
-                              "s3_access_key_id": "testing",
-                              "s3_secret_access_key": "testing"}, environ={})
-    cp = ControlPlane(settings, DockerRuntime(docker_client, labels=scope_labels))
-    try:
-        cp.create_training_job(request(
-            "sourcedir-s3", images["toolkit"], tmp_path,
-            HyperParameters=_sdk_hyperparameters(f"s3://{s3_bucket}/code/sourcedir.tar.gz")))
-        record = cp.wait("training", "sourcedir-s3", timeout=60)
-    finally:
-        cp.close()
+    s3_plane.create_training_job(request(
+        "sourcedir-s3", images["toolkit"], tmp_path,
+        HyperParameters=_sdk_hyperparameters(f"s3://{s3_bucket}/code/sourcedir.tar.gz")))
+    record = s3_plane.wait("training", "sourcedir-s3", timeout=60)
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
     assert json.loads(model_files(tmp_path, "sourcedir-s3")["args.json"])["describe"] == (
         "from sourcedir")
