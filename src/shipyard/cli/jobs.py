@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
 
 import click
 
@@ -12,6 +11,7 @@ from shipyard.cli.output import (
     LABELS,
     NAME_FIELD,
     STATUS_FIELD,
+    as_datetime,
     exit_code_for,
     find_kind,
     open_client,
@@ -30,10 +30,6 @@ def jobs() -> None:
     """Training and processing jobs."""
 
 
-def _when(value: Any) -> dt.datetime:
-    return value if isinstance(value, dt.datetime) else dt.datetime.fromtimestamp(float(value))
-
-
 @jobs.command("ls")
 @click.option("--kind", type=click.Choice(sorted(LABELS)), default=None)
 @click.option("--status", type=click.Choice(_STATUSES))
@@ -48,17 +44,17 @@ def ls(settings: Settings, kind: str | None, status: str | None, limit: int,
     for k in [kind] if kind else sorted(LABELS):
         for summary in client.list_jobs(k, status=status, limit=limit):
             rows.append((k, summary))
-    rows.sort(key=lambda kr: _when(kr[1]["CreationTime"]), reverse=True)
+    rows.sort(key=lambda kr: as_datetime(kr[1]["CreationTime"]), reverse=True)
     rows = rows[:limit]
     if as_json:
         click.echo(json.dumps([{"Kind": k, "Name": s[NAME_FIELD[k]],
                                 "Status": s[STATUS_FIELD[k]],
-                                "CreationTime": _when(s["CreationTime"]).timestamp()}
+                                "CreationTime": as_datetime(s["CreationTime"]).timestamp()}
                                for k, s in rows], indent=2))
         return
     click.echo(f"{'NAME':<48} {'KIND':<11} {'STATUS':<11} {'SECONDARY':<19} CREATED")
     for k, s in rows:
-        created = _when(s["CreationTime"]).strftime("%Y-%m-%d %H:%M:%S")
+        created = as_datetime(s["CreationTime"]).strftime("%Y-%m-%d %H:%M:%S")
         click.echo(f"{s[NAME_FIELD[k]]:<48} {k:<11} {s[STATUS_FIELD[k]]:<11} "
                    f"{s.get('SecondaryStatus', '-'):<19} {created}")
 

@@ -43,8 +43,9 @@ def exit_code_for(kind: str, record: dict[str, Any]) -> int:
         status, ExitCode.JOB_FAILED)
 
 
-def _epoch(value: Any) -> float:
-    return value.timestamp() if isinstance(value, dt.datetime) else float(value)
+def as_datetime(value: Any) -> dt.datetime:
+    """boto3 parses timestamps into datetimes; raw epoch seconds are accepted too."""
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromtimestamp(float(value))
 
 
 def watch(client: Client, kind: str, name: str, *, show_logs: bool = True,
@@ -78,7 +79,7 @@ def watch(client: Client, kind: str, name: str, *, show_logs: bool = True,
                 if not as_json:
                     transitions = record.get("SecondaryStatusTransitions", [])
                     for transition in transitions[shown:]:
-                        click.secho(f"{_stamp(_epoch(transition['StartTime']))} "
+                        click.secho(f"{_stamp(as_datetime(transition['StartTime']).timestamp())} "
                                     f"{transition['Status']} - {transition['StatusMessage']}",
                                     fg="cyan", err=True)
                     shown = len(transitions)

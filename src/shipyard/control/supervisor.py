@@ -30,7 +30,7 @@ from shipyard.control import artifacts, processing, records, staging, training
 from shipyard.control.context import Context
 from shipyard.control.jobspec import HostPlan, source_uri_of_channel
 from shipyard.control.locations import local_path
-from shipyard.control.metrics import MetricExtractor
+from shipyard.control.metrics import MetricExtractor, final_metric_data
 from shipyard.errors import ShipyardError
 from shipyard.runtimes.base import (
     HOST_LABEL,
@@ -352,8 +352,6 @@ class Supervisor:
                 rec["FailureReason"] = reason[: contract.FAILURE_REASON_MAX]
             if self.kind == training.KIND:
                 if series:
-                    from shipyard.control.metrics import final_metric_data
-
                     rec["FinalMetricDataList"] = final_metric_data(series)
                 if "TrainingStartTime" in rec:
                     rec["TrainingEndTime"] = end
