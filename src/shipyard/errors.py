@@ -20,6 +20,11 @@
      │    │    └── UnrecognizedClient     UnrecognizedClientException  unknown access key
      │    ├── LogsResourceNotFound      ResourceNotFoundException 400  CloudWatch Logs' not-found
      │    └── InvalidParameter          InvalidParameterException 400  CloudWatch Logs' bad input
+     ├── InvokeError                   (sagemaker-runtime's own codes)
+     │    ├── InvokeValidationError     ValidationError        400  no such endpoint, bad payload
+     │    ├── ModelError                ModelError             424  the container answered an error
+     │    ├── ModelNotReady             ModelNotReadyException 429  no instance is ready yet
+     │    └── ServiceUnavailable        ServiceUnavailable     503  no instance can take it now
      └── ToolkitError                                              failures inside the image
           ├── EntryPointError                                      no or bad user entry point
           └── InstallError                                         requirements.txt failed
@@ -43,13 +48,18 @@ __all__ = [
     "InstallError",
     "InvalidParameter",
     "InvalidSignature",
+    "InvokeError",
+    "InvokeValidationError",
     "LogsResourceNotFound",
     "MissingAuthentication",
+    "ModelError",
+    "ModelNotReady",
     "ResourceInUse",
     "ResourceLimitExceeded",
     "ResourceNotFound",
     "RuntimeUnavailable",
     "SerializationError",
+    "ServiceUnavailable",
     "ShipyardError",
     "StorageError",
     "ToolkitError",
@@ -173,6 +183,40 @@ class LogsResourceNotFound(ApiError):
 class InvalidParameter(ApiError):
     code = "InvalidParameterException"
     http_status = 400
+
+
+class InvokeError(ShipyardError):
+    """Errors of the runtime API (InvokeEndpoint): rest-json, codes from its own model."""
+
+
+class InvokeValidationError(InvokeError):
+    # sagemaker-runtime spells its validation error without the "Exception" suffix.
+    code = "ValidationError"
+    http_status = 400
+
+
+class ModelError(InvokeError):
+    """The container answered with an error status (or none): SageMaker's 424 ModelError."""
+
+    code = "ModelError"
+    http_status = 424
+
+    def __init__(self, message: str, *, original_status_code: int = 0,
+                 original_message: str = "", log_stream_arn: str = "") -> None:
+        super().__init__(message)
+        self.original_status_code = original_status_code
+        self.original_message = original_message
+        self.log_stream_arn = log_stream_arn
+
+
+class ModelNotReady(InvokeError):
+    code = "ModelNotReadyException"
+    http_status = 429
+
+
+class ServiceUnavailable(InvokeError):
+    code = "ServiceUnavailable"
+    http_status = 503
 
 
 class ToolkitError(ShipyardError):

@@ -151,6 +151,73 @@ print("args", sys.argv[1:], "env", os.environ.get("PROCESSING_JOB_NAME"), flush=
 '''
 
 
+# An image that implements the serving contract its own way: a stdlib http.server program
+# named `serve`, no toolkit. MODE (env) and the request body pick a behaviour.
+PLAIN_SERVE = r'''#!/usr/bin/env python3
+import json, os, signal, socket, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MODE = os.environ.get("MODE", "ok")
+# As PID 1 the default SIGTERM action does nothing: exit as SageMaker expects.
+signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+if MODE == "exit":
+    print("serve: cannot start, MODE=exit", flush=True)
+    sys.exit(2)
+try:
+    MODEL = open("/opt/ml/model/model.txt").read().strip()
+except OSError:
+    MODEL = ""
+print(f"serve: model {MODEL!r} on {socket.gethostname()}", flush=True)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # One write per response (head + body), or Nagle and delayed ACKs add 40 ms per request.
+    wbufsize = 1 << 16
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, status, body, ctype="application/json", extra=()):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in extra:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path == "/ping":
+            self.answer(503 if MODE == "never-ready" else 200, b"")
+        else:
+            self.answer(404, b"{}")
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if body == b"crash":
+            os._exit(3)
+        if body == b"hang":
+            time.sleep(3600)
+        if body == b"fail":
+            return self.answer(400, b"bad input: fail", "text/plain")
+        if body.startswith(b"big:"):
+            return self.answer(200, b"x" * int(body[4:]), "application/octet-stream")
+        reply = {"model": MODEL, "host": socket.gethostname(), "body": body.decode("latin-1"),
+                 "content_type": self.headers.get("Content-Type"),
+                 "accept": self.headers.get("Accept"),
+                 "attributes": self.headers.get("X-Amzn-SageMaker-Custom-Attributes"),
+                 "target_model": self.headers.get("X-Amzn-SageMaker-Target-Model"),
+                 "variant": os.environ.get("VARIANT_TAG", "")}
+        self.answer(200, json.dumps(reply).encode(), "application/json",
+                    [("X-Amzn-SageMaker-Custom-Attributes", "seen=1")])
+
+
+port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
+ThreadingHTTPServer(("0.0.0.0", port), Handler).serve_forever()
+'''
+
+
 def build_all(docker_client: Any) -> dict[str, str]:
     """Every workload image the tests use, built once per engine (tagged by content)."""
     return {
@@ -173,6 +240,10 @@ def build_all(docker_client: Any) -> dict[str, str]:
             "ENV SAGEMAKER_PROGRAM=b.py SAGEMAKER_SUBMIT_DIRECTORY=/opt/program\n"
             "COPY b.py /opt/program/"),
         "toolkit": build_image(docker_client, "toolkit", {}, "ENV PYTHONUNBUFFERED=1"),
+        "plain-serve": build_image(
+            docker_client, "plain-serve", {"serve": PLAIN_SERVE},
+            "COPY serve /usr/local/bin/serve\nRUN chmod 755 /usr/local/bin/serve\n"
+            "ENV PYTHONUNBUFFERED=1", with_toolkit=False),
         "processing": build_image(
             docker_client, "processing", {"p.py": PROCESSING},
             "COPY p.py /opt/program/", with_toolkit=False),

@@ -70,7 +70,8 @@ class LogStore:
         folder = self._dir(kind, name)
         if not folder.is_dir():
             return []
-        return sorted(p.stem for p in folder.glob("*.log"))
+        # Endpoint streams are "<variant>/<instance>", kept as a folder per variant.
+        return sorted(str(p.relative_to(folder))[:-len(".log")] for p in folder.rglob("*.log"))
 
     def last_timestamp_ns(self, kind: str, name: str, host: str) -> int:
         path = self.path(kind, name, host)

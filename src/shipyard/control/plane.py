@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shipyard.contract.archives import check_archive
-from shipyard.control import processing, records, training
+from shipyard.control import models, processing, records, training
 from shipyard.control.context import Context, runtime_for
+from shipyard.control.endpoints import EndpointManager
+from shipyard.control.invocation import InvokeRequest, InvokeResult, InvokeStream
 from shipyard.control.jobspec import source_uri_of_channel
 from shipyard.control.logs import LogEvent
 from shipyard.control.settings import Settings
@@ -48,6 +50,7 @@ class ControlPlane:
         if runtime is None:
             runtime = runtime_for(settings)
         self.ctx = Context.build(settings, runtime)
+        self.endpoints = EndpointManager(self.ctx)
         self.launch = launch
         self._threads: list[threading.Thread] = []
         #: Detached supervisors this plane started (their pids let tests kill one).
@@ -60,6 +63,7 @@ class ControlPlane:
         return self.ctx.settings
 
     def close(self) -> None:
+        self.endpoints.close()
         self.ctx.store.close()
 
     # -- create -----------------------------------------------------------------------------
@@ -135,6 +139,7 @@ class ControlPlane:
                 if not self.ctx.job_lock(kind, row.name).is_held_elsewhere():
                     self._launch(kind, row.name)
                     resumed.append((kind, row.name))
+        self.endpoints.reconcile()
         return resumed
 
     def join(self, timeout: float | None = None) -> None:
@@ -189,6 +194,86 @@ class ControlPlane:
         self.ctx.store.request_stop(kind, name)
         if not self.ctx.job_lock(kind, name).is_held_elsewhere():
             self._launch(kind, name)
+
+    # -- models, endpoint configs, endpoints -----------------------------------------------
+    def create_model(self, request: dict[str, Any]) -> dict[str, str]:
+        req = models.validate_model(request)
+        arn = self._insert_plain(models.MODEL_KIND, req["ModelName"], req, models.new_model,
+                                 "model")
+        return {"ModelArn": arn}
+
+    def create_endpoint_config(self, request: dict[str, Any]) -> dict[str, str]:
+        req = models.validate_endpoint_config(request)
+        for variant in req["ProductionVariants"]:
+            self.describe_model(variant["ModelName"])
+        arn = self._insert_plain(models.CONFIG_KIND, req["EndpointConfigName"], req,
+                                 models.new_endpoint_config, "endpoint configuration")
+        return {"EndpointConfigArn": arn}
+
+    def _insert_plain(self, kind: str, name: str, req: dict[str, Any], build: Any,
+                      label: str) -> str:
+        settings = self.ctx.settings
+        arn = records.job_arn(kind, name, settings.region, settings.account_id)
+        try:
+            self.ctx.store.insert_job(kind, name, arn, models.CREATED,
+                                      build(req, arn, records.now()), {})
+        except ResourceInUse:
+            raise ValidationError(f'Cannot create already existing {label} "{arn}".') from None
+        return arn
+
+    def describe_model(self, name: str) -> dict[str, Any]:
+        return self._describe_plain(models.MODEL_KIND, name)
+
+    def describe_endpoint_config(self, name: str) -> dict[str, Any]:
+        return self._describe_plain(models.CONFIG_KIND, name)
+
+    def _describe_plain(self, kind: str, name: str) -> dict[str, Any]:
+        try:
+            return self.ctx.store.get_job(kind, name).record
+        except ResourceNotFound:
+            settings = self.ctx.settings
+            raise models.not_found(kind, records.job_arn(
+                kind, name, settings.region, settings.account_id)) from None
+
+    def delete_model(self, name: str) -> None:
+        # Endpoints keep what they deployed: deleting the model does not touch them (AWS).
+        self.describe_model(name)
+        self.ctx.store.delete_job(models.MODEL_KIND, name)
+
+    def delete_endpoint_config(self, name: str) -> None:
+        self.describe_endpoint_config(name)
+        self.ctx.store.delete_job(models.CONFIG_KIND, name)
+
+    def create_endpoint(self, request: dict[str, Any]) -> dict[str, str]:
+        return {"EndpointArn": self.endpoints.create(request)}
+
+    def describe_endpoint(self, name: str) -> dict[str, Any]:
+        return self.endpoints.describe(name)
+
+    def update_endpoint(self, request: dict[str, Any]) -> dict[str, str]:
+        return {"EndpointArn": self.endpoints.update(request)}
+
+    def delete_endpoint(self, name: str) -> None:
+        self.endpoints.delete(name)
+
+    async def invoke(self, request: InvokeRequest) -> InvokeResult:
+        return await self.endpoints.invoke(request)
+
+    async def invoke_stream(self, request: InvokeRequest) -> InvokeStream:
+        return await self.endpoints.invoke_stream(request)
+
+    def wait_endpoint(self, name: str, timeout: float | None = None,
+                      poll: float = 0.05) -> dict[str, Any]:
+        """Block while the endpoint is Creating, Updating or Deleting; returns its record."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self.describe_endpoint(name)
+            if record["EndpointStatus"] not in ("Creating", "Updating", "Deleting"):
+                return record
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"endpoint {name} still {record['EndpointStatus']} after "
+                                   f"{timeout} s")
+            time.sleep(poll)
 
     # -- logs and metrics -------------------------------------------------------------------
     def log_hosts(self, kind: str, name: str) -> list[str]:

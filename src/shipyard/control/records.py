@@ -10,6 +10,11 @@ KINDS: dict[str, tuple[str, str, str, str]] = {
     "training": ("training-job", "TrainingJobStatus", "TrainingJobName", "TrainingJobArn"),
     "processing": ("processing-job", "ProcessingJobStatus", "ProcessingJobName",
                    "ProcessingJobArn"),
+    "transform": ("transform-job", "TransformJobStatus", "TransformJobName", "TransformJobArn"),
+    # Models and endpoint configs have no status of their own; their rows say "Created".
+    "model": ("model", "", "ModelName", "ModelArn"),
+    "endpoint-config": ("endpoint-config", "", "EndpointConfigName", "EndpointConfigArn"),
+    "endpoint": ("endpoint", "EndpointStatus", "EndpointName", "EndpointArn"),
 }
 
 IN_PROGRESS = "InProgress"

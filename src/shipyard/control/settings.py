@@ -60,6 +60,12 @@ class Settings:
     #: Where the API server listens (``shipyard server``, and the one the CLI starts).
     api_host: str = "127.0.0.1"
     api_port: int = 8777
+    #: How long an endpoint's container may take to pass ``/ping`` when its production variant
+    #: does not say (``ContainerStartupHealthCheckTimeoutInSeconds``).
+    endpoint_startup_timeout_seconds: float = 600.0
+    #: InvokeEndpoint limits: SageMaker's are 6 MB each way and 60 s for the container.
+    invoke_max_payload_bytes: int = 6 * 1024 * 1024
+    invoke_timeout_seconds: float = 60.0
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -130,6 +136,9 @@ def _cast(name: str, raw: Any) -> Any:
         "scope": lambda v: str(v) or None,
         "api_host": str,
         "api_port": int,
+        "endpoint_startup_timeout_seconds": _positive_seconds,
+        "invoke_max_payload_bytes": _positive_int,
+        "invoke_timeout_seconds": _positive_seconds,
     }
     return kinds[name](raw)
 
@@ -155,6 +164,13 @@ def _grace_seconds(raw: Any) -> float:
     value = float(raw)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"must be a finite number of seconds >= 0, not {raw!r}")
+    return value
+
+
+def _positive_seconds(raw: Any) -> float:
+    value = _grace_seconds(raw)
+    if value == 0:
+        raise ValueError("must be more than 0 seconds")
     return value
 
 

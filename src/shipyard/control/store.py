@@ -176,6 +176,16 @@ class Store:
             )
         return JobRow(kind, name, job.arn, status, job.record, job.runner, job.stop_requested)
 
+    def delete_job(self, kind: str, name: str) -> None:
+        """Forget a resource (models, endpoints...) and its tags; idempotent."""
+        with self._tx(f"deleting {kind} {name}") as conn:
+            row = conn.execute("SELECT arn FROM jobs WHERE kind = ? AND name = ?",
+                               (kind, name)).fetchone()
+            if row is None:
+                return
+            conn.execute("DELETE FROM jobs WHERE kind = ? AND name = ?", (kind, name))
+            conn.execute("DELETE FROM tags WHERE arn = ?", (row[0],))
+
     def request_stop(self, kind: str, name: str) -> None:
         with self._tx(f"stopping {kind} job {name}") as conn:
             conn.execute("UPDATE jobs SET stop_requested = 1 WHERE kind = ? AND name = ?",

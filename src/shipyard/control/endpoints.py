@@ -1,0 +1,731 @@
+"""Real-time endpoints: deployments of an endpoint config, traffic routing, self-healing.
+
+An endpoint's state lives in the store (its DescribeEndpoint document, and in the runner the
+variant specs and container names of the deployment serving it), so a restarted control plane
+reattaches to the containers still answering ``/ping`` and restarts the others. Traffic state
+lives here, in memory: for each endpoint the instances that passed their health check, their
+in-flight counts, and the variants' weights.
+
+- Create: prepare each variant's model folder, start ``InitialInstanceCount`` containers per
+  variant, wait for ``/ping``; InService, or Failed with the reason and nothing left running.
+- Update (blue/green): the new config's fleet starts beside the old one; traffic moves in one
+  step once every new instance is healthy; old instances leave the routing table, finish their
+  in-flight requests, then get SIGTERM (SIGKILL 30 s later). A new fleet that fails is removed
+  and the old one keeps serving (FailureReason says why).
+- A monitor replaces any instance whose container exits; until then its variant's other
+  instances take the traffic.
+- Invoke: the variant by weight (or ``TargetVariant``), then the instance with the fewest
+  requests in flight; the request is forwarded over a pooled connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shipyard.contract import names
+from shipyard.contract.archives import safe_extract
+from shipyard.contract.serving import INVOCATIONS_PATH, SERVING_STOP_GRACE_SECONDS
+from shipyard.control import models, records
+from shipyard.control.context import Context
+from shipyard.control.invocation import InvokeRequest, InvokeResult, InvokeStream
+from shipyard.control.locations import local_path
+from shipyard.control.locks import JobLock
+from shipyard.control.serving import (
+    DEPLOYMENT_LABEL,
+    Instance,
+    StartupFailed,
+    VariantSpec,
+    follow_logs,
+    ping,
+    prepare_model_dir,
+    remove_tree,
+    start_instance,
+    stop_instance,
+    variant_spec,
+    wait_healthy,
+)
+from shipyard.control.upstream import BodyTooLarge, Upstream, UpstreamError
+from shipyard.errors import (
+    InvokeValidationError,
+    ModelError,
+    ResourceInUse,
+    ResourceNotFound,
+    ServiceUnavailable,
+    ShipyardError,
+    ValidationError,
+)
+from shipyard.runtimes.base import JOB_KIND_LABEL, JOB_NAME_LABEL
+
+log = logging.getLogger(__name__)
+
+KIND = "endpoint"
+CREATING = "Creating"
+UPDATING = "Updating"
+IN_SERVICE = "InService"
+DELETING = "Deleting"
+FAILED = "Failed"
+#: How often the monitor looks for dead containers.
+MONITOR_INTERVAL_SECONDS = 0.5
+
+
+@dataclass
+class Variant:
+    spec: VariantSpec
+    workdir: Path
+    model_dir: Path
+    instances: list[Instance] = field(default_factory=list)
+
+
+@dataclass
+class Deployment:
+    uid: str
+    config_name: str
+    variants: dict[str, Variant]
+
+    def instances(self) -> list[Instance]:
+        return [i for v in self.variants.values() for i in v.instances]
+
+
+class EndpointManager:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._lock = threading.RLock()
+        self._live: dict[str, Deployment] = {}
+        self._inflight: dict[str, int] = {}
+        self._replacing: set[str] = set()
+        self._cancel: dict[str, threading.Event] = {}
+        self._mme_locks: dict[str, threading.Lock] = {}
+        self._monitor: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._upstreams: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Upstream] = (
+            weakref.WeakKeyDictionary())
+        self._ownership = JobLock(ctx.settings.data_dir / "locks" / "endpoints.lock")
+
+    # -- records ----------------------------------------------------------------------------
+    def _arn(self, kind: str, name: str) -> str:
+        return records.job_arn(kind, name, self.ctx.settings.region,
+                               self.ctx.settings.account_id)
+
+    def _get(self, kind: str, name: str) -> dict[str, Any]:
+        try:
+            return self.ctx.store.get_job(kind, name).record
+        except ResourceNotFound:
+            raise models.not_found(kind, self._arn(kind, name)) from None
+
+    def _mutate(self, name: str, change: Any) -> None:
+        try:
+            self.ctx.store.mutate(KIND, name, change)
+        except ResourceNotFound:
+            pass  # deleted meanwhile
+
+    def _set_status(self, name: str, status: str, **fields: Any) -> None:
+        at = records.now()
+
+        def change(rec: dict[str, Any], run: dict[str, Any]) -> str:
+            rec.update({k: v for k, v in fields.items() if v is not None})
+            for key in [k for k, v in fields.items() if v is None]:
+                rec.pop(key, None)
+            rec["EndpointStatus"] = status
+            rec["LastModifiedTime"] = at
+            return status
+        self._mutate(name, change)
+
+    def describe(self, name: str) -> dict[str, Any]:
+        return self._get(KIND, name)
+
+    # -- create / update / delete -----------------------------------------------------------
+    def create(self, request: dict[str, Any]) -> str:
+        name = request.get("EndpointName")
+        config_name = request.get("EndpointConfigName")
+        if not isinstance(name, str) or not isinstance(config_name, str):
+            raise ValidationError("EndpointName and EndpointConfigName are required")
+        names.check_job_name(name, "endpointName")
+        config = self._get(models.CONFIG_KIND, config_name)
+        specs = self._specs(config)
+        arn = self._arn(KIND, name)
+        at = records.now()
+        record = {"EndpointName": name, "EndpointArn": arn, "EndpointConfigName": config_name,
+                  "ProductionVariants": _variant_summaries(specs, 0),
+                  "EndpointStatus": CREATING, "CreationTime": at, "LastModifiedTime": at}
+        try:
+            self.ctx.store.insert_job(KIND, name, arn, CREATING, record, {})
+        except ResourceInUse:
+            raise ValidationError(f'Cannot create already existing endpoint "{arn}".') from None
+        self._start_thread(f"deploy-{name}", self._deploy_new, name, config_name, specs)
+        return arn
+
+    def update(self, request: dict[str, Any]) -> str:
+        name, config_name = request.get("EndpointName"), request.get("EndpointConfigName")
+        if not isinstance(name, str) or not isinstance(config_name, str):
+            raise ValidationError("EndpointName and EndpointConfigName are required")
+        record = self._get(KIND, name)
+        config = self._get(models.CONFIG_KIND, config_name)
+        specs = self._specs(config)
+        status = record["EndpointStatus"]
+        if status != IN_SERVICE:
+            raise ValidationError(f'Cannot update in-progress endpoint "{record["EndpointArn"]}".'
+                                  if status in (CREATING, UPDATING) else
+                                  f"Endpoint {name} is in status {status}; only an InService "
+                                  "endpoint can be updated.")
+        self._set_status(name, UPDATING)
+        self._start_thread(f"update-{name}", self._deploy_update, name, config_name, specs)
+        return str(record["EndpointArn"])
+
+    def delete(self, name: str) -> None:
+        record = self._get(KIND, name)
+        if record["EndpointStatus"] == DELETING:
+            return
+        self._set_status(name, DELETING)
+        with self._lock:
+            cancel = self._cancel.get(name)
+            if cancel is not None:
+                cancel.set()
+            deployment = self._live.pop(name, None)
+        self._start_thread(f"delete-{name}", self._tear_down, name, deployment)
+
+    def _specs(self, config: dict[str, Any]) -> list[VariantSpec]:
+        default = self.ctx.settings.endpoint_startup_timeout_seconds
+        specs = []
+        for variant in config["ProductionVariants"]:
+            model = self._get(models.MODEL_KIND, variant["ModelName"])
+            specs.append(variant_spec(variant, model, default))
+        return specs
+
+    def _start_thread(self, label: str, target: Any, *args: Any) -> None:
+        threading.Thread(target=target, args=args, name=label, daemon=True).start()
+
+    # -- deployments ------------------------------------------------------------------------
+    def _deploy(self, name: str, config_name: str, specs: list[VariantSpec],
+                cancel: threading.Event) -> Deployment:
+        """Start and health-check a whole fleet; on failure nothing of it is left running."""
+        uid = uuid.uuid4().hex[:8]
+        base = self.ctx.settings.data_dir / "endpoints" / name / uid
+        deployment = Deployment(uid, config_name, {})
+        self._mutate(name, lambda rec, run: run.setdefault("pending", []).append(uid))
+        try:
+            for spec in specs:
+                workdir = base / spec.name
+                model_dir = (workdir / "empty" if spec.multi_model else
+                             prepare_model_dir(self.ctx, spec.model_data_url, workdir / "model"))
+                model_dir.mkdir(parents=True, exist_ok=True)
+                deployment.variants[spec.name] = Variant(spec, workdir, model_dir)
+            for variant in deployment.variants.values():
+                for _ in range(variant.spec.count):
+                    variant.instances.append(self._start(name, uid, variant))
+            for variant in deployment.variants.values():
+                wait_healthy(self.ctx, variant.instances, variant.spec.startup_timeout, cancel)
+        except BaseException:
+            for instance in deployment.instances():
+                stop_instance(self.ctx, instance.container, 0)
+            remove_tree(base)
+            raise
+        finally:
+            self._mutate(name, lambda rec, run: run.get("pending", []).remove(uid)
+                         if uid in run.get("pending", []) else None)
+        return deployment
+
+    def _start(self, name: str, uid: str, variant: Variant) -> Instance:
+        instance = start_instance(self.ctx, owner_kind=KIND, owner_name=name, deployment=uid,
+                                  spec=variant.spec, model_dir=variant.model_dir,
+                                  workdir=variant.workdir)
+        follow_logs(self.ctx, KIND, name, instance)
+        return instance
+
+    def _deploy_new(self, name: str, config_name: str, specs: list[VariantSpec]) -> None:
+        cancel = self._cancel.setdefault(name, threading.Event())
+        try:
+            deployment = self._deploy(name, config_name, specs, cancel)
+        except ShipyardError as exc:
+            if not cancel.is_set():
+                self._set_status(name, FAILED, FailureReason=_reason(exc))
+            return
+        except Exception as exc:  # a bug must not leave the endpoint Creating forever
+            log.exception("deploying endpoint %s failed", name)
+            self._set_status(name, FAILED, FailureReason=f"Internal error: {exc}")
+            return
+        finally:
+            self._cancel.pop(name, None)
+        if cancel.is_set():
+            self._tear_down(name, deployment, forget=False)
+            return
+        self._commit(name, deployment)
+
+    def _commit(self, name: str, deployment: Deployment, **fields: Any) -> None:
+        with self._lock:
+            self._live[name] = deployment
+        at = records.now()
+
+        def change(rec: dict[str, Any], run: dict[str, Any]) -> str:
+            rec.update(EndpointStatus=IN_SERVICE, EndpointConfigName=deployment.config_name,
+                       LastModifiedTime=at,
+                       ProductionVariants=_variant_summaries(
+                           [v.spec for v in deployment.variants.values()], None, deployment))
+            rec.update({k: v for k, v in fields.items() if v is not None})
+            for key in [k for k, v in fields.items() if v is None]:
+                rec.pop(key, None)
+            run.update(_runner_of(deployment))
+            return IN_SERVICE
+        self._mutate(name, change)
+        self._ensure_monitor()
+
+    def _deploy_update(self, name: str, config_name: str, specs: list[VariantSpec]) -> None:
+        cancel = self._cancel.setdefault(name, threading.Event())
+        try:
+            deployment = self._deploy(name, config_name, specs, cancel)
+        except ShipyardError as exc:
+            if not cancel.is_set():
+                # The old fleet never stopped serving: back to InService, saying why.
+                self._set_status(name, IN_SERVICE, FailureReason=_reason(exc))
+            return
+        except Exception as exc:
+            log.exception("updating endpoint %s failed", name)
+            self._set_status(name, IN_SERVICE, FailureReason=f"Internal error: {exc}")
+            return
+        finally:
+            self._cancel.pop(name, None)
+        if cancel.is_set():
+            self._tear_down(name, deployment, forget=False)
+            return
+        with self._lock:
+            old = self._live.get(name)
+        self._commit(name, deployment, FailureReason=None)
+        if old is not None:
+            self._retire(old)
+
+    def _retire(self, deployment: Deployment) -> None:
+        """Let an unrouted fleet finish its in-flight requests, then stop it."""
+        deadline = time.monotonic() + self.ctx.settings.invoke_timeout_seconds + 5
+        instances = deployment.instances()
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not any(self._inflight.get(i.container) for i in instances):
+                    break
+            time.sleep(0.02)
+        threads = [threading.Thread(target=stop_instance, args=(
+            self.ctx, i.container, SERVING_STOP_GRACE_SECONDS), daemon=True) for i in instances]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for variant in deployment.variants.values():
+            remove_tree(variant.workdir)
+
+    def _tear_down(self, name: str, deployment: Deployment | None, forget: bool = True) -> None:
+        if deployment is not None:
+            self._retire(deployment)
+        # Whatever else carries the endpoint's labels (a deployment interrupted mid-way).
+        for container in self.ctx.runtime.list({JOB_KIND_LABEL: KIND, JOB_NAME_LABEL: name}):
+            stop_instance(self.ctx, container, SERVING_STOP_GRACE_SECONDS)
+        if forget:
+            remove_tree(self.ctx.settings.data_dir / "endpoints" / name)
+            self.ctx.store.delete_job(KIND, name)
+
+    # -- monitor: replace dead instances ----------------------------------------------------
+    def _ensure_monitor(self) -> None:
+        with self._lock:
+            if self._monitor is None or not self._monitor.is_alive():
+                self._monitor = threading.Thread(target=self._watch, name="endpoint-monitor",
+                                                 daemon=True)
+                self._monitor.start()
+
+    def _watch(self) -> None:
+        while not self._closed.wait(MONITOR_INTERVAL_SECONDS):
+            with self._lock:
+                live = list(self._live.items())
+            for name, deployment in live:
+                for variant in deployment.variants.values():
+                    for instance in list(variant.instances):
+                        try:
+                            state = self.ctx.runtime.inspect(instance.container)
+                        except ShipyardError:
+                            continue
+                        if state is None or not state.running:
+                            self._replace(name, deployment, variant, instance)
+
+    def _replace(self, name: str, deployment: Deployment, variant: Variant,
+                 dead: Instance) -> None:
+        with self._lock:
+            if dead in variant.instances:
+                variant.instances.remove(dead)
+            if dead.container in self._replacing:
+                return
+            self._replacing.add(dead.container)
+        log.warning("endpoint %s: instance %s exited; replacing it", name, dead.container)
+        self._record_counts(name, deployment)
+
+        def run() -> None:
+            try:
+                try:
+                    self.ctx.runtime.remove(dead.container)
+                except ShipyardError:
+                    pass
+                for _ in range(3):
+                    with self._lock:
+                        if self._live.get(name) is not deployment:
+                            return
+                    instance = self._start(name, deployment.uid, variant)
+                    try:
+                        wait_healthy(self.ctx, [instance], variant.spec.startup_timeout)
+                    except StartupFailed as exc:
+                        log.warning("endpoint %s: replacement failed: %s", name, exc)
+                        stop_instance(self.ctx, instance.container, 0)
+                        continue
+                    with self._lock:
+                        if self._live.get(name) is not deployment:
+                            stop_instance(self.ctx, instance.container, 0)
+                            return
+                        variant.instances.append(instance)
+                    self._record_counts(name, deployment)
+                    return
+            except ShipyardError as exc:
+                log.warning("endpoint %s: cannot replace %s: %s", name, dead.container, exc)
+            finally:
+                with self._lock:
+                    self._replacing.discard(dead.container)
+
+        self._start_thread(f"replace-{dead.container}", run)
+
+    def _record_counts(self, name: str, deployment: Deployment) -> None:
+        def change(rec: dict[str, Any], run: dict[str, Any]) -> None:
+            if run.get("uid") != deployment.uid:
+                return
+            rec["ProductionVariants"] = _variant_summaries(
+                [v.spec for v in deployment.variants.values()], None, deployment)
+            run.update(_runner_of(deployment))
+        self._mutate(name, change)
+
+    # -- restart ----------------------------------------------------------------------------
+    def reconcile(self) -> list[str]:
+        """Take over endpoints after a restart: reattach healthy containers, restart the rest.
+        Only one plane per data directory manages endpoints (the one holding the lock)."""
+        if not self._ownership.acquire():
+            return []
+        said = []
+        for row in self.ctx.store.list_jobs(KIND, limit=100_000):
+            status = row.status
+            if status == DELETING:
+                self._start_thread(f"delete-{row.name}", self._tear_down, row.name, None)
+            elif status in (IN_SERVICE, UPDATING) and row.runner.get("uid"):
+                said.append(self._reattach(row.name, row.runner, status))
+            elif status == CREATING:
+                # The deployment's thread died with the old plane: start it over.
+                self._cleanup_pending(row.name, row.runner)
+                try:
+                    specs = [VariantSpec.from_json(s) for s in row.runner.get("specs") or []]
+                    config = self._get(models.CONFIG_KIND, row.record["EndpointConfigName"])
+                    specs = specs or self._specs(config)
+                except ShipyardError as exc:
+                    self._set_status(row.name, FAILED, FailureReason=_reason(exc))
+                    continue
+                self._start_thread(f"deploy-{row.name}", self._deploy_new, row.name,
+                                   row.record["EndpointConfigName"], specs)
+                said.append(f"endpoint {row.name}: deployment restarted")
+        for line in said:
+            log.warning("%s", line)
+        return said
+
+    def _cleanup_pending(self, name: str, runner: dict[str, Any]) -> None:
+        for uid in runner.get("pending") or []:
+            for container in self.ctx.runtime.list({JOB_NAME_LABEL: name,
+                                                    DEPLOYMENT_LABEL: uid}):
+                stop_instance(self.ctx, container, 0)
+        self._mutate(name, lambda rec, run: run.pop("pending", None))
+
+    def _reattach(self, name: str, runner: dict[str, Any], status: str) -> str:
+        self._cleanup_pending(name, runner)
+        uid = runner["uid"]
+        base = self.ctx.settings.data_dir / "endpoints" / name / uid
+        deployment = Deployment(uid, runner.get("config", ""), {})
+        dead: list[tuple[Variant, Instance]] = []
+        for data in runner.get("specs") or []:
+            spec = VariantSpec.from_json(data)
+            workdir = base / spec.name
+            model_dir = Path(runner.get("model_dirs", {}).get(spec.name) or workdir / "model")
+            variant = Variant(spec, workdir, model_dir)
+            deployment.variants[spec.name] = variant
+            for raw in runner.get("instances", {}).get(spec.name, []):
+                instance = Instance(**raw)
+                state = self.ctx.runtime.inspect(instance.container)
+                port = state.ports.get(8080, instance.port) if state else 0
+                instance = Instance(instance.container, instance.variant, port,
+                                    instance.log_stream)
+                if state is not None and state.running and ping(port) == 200:
+                    variant.instances.append(instance)
+                    follow_logs(self.ctx, KIND, name, instance)
+                else:
+                    dead.append((variant, instance))
+        reattached = len(deployment.instances())
+        self._commit(name, deployment)
+        if status == UPDATING:
+            # The update's new fleet died with the old plane; the old fleet serves on.
+            self._set_status(name, IN_SERVICE, FailureReason=(
+                "The control plane restarted during the update; the endpoint kept its "
+                "previous configuration. Call UpdateEndpoint again."))
+        for variant, instance in dead:
+            self._replace(name, deployment, variant, instance)
+        self._mutate(name, lambda rec, run: run.update(reconciled={
+            "at": time.time(), "reattached": reattached, "restarted": len(dead)}))
+        return (f"endpoint {name}: reattached {reattached} instance(s), restarting "
+                f"{len(dead)}")
+
+    def close(self) -> None:
+        self._closed.set()
+        self._ownership.release()
+
+    # -- invoke -----------------------------------------------------------------------------
+    def _route(self, req: InvokeRequest) -> tuple[Variant, Instance]:
+        with self._lock:
+            deployment = self._live.get(req.endpoint)
+            if deployment is None:
+                raise self._not_in_service(req.endpoint)
+            if req.target_variant:
+                variant = deployment.variants.get(req.target_variant)
+                if variant is None:
+                    raise InvokeValidationError(
+                        f"The variant {req.target_variant} is not part of endpoint "
+                        f"{req.endpoint}.")
+            else:
+                variant = _pick_variant(deployment)
+                if variant is None:
+                    raise InvokeValidationError(
+                        f"Every production variant of endpoint {req.endpoint} has weight 0; "
+                        "name one with TargetVariant.")
+            if not variant.instances:
+                raise ServiceUnavailable(
+                    f"No instance of variant {variant.spec.name} of endpoint {req.endpoint} is "
+                    "healthy right now; a replacement is starting.")
+            instance = min(variant.instances,
+                           key=lambda i: (self._inflight.get(i.container, 0), random.random()))
+            self._inflight[instance.container] = self._inflight.get(instance.container, 0) + 1
+            return variant, instance
+
+    def _done(self, instance: Instance) -> None:
+        with self._lock:
+            left = self._inflight.get(instance.container, 1) - 1
+            if left:
+                self._inflight[instance.container] = left
+            else:
+                self._inflight.pop(instance.container, None)
+
+    def _not_in_service(self, name: str) -> InvokeValidationError:
+        account = self.ctx.settings.account_id
+        try:
+            status = self.ctx.store.get_job(KIND, name).status
+        except ResourceNotFound:
+            return InvokeValidationError(f"Endpoint {name} of account {account} not found.")
+        return InvokeValidationError(f"Endpoint {name} of account {account} is in status "
+                                     f"{status}; it takes invocations once it is InService.")
+
+    def _upstream(self) -> Upstream:
+        # One pool per event loop: connections belong to the loop that opened them.
+        loop = asyncio.get_running_loop()
+        upstream = self._upstreams.get(loop)
+        if upstream is None:
+            upstream = self._upstreams[loop] = Upstream()
+        return upstream
+
+    async def _pick(self, req: InvokeRequest) -> tuple[Variant, Instance]:
+        variant, instance = self._route(req)
+        if variant.spec.multi_model:
+            try:
+                await self._ensure_model(req, variant)
+            except BaseException:
+                self._done(instance)
+                raise
+        return variant, instance
+
+    async def invoke(self, req: InvokeRequest) -> InvokeResult:
+        settings = self.ctx.settings
+        for attempt in range(3):
+            variant, instance = await self._pick(req)
+            try:
+                response = await asyncio.wait_for(self._upstream().request(
+                    instance.port, "POST", INVOCATIONS_PATH, req.container_headers(), req.body,
+                    max_body=settings.invoke_max_payload_bytes), settings.invoke_timeout_seconds)
+            except UpstreamError as exc:
+                if not exc.sent and attempt < 2:
+                    continue  # never reached the container: another instance may take it
+                raise self._model_error(req.endpoint, variant, 0, str(exc)) from None
+            except asyncio.TimeoutError:
+                raise self._timeout(req.endpoint, variant) from None
+            except BodyTooLarge as exc:
+                raise self._model_error(
+                    req.endpoint, variant, 0, f"The response payload ({exc}) is over the "
+                    f"{settings.invoke_max_payload_bytes} byte limit.") from None
+            finally:
+                self._done(instance)
+            if response.status >= 400:
+                raise self._model_error(req.endpoint, variant, response.status,
+                                        response.body.decode("utf-8", "replace"))
+            return InvokeResult(
+                body=response.body,
+                content_type=response.headers.get("content-type", "application/octet-stream"),
+                variant=variant.spec.name,
+                custom_attributes=response.headers.get(
+                    "x-amzn-sagemaker-custom-attributes"))
+        raise AssertionError("unreachable")
+
+    async def invoke_stream(self, req: InvokeRequest) -> InvokeStream:
+        settings = self.ctx.settings
+        variant, instance = await self._pick(req)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._done(instance)
+
+        try:
+            status, head, body = await asyncio.wait_for(self._upstream().stream(
+                instance.port, "POST", INVOCATIONS_PATH, req.container_headers(), req.body),
+                settings.invoke_timeout_seconds)
+            if status >= 400:
+                data = b"".join([chunk async for chunk in body])
+                raise self._model_error(req.endpoint, variant, status,
+                                        data.decode("utf-8", "replace"))
+        except UpstreamError as exc:
+            release()
+            raise self._model_error(req.endpoint, variant, 0, str(exc)) from None
+        except asyncio.TimeoutError:
+            release()
+            raise self._timeout(req.endpoint, variant) from None
+        except BaseException:
+            release()
+            raise
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in body:
+                    yield chunk
+            except UpstreamError as exc:
+                raise self._model_error(req.endpoint, variant, 0, str(exc)) from None
+            finally:
+                release()
+
+        return InvokeStream(
+            content_type=head.get("content-type", "application/octet-stream"),
+            variant=variant.spec.name, chunks=chunks(),
+            custom_attributes=head.get("x-amzn-sagemaker-custom-attributes"))
+
+    def _log_group_arn(self, endpoint: str) -> str:
+        s = self.ctx.settings
+        return (f"arn:aws:logs:{s.region}:{s.account_id}:log-group:"
+                f"/aws/sagemaker/Endpoints/{endpoint}")
+
+    def _model_error(self, endpoint: str, variant: Variant, status: int,
+                     message: str) -> ModelError:
+        kind = "client" if 400 <= status < 500 else "server"
+        return ModelError(
+            f'Received {kind} error ({status}) from primary with message "{message}". See '
+            f"the log group /aws/sagemaker/Endpoints/{endpoint} (variant "
+            f"{variant.spec.name}) for more information.",
+            original_status_code=status, original_message=message,
+            log_stream_arn=self._log_group_arn(endpoint))
+
+    def _timeout(self, endpoint: str, variant: Variant) -> ModelError:
+        return self._model_error(
+            endpoint, variant, 0, "Your invocation timed out while waiting for a response "
+            f"from container primary after {self.ctx.settings.invoke_timeout_seconds:g} s. "
+            "Review the container's latency, resolve the issue, and try again.")
+
+    # -- multi-model endpoints --------------------------------------------------------------
+    async def _ensure_model(self, req: InvokeRequest, variant: Variant) -> None:
+        if not req.target_model:
+            raise InvokeValidationError(
+                f"Endpoint {req.endpoint} is a multi-model endpoint: name the model with "
+                "TargetModel.")
+        target = req.target_model
+        parts = Path(target).parts
+        if Path(target).is_absolute() or ".." in parts or not parts:
+            raise InvokeValidationError(f"TargetModel {target!r} is not a valid model name")
+        dest = variant.workdir / "models" / target / "model"
+        if dest.is_dir():
+            return
+        await asyncio.get_running_loop().run_in_executor(
+            None, self._fetch_model, variant, target, dest)
+
+    def _fetch_model(self, variant: Variant, target: str, dest: Path) -> None:
+        key = str(dest)
+        with self._lock:
+            lock = self._mme_locks.setdefault(key, threading.Lock())
+        with lock:
+            if dest.is_dir():
+                return
+            prefix = (variant.spec.model_data_url or "").rstrip("/")
+            url = f"{prefix}/{target}"
+            staging = dest.parent.with_name(dest.parent.name + f".{uuid.uuid4().hex[:6]}")
+            try:
+                if url.startswith("s3://"):
+                    archive = self.ctx.s3.download_file(url, staging / "model.tar.gz")
+                else:
+                    archive = local_path(url)
+                    if not archive.is_file():
+                        raise InvokeValidationError(
+                            f"Could not find model data for TargetModel {target} at {url}.")
+                safe_extract(archive, staging / "model")
+                (staging / "model.tar.gz").unlink(missing_ok=True)
+                dest.parent.parent.mkdir(parents=True, exist_ok=True)
+                staging.rename(dest.parent)
+            except InvokeValidationError:
+                raise
+            except ShipyardError as exc:
+                raise InvokeValidationError(
+                    f"Failed to download model data for TargetModel {target} from {url}: "
+                    f"{exc.message}") from exc
+            finally:
+                remove_tree(staging)
+
+
+def _pick_variant(deployment: Deployment) -> Variant | None:
+    candidates = [v for v in deployment.variants.values() if v.spec.weight > 0]
+    if not candidates:
+        return None
+    if len(candidates) == 1:
+        return candidates[0]
+    point = random.random() * sum(v.spec.weight for v in candidates)
+    for variant in candidates:
+        point -= variant.spec.weight
+        if point < 0:
+            return variant
+    return candidates[-1]
+
+
+def _variant_summaries(specs: list[VariantSpec], current: int | None,
+                       deployment: Deployment | None = None) -> list[dict[str, Any]]:
+    summaries = []
+    for spec in specs:
+        count = current if current is not None else len(
+            deployment.variants[spec.name].instances) if deployment else 0
+        summaries.append({
+            "VariantName": spec.name,
+            "DeployedImages": [{"SpecifiedImage": spec.image, "ResolvedImage": spec.image,
+                                "ResolutionTime": records.now()}],
+            "CurrentWeight": spec.weight, "DesiredWeight": spec.weight,
+            "CurrentInstanceCount": count, "DesiredInstanceCount": spec.count,
+        })
+    return summaries
+
+
+def _runner_of(deployment: Deployment) -> dict[str, Any]:
+    return {
+        "uid": deployment.uid, "config": deployment.config_name,
+        "specs": [v.spec.to_json() for v in deployment.variants.values()],
+        "model_dirs": {n: str(v.model_dir) for n, v in deployment.variants.items()},
+        "instances": {n: [i.__dict__ for i in v.instances]
+                      for n, v in deployment.variants.items()},
+    }
+
+
+def _reason(exc: ShipyardError) -> str:
+    return exc.message[:1024]
