@@ -9,6 +9,9 @@ Modules, one concept each:
 - :mod:`.protocol`: a small HTTP/1.1 server on asyncio (``/ping``, ``/invocations``,
   ``/execution-parameters``);
 - :mod:`.workers`: the supervisor: one listening socket, forked workers, readiness, SIGTERM drain.
+- multi-model mode (``SAGEMAKER_MULTI_MODEL=true``): :mod:`.registry` (the loaded-model table
+  shared by all workers, LRU and budget), :mod:`.multimodel` (one worker's models),
+  :mod:`.models_api` (the ``/models`` routes), :mod:`.memory` (limits and resident size).
 
 Standard library only (numpy is imported lazily when a codec needs it; uvloop is used when
 installed). Importing this package reads nothing and starts nothing.

@@ -249,7 +249,7 @@ class HttpProtocol(asyncio.Protocol):
             if method != "POST":
                 self._fail(405, "use POST /invocations")
                 return
-            self._invoke(headers, body, keep_alive)
+            self._invoke(worker.handler, headers, body, keep_alive)
         elif path == "/ping":
             ok = worker.handler is not None and worker.healthy() and not worker.draining
             self._send(200 if ok else 503, b"" if ok else b'{"status": "Unhealthy"}',
@@ -259,8 +259,8 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self._send(404, b"{}", "application/json", keep_alive)
 
-    def _invoke(self, headers: dict[str, str], body: bytes, keep_alive: bool) -> None:
-        handler = self.worker.handler
+    def _invoke(self, handler: Handler | None, headers: dict[str, str], body: bytes,
+                keep_alive: bool) -> None:
         if handler is None:
             message = self.worker.load_error or "model is loading"
             self._send(503, json.dumps({"code": 503, "type": "ServiceUnavailable",

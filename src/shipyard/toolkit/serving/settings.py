@@ -19,6 +19,10 @@ Variables (reference section 4.3 and 4.1; defaults as AWS's, except where noted)
 ``SHIPYARD_SERVE_PRELOAD``            false        ``true``: load once, then fork the workers
 ``SHIPYARD_SERVE_DRAIN_SECONDS``      25           SIGTERM grace (SageMaker kills at 30 s)
 ``SHIPYARD_SERVE_LOOP``               auto         ``auto`` (uvloop if installed), ``asyncio``
+``SAGEMAKER_MULTI_MODEL``             false        ``true``: multi-model mode (the ``/models`` API)
+``SAGEMAKER_MULTI_MODEL_ROOT``        <root>/models where on-demand models are found
+``SHIPYARD_MME_MEMORY_MB``            70 % of limit memory the loaded models may use, all
+                                                   workers together (limit: cgroup, else host)
 ===================================== ============ ============================================
 """
 
@@ -31,11 +35,13 @@ from pathlib import Path
 
 from shipyard.contract.paths import DEFAULT_ROOT
 from shipyard.errors import ValidationError
+from shipyard.toolkit.serving.memory import default_budget, memory_limit
 
 DEFAULT_PORT = 8080
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_PAYLOAD_MB = 6.0
 DEFAULT_DRAIN_S = 25.0
+MIB = 1024 * 1024
 
 
 def usable_cpus() -> int:
@@ -89,6 +95,10 @@ class ServeSettings:
     preload: bool = False
     drain_s: float = DEFAULT_DRAIN_S
     loop: str = "auto"
+    multi_model: bool = False
+    models_root: Path = Path(DEFAULT_ROOT) / "models"
+    #: multi-model mode's budget for all loaded models in all workers (bytes)
+    models_memory_bytes: int = 1 << 30
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ServeSettings:
@@ -102,6 +112,12 @@ class ServeSettings:
         timeout = _number(environ, "SAGEMAKER_MODEL_SERVER_TIMEOUT", DEFAULT_TIMEOUT_S, 0.001)
         timeout = _number(environ, "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", timeout, 0.001)
         payload_mb = _number(environ, "SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_MAX_PAYLOAD_MB, 0)
+        # AWS's toolkit enables multi-model mode for the exact string "true" (reference 4.3)
+        multi_model = environ.get("SAGEMAKER_MULTI_MODEL", "").strip().lower() == "true"
+        budget_mb = _number(environ, "SHIPYARD_MME_MEMORY_MB", 0.0, 0)
+        budget = int(budget_mb * MIB) if budget_mb else 0
+        if multi_model and not budget:  # read /proc and /sys only when the budget matters
+            budget = default_budget(memory_limit())
         return cls(
             host=environ.get("SHIPYARD_SERVE_HOST", "").strip() or "0.0.0.0",
             port=int(_number(environ, "SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT, 0)),
@@ -121,6 +137,10 @@ class ServeSettings:
             preload=_flag(environ, "SHIPYARD_SERVE_PRELOAD"),
             drain_s=_number(environ, "SHIPYARD_SERVE_DRAIN_SECONDS", DEFAULT_DRAIN_S, 0),
             loop=_choice(environ, "SHIPYARD_SERVE_LOOP", ("auto", "asyncio", "uvloop")),
+            multi_model=multi_model,
+            models_root=Path(environ.get("SAGEMAKER_MULTI_MODEL_ROOT", "").strip()
+                             or root / "models"),
+            models_memory_bytes=budget or cls.models_memory_bytes,
         )
 
     def execution_parameters(self) -> dict[str, object]:

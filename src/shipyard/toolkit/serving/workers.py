@@ -16,11 +16,16 @@ Rules (reference 4.1, 4.7 and the complaints in section 5):
 
 Readiness is a shared anonymous ``mmap``: one byte per worker slot, written by the worker
 (loaded) and by the supervisor (dead), read by every worker's ``/ping``.
+
+Multi-model mode (``SAGEMAKER_MULTI_MODEL=true``): the supervisor also creates the shared
+:class:`.registry.Registry` before forking; workers are ready as soon as they run and serve
+:mod:`.models_api`'s routes, loading models as requests ask (:mod:`.multimodel`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import mmap
 import os
@@ -29,12 +34,17 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shipyard.toolkit.entry_point import EntryPointType, install
 from shipyard.toolkit.serving.handler import Handler, load_user_module
 from shipyard.toolkit.serving.protocol import HttpProtocol, Worker, install_alarm
 from shipyard.toolkit.serving.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from shipyard.toolkit.serving.registry import Registry
 
 logger = logging.getLogger("shipyard.toolkit.serve")
 
@@ -89,7 +99,8 @@ def _event_loop(choice: str) -> asyncio.AbstractEventLoop:
 
 
 def run_worker(settings: ServeSettings, sock: socket.socket, states: mmap.mmap,
-               clocks: mmap.mmap, slot: int, preloaded: Handler | None) -> None:
+               clocks: mmap.mmap, slot: int, preloaded: Handler | None,
+               registry: Registry | None = None) -> None:
     """A worker process's life: serve at once (``/ping`` 503), load the model, drain on SIGTERM."""
     loop = _event_loop(settings.loop)
     asyncio.set_event_loop(loop)
@@ -102,6 +113,13 @@ def run_worker(settings: ServeSettings, sock: socket.socket, states: mmap.mmap,
 
     worker = Worker(settings, None, lambda: states[:] == all_ready, busy)
     servers: list[asyncio.AbstractServer] = []
+    protocol: Callable[[], asyncio.Protocol] = functools.partial(HttpProtocol, worker)
+    if registry is not None:
+        from shipyard.toolkit.serving.models_api import ModelsProtocol
+        from shipyard.toolkit.serving.multimodel import ModelHost
+
+        host = ModelHost(settings, registry, slot)
+        protocol = functools.partial(ModelsProtocol, worker, host)
 
     def loaded(handler: Handler) -> None:
         worker.handler = handler
@@ -109,6 +127,11 @@ def run_worker(settings: ServeSettings, sock: socket.socket, states: mmap.mmap,
         logger.info("worker %d (pid %d) ready", slot, os.getpid())
 
     async def load() -> None:
+        if registry is not None:  # multi-model: no model to load before serving
+            host.start(loop)
+            states[slot] = READY
+            logger.info("worker %d (pid %d) ready", slot, os.getpid())
+            return
         if preloaded is not None:
             loaded(preloaded)
             return
@@ -139,7 +162,7 @@ def run_worker(settings: ServeSettings, sock: socket.socket, states: mmap.mmap,
     async def main() -> None:
         worker.drained = loop.create_future()
         servers.append(
-            await loop.create_server(lambda: HttpProtocol(worker), sock=sock, backlog=2048))
+            await loop.create_server(protocol, sock=sock, backlog=2048))
         loop.add_signal_handler(signal.SIGTERM, drain)
         loop.add_signal_handler(signal.SIGINT, drain)
         loop.create_task(load())
@@ -161,11 +184,14 @@ class Supervisor:
         self.pids: dict[int, int] = {}  # pid -> slot
         self.started: dict[int, float] = {}  # slot -> monotonic start
         self.preloaded: Handler | None = None
+        self.registry: Registry | None = None
         self.stopping = False
 
     def _spawn(self, sock: socket.socket, slot: int) -> None:
         self.states[slot] = STARTING
         _CLOCK.pack_into(self.clocks, slot * _CLOCK.size, 0.0)
+        if self.registry is not None:
+            self.registry.worker_gone(slot)  # a fresh worker holds no models yet
         pid = os.fork()
         if pid == 0:
             code = 0
@@ -174,7 +200,7 @@ class Supervisor:
                 for signum in _SUPERVISOR_SIGNALS:
                     signal.signal(signum, signal.SIG_DFL)
                 run_worker(self.settings, sock, self.states, self.clocks, slot,
-                           self.preloaded)
+                           self.preloaded, self.registry)
             except BaseException:
                 logger.exception("worker %d crashed", slot)
                 code = 1
@@ -198,6 +224,8 @@ class Supervisor:
             if slot is None:
                 continue  # a pip child or similar, not a worker
             self.states[slot] = DEAD
+            if self.registry is not None:
+                self.registry.worker_gone(slot)  # its models died with it: never wait for it
             log = logger.info if self.stopping else logger.warning
             log("worker %d (pid %d) exited with status %d", slot, pid,
                            os.waitstatus_to_exitcode(status))
@@ -208,7 +236,13 @@ class Supervisor:
         """Fork the workers and supervise until SIGTERM/SIGINT; returns the exit status."""
         settings = self.settings
         signal.pthread_sigmask(signal.SIG_BLOCK, _SUPERVISOR_SIGNALS)
-        if settings.preload:
+        if settings.multi_model:
+            from shipyard.toolkit.serving.registry import MIB, Registry
+
+            self.registry = Registry.create(settings.workers, settings.models_memory_bytes)
+            logger.info("multi-model mode: models under %s, memory budget %d MiB",
+                        settings.models_root, settings.models_memory_bytes // MIB)
+        elif settings.preload:
             handler = build_handler(settings)
             handler.load()
             self.preloaded = handler
