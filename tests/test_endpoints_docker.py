@@ -397,3 +397,31 @@ def test_model_and_config_errors(plane: ControlPlane, images: dict[str, str]) ->
             invoker("missing", b"x")
     finally:
         invoker.close()
+
+
+def test_multi_model_endpoint_loads_target_models_on_demand(
+        plane: ControlPlane, invoke: Invoker, images: dict[str, str], tmp_path: Path) -> None:
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    for name in ("m1", "m2"):
+        code = (f"def model_fn(model_dir):\n    return {name!r}\n"
+                "def predict_fn(data, model):\n    return {'model': model, 'data': data}\n")
+        tarball = model_tarball(tmp_path, name, {"code/inference.py": code})
+        tarball.rename(models_dir / f"{name}.tar.gz")
+    plane.create_model({"ModelName": "mme", "PrimaryContainer": {
+        "Image": images["toolkit"], "Mode": "MultiModel", "ModelDataUrl": models_dir.as_uri()}})
+    plane.create_endpoint_config({"EndpointConfigName": "mme", "ProductionVariants": [
+        {"VariantName": "AllTraffic", "ModelName": "mme"}]})
+    plane.create_endpoint({"EndpointName": "ep-mme", "EndpointConfigName": "mme"})
+    record = plane.wait_endpoint("ep-mme", timeout=WAIT_S)
+    assert record["EndpointStatus"] == "InService", record.get("FailureReason")
+    for name in ("m1", "m2", "m1"):
+        reply = invoke.json("ep-mme", b"[1]", content_type="application/json",
+                            target_model=f"{name}.tar.gz")
+        assert reply == {"model": name, "data": [1]}
+    with pytest.raises(InvokeValidationError, match="TargetModel"):
+        invoke("ep-mme", b"[1]", content_type="application/json")
+    with pytest.raises(InvokeValidationError, match="Could not find model data"):
+        invoke("ep-mme", b"[1]", content_type="application/json", target_model="m3.tar.gz")
+    with pytest.raises(InvokeValidationError, match="not a valid model name"):
+        invoke("ep-mme", b"[1]", target_model="../m1.tar.gz")
