@@ -125,3 +125,48 @@ def test_multi_host_needs_an_engine(tmp_path: Path) -> None:
         plane.create_training_job(_request(
             "proc-multi", project, tmp_path,
             ResourceConfig={"InstanceType": "local", "InstanceCount": 2}))
+
+
+def test_endpoint_on_the_process_runtime(tmp_path: Path) -> None:
+    """`serve` from a project folder, no engine: the port is moved with SAGEMAKER_BIND_TO_PORT."""
+    import asyncio
+    import io
+
+    from shipyard.control.invocation import InvokeRequest
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "inference.py").write_text(
+        "def model_fn(model_dir):\n"
+        "    return open(model_dir + '/w.txt').read()\n"
+        "def predict_fn(data, model):\n"
+        "    return {'w': model, 'n': len(data)}\n")
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("w.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"w9"))
+    plane = _plane(tmp_path)
+    loop = asyncio.new_event_loop()
+    try:
+        plane.create_model({"ModelName": "pm", "PrimaryContainer": {
+            "Image": str(project), "ModelDataUrl": str(archive),
+            "Environment": {"SAGEMAKER_PROGRAM": "inference.py",
+                            "SAGEMAKER_MODEL_SERVER_WORKERS": "1"}}})
+        plane.create_endpoint_config({"EndpointConfigName": "pc", "ProductionVariants": [
+            {"VariantName": "AllTraffic", "ModelName": "pm", "InitialInstanceCount": 2}]})
+        plane.create_endpoint({"EndpointName": "pe", "EndpointConfigName": "pc"})
+        record = plane.wait_endpoint("pe", timeout=60)
+        assert record["EndpointStatus"] == "InService", record.get("FailureReason")
+        for _ in range(4):
+            result = loop.run_until_complete(plane.invoke(InvokeRequest(
+                endpoint="pe", body=b"[1, 2, 3]", content_type="application/json")))
+            assert json.loads(result.body) == {"w": "w9", "n": 3}
+        plane.delete_endpoint("pe")
+        deadline = time.monotonic() + 60
+        while plane.ctx.store.list_jobs("endpoint") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert plane.ctx.runtime.list({"org.shipyard.job-name": "pe"}) == []
+    finally:
+        loop.close()
+        plane.close()
