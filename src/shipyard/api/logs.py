@@ -42,8 +42,10 @@ __all__ = ["GROUPS", "HANDLERS", "describe_log_streams", "filter_log_events", "g
 Handler = Callable[[ControlPlane, dict[str, Any]], dict[str, Any]]
 
 #: Log group -> job kind.
-GROUPS = {"/aws/sagemaker/TrainingJobs": "training", "/aws/sagemaker/ProcessingJobs": "processing"}
-_START_FIELD = {"training": "TrainingStartTime", "processing": "ProcessingStartTime"}
+GROUPS = {"/aws/sagemaker/TrainingJobs": "training", "/aws/sagemaker/ProcessingJobs": "processing",
+          "/aws/sagemaker/TransformJobs": "transform"}
+_START_FIELD = {"training": "TrainingStartTime", "processing": "ProcessingStartTime",
+                "transform": "TransformStartTime"}
 
 MAX_RESPONSE_BYTES = 1_048_576
 #: What CloudWatch adds to each event's message when it sizes a batch.

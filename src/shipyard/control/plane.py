@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shipyard.contract.archives import check_archive
-from shipyard.control import models, processing, records, training
+from shipyard.control import models, processing, records, training, transform, transform_data
 from shipyard.control.context import Context, runtime_for
 from shipyard.control.endpoints import EndpointManager
 from shipyard.control.invocation import InvokeRequest, InvokeResult, InvokeStream
 from shipyard.control.jobspec import source_uri_of_channel
 from shipyard.control.logs import LogEvent
+from shipyard.control.serving import primary_container
 from shipyard.control.settings import Settings
 from shipyard.control.staging import local_path_from_uri
 from shipyard.control.supervisor import Supervisor
@@ -35,7 +36,10 @@ from shipyard.errors import ResourceInUse, ResourceNotFound, ValidationError
 from shipyard.runtimes.base import Runtime
 
 Launch = Literal["thread", "process"]
-KINDS = {training.KIND: training, processing.KIND: processing}
+KINDS = {training.KIND: training, processing.KIND: processing,
+         transform.KIND: transform_data}
+#: How each kind's name reads in AWS's messages.
+LABELS = {training.KIND: "Training", processing.KIND: "Processing", transform.KIND: "Transform"}
 
 
 class ControlPlane:
@@ -86,6 +90,15 @@ class ControlPlane:
                         processing.host_count(req))
         return {"ProcessingJobArn": self._create(processing.KIND, req["ProcessingJobName"], req)}
 
+    def create_transform_job(self, request: dict[str, Any]) -> dict[str, str]:
+        req = transform_data.validate(request)
+        # 'Could not find model "<arn>".', as AWS answers for a model that does not exist.
+        model = self.describe_model(req["ModelName"])
+        # Each instance is a serve container of its own: no multi-host network is needed.
+        self._preflight(primary_container(model)["Image"],
+                        [transform_data.input_source(req)[0]], 1)
+        return {"TransformJobArn": self._create(transform.KIND, req["TransformJobName"], req)}
+
     def _preflight(self, image: str, sources: list[str], hosts: int) -> None:
         """Errors the user can fix, raised before anything is written or started."""
         if hosts > 1 and self.ctx.runtime.kind == "process":
@@ -104,7 +117,7 @@ class ControlPlane:
             self.ctx.store.insert_job(kind, name, arn, records.IN_PROGRESS, record,
                                       {"phase": "created", "runtime": self.ctx.runtime.kind})
         except ResourceInUse:
-            label = "Training" if kind == training.KIND else "Processing"
+            label = LABELS[kind]
             raise ResourceInUse(
                 f"{label} job names must be unique within an AWS account and region, and a "
                 f"{label.lower()} job with this name already exists ({arn})") from None
@@ -114,7 +127,9 @@ class ControlPlane:
     # -- supervisors ------------------------------------------------------------------------
     def _launch(self, kind: str, name: str) -> None:
         if self.launch == "thread":
-            thread = threading.Thread(target=Supervisor(self.ctx, kind, name).run,
+            runner = (transform.TransformJob(self.ctx, name) if kind == transform.KIND
+                      else Supervisor(self.ctx, kind, name))
+            thread = threading.Thread(target=runner.run,
                                       name=f"supervisor-{kind}-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -155,6 +170,9 @@ class ControlPlane:
     def describe_processing_job(self, name: str) -> dict[str, Any]:
         return self._describe(processing.KIND, name)
 
+    def describe_transform_job(self, name: str) -> dict[str, Any]:
+        return self._describe(transform.KIND, name)
+
     def _describe(self, kind: str, name: str) -> dict[str, Any]:
         try:
             return self.ctx.store.get_job(kind, name).record
@@ -172,6 +190,9 @@ class ControlPlane:
     def stop_processing_job(self, name: str) -> None:
         self.stop_job(processing.KIND, name)
 
+    def stop_transform_job(self, name: str) -> None:
+        self.stop_job(transform.KIND, name)
+
     def stop_job(self, kind: str, name: str) -> None:
         at = records.now()
 
@@ -180,7 +201,7 @@ class ControlPlane:
             if status == records.STOPPING:
                 return status
             if status != records.IN_PROGRESS:
-                label = "training" if kind == training.KIND else "processing"
+                label = LABELS[kind].lower()
                 raise ValidationError(f"The request was rejected because the {label} job is in "
                                       f"status {status}.")
             if kind == training.KIND:

@@ -10,9 +10,11 @@ import json
 import logging
 import sys
 
+from shipyard.control import transform
 from shipyard.control.context import Context, runtime_for
 from shipyard.control.settings import Settings
 from shipyard.control.supervisor import Supervisor
+from shipyard.control.transform import TransformJob
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = Settings.load(json.loads(raw))
     ctx = Context.build(settings, runtime_for(settings))
-    Supervisor(ctx, kind, name).run()
+    runner = TransformJob(ctx, name) if kind == transform.KIND else Supervisor(ctx, kind, name)
+    runner.run()
     return 0
 
 

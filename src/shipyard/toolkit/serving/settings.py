@@ -40,6 +40,7 @@ from shipyard.toolkit.serving.memory import default_budget, memory_limit
 DEFAULT_PORT = 8080
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_PAYLOAD_MB = 6.0
+UNLIMITED_PAYLOAD = 1 << 62
 DEFAULT_DRAIN_S = 25.0
 MIB = 1024 * 1024
 
@@ -123,7 +124,8 @@ class ServeSettings:
             port=int(_number(environ, "SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT, 0)),
             workers=workers,
             timeout_s=timeout,
-            max_payload_bytes=int(payload_mb * 1024 * 1024),
+            # 0 is Batch Transform's "no limit" (MaxPayloadInMB=0: chunked, unbounded).
+            max_payload_bytes=int(payload_mb * 1024 * 1024) if payload_mb else UNLIMITED_PAYLOAD,
             default_accept=(environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "").strip()
                             or "application/json"),
             model_dir=model_dir,
@@ -148,5 +150,6 @@ class ServeSettings:
         return {
             "MaxConcurrentTransforms": self.max_concurrent_transforms,
             "BatchStrategy": self.batch_strategy,
-            "MaxPayloadInMB": max(1, round(self.max_payload_bytes / (1024 * 1024))),
+            "MaxPayloadInMB": (0 if self.max_payload_bytes >= UNLIMITED_PAYLOAD
+                               else max(1, round(self.max_payload_bytes / (1024 * 1024)))),
         }
