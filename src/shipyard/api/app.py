@@ -2,13 +2,16 @@
 
 Routing, in order:
 - ``GET /shipyard/health``: unauthenticated liveness probe used by the CLI;
+- ``POST /endpoints/{EndpointName}/invocations[-response-stream]``: sagemaker-runtime
+  (rest-json, ``api.runtime``), on the hot path of inference;
 - ``X-Amz-Target: SageMaker.<Op>``: the SageMaker control plane (awsJson1.1);
 - ``X-Amz-Target: Logs_20140328.<Op>``: CloudWatch Logs, read side (awsJson1.1);
 - a form-encoded ``Action=GetCallerIdentity``: STS (query protocol, XML).
 
 Every request is authenticated with SigV4 against the server's keys, then validated against
-botocore's own model of the operation, then handed to a handler. Errors leave in AWS's
-envelope for the protocol (``{"__type", "message"}`` or STS's XML); nothing else escapes.
+botocore's own model of the operation (the runtime checks its few headers itself), then handed
+to a handler. Errors leave in AWS's envelope for the protocol (``{"__type", "message"}``,
+rest-json's ``x-amzn-ErrorType`` + ``{"message"}``, or STS's XML); nothing else escapes.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from shipyard.api import extensions, sigv4, sts, validation
 from shipyard.api import logs as logs_api
+from shipyard.api import runtime as runtime_api
 from shipyard.api import sagemaker as sagemaker_api
 from shipyard.control import ControlPlane
 from shipyard.errors import ApiError, ShipyardError, UnknownOperation
@@ -59,6 +63,7 @@ class ShipyardApi:
             "logs": dict(logs_api.HANDLERS),
             "shipyard": dict(extensions.HANDLERS),
         }
+        self.runtime = runtime_api.RuntimeApi(plane, secrets)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -74,6 +79,9 @@ class ShipyardApi:
             await _respond(send, 200, b'{"status":"ok"}', b"application/json", request_id)
             return
         target = headers.get("x-amz-target", "")
+        if not target and path.startswith(runtime_api.PATH_PREFIX):
+            await self.runtime(scope, receive, send, headers, request_id)
+            return
         protocol = "query" if not target and _is_form(headers) else "json"
         try:
             body = await _read_body(receive, headers)

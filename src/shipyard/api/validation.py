@@ -75,16 +75,28 @@ _QUOTED_ANCHORS: dict[str, dict[str, tuple[str, str]]] = {"sagemaker": {
     "ExperimentEntityName": ("^", ""), "FeatureGroupName": ("^", ""),
     "ArnOrName": ("", "$"), "RoleArn": ("^", "$"), "S3Uri": ("^", "$"),
     "FileSystemId": ("^", "$"), "TagKey": ("^", "$"), "TagValue": ("^", "$"),
+    # models, endpoint configs, endpoints, transform jobs
+    "ModelName": ("^", ""), "EndpointName": ("^", ""), "EndpointConfigName": ("^", ""),
+    "TransformJobName": ("^", ""), "VariantName": ("^", ""), "ContainerHostname": ("^", ""),
+    "InferenceSpecificationName": ("^", "$"), "Url": ("^", "$"), "S3ModelUri": ("^", "$"),
+    "DestinationS3Uri": ("^", "$"), "AlarmName": ("^", ""), "ClarifyMimeType": ("^", ""),
+    "CsvContentType": ("^", ""), "JsonContentType": ("^", ""),
 }}
 # Shipyard's one widening of AWS's rules: data and output locations may also be local
 # (``file://`` URIs or absolute paths, read by control.jobspec and control.artifacts).
+# Model artefacts likewise (``ModelDataUrl`` is a ``Url``; ``ModelDataSource`` an S3ModelUri).
 _EXTENSION_PREFIXES: dict[str, dict[str, tuple[str, ...]]] = {"sagemaker": {
     "S3Uri": ("file://", "/"),
+    "Url": ("file://", "/"),
+    "S3ModelUri": ("file://", "/"),
 }}
-# ...and, as SDK v2's local mode does, jobs may run on the ``local`` instance types (no limits).
+# ...and, as SDK v2's local mode does, jobs and endpoints may run on the ``local`` instance
+# types (no limits).
 _EXTENSION_ENUM_VALUES: dict[str, dict[str, tuple[str, ...]]] = {"sagemaker": {
     "TrainingInstanceType": ("local", "local_gpu"),
     "ProcessingInstanceType": ("local", "local_gpu"),
+    "ProductionVariantInstanceType": ("local", "local_gpu"),
+    "TransformInstanceType": ("local", "local_gpu"),
 }}
 # CloudWatch Logs reports constraint failures under its own modelled code.
 _ERROR_CLASS: dict[str, type[ShipyardError]] = {"logs": InvalidParameter}

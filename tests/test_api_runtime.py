@@ -1,0 +1,421 @@
+"""sagemaker-runtime through boto3's own client, against a real server on an ephemeral port and
+a real endpoint behind it: the process runtime runs a stdlib ``serve`` program (no engine
+needed), which echoes what it received, fails, or streams chunks as the body asks."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import botocore.session
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError, EventStreamError
+
+from shipyard.api import runtime
+from shipyard.api.server import ApiServer
+from shipyard.control import ControlPlane, Settings
+from shipyard.runtimes import ProcessRuntime
+
+ACCOUNT = "000000000000"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/shipyard"
+ENDPOINT = "rt-ep"
+#: Small, so the over-the-limit tests send little.
+PAYLOAD_LIMIT = 64 * 1024
+
+# An inference server in the contract's shape, written its own way (stdlib only). The body
+# picks the behaviour: ``fail`` -> 400, ``stream:N`` -> N chunks, ``stream:N:break`` -> N
+# chunks then the connection drops mid-body, ``sleep:S`` -> echoed after S seconds; anything
+# else is echoed with the headers seen.
+SERVE = r'''#!/usr/bin/env python3
+import hashlib, json, os, socket, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, status, body, ctype, extra=()):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in extra:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self.answer(200 if self.path == "/ping" else 404, b"", "text/plain")
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if body == b"fail":
+            return self.answer(400, b"bad input: fail", "text/plain")
+        if body.startswith(b"sleep:"):
+            time.sleep(float(body[6:]))
+        if body.startswith(b"stream:"):
+            parts = body.decode().split(":")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/x-tokens")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(int(parts[1])):
+                chunk = f"token {i};".encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+                time.sleep(0.01)
+            if parts[2:] == ["break"]:
+                self.wfile.write(b"ff\r\nhalf a ch")
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        seen = {name: self.headers.get(name) for name in (
+            "Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes",
+            "X-Amzn-SageMaker-Target-Model", "X-Amzn-SageMaker-Inference-Id")}
+        # Big bodies come back as their size and digest: replies have a size limit too.
+        reply = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest(), "headers": seen}
+        if len(body) <= 4096:
+            reply["body"] = body.decode("latin-1")
+        self.answer(200, json.dumps(reply).encode(), "application/x-echo",
+                    [("X-Amzn-SageMaker-Custom-Attributes", "seen=1")])
+
+
+port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
+ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+'''
+
+
+def serve_project(folder: Path) -> Path:
+    """A process-runtime "image": a folder whose executable ``serve`` is the server."""
+    folder.mkdir(parents=True, exist_ok=True)
+    serve = folder / "serve"
+    serve.write_text(SERVE)
+    serve.chmod(0o755)
+    return folder
+
+
+class Api:
+    def __init__(self, server: ApiServer, url: str) -> None:
+        self.server = server
+        self.url = url
+        self.akid, self.secret = server.keys.default
+        session = boto3.session.Session(aws_access_key_id=self.akid,
+                                        aws_secret_access_key=self.secret,
+                                        region_name="us-east-1")
+        config = Config(retries={"max_attempts": 1})
+        self.sm = session.client("sagemaker", endpoint_url=url, config=config)
+        self.rt = session.client("sagemaker-runtime", endpoint_url=url, config=config)
+
+    def raw(self, path: str, body: bytes = b"", *, method: str = "POST",
+            headers: dict[str, str] | None = None, secret: str | None = None,
+            chunked: bool = False) -> tuple[int, dict[str, str], bytes]:
+        """A hand-made request: what botocore itself would refuse to send."""
+        request = AWSRequest(method=method, url=f"{self.url}{path}", data=body,
+                             headers=dict(headers or {}))
+        SigV4Auth(Credentials(self.akid, secret or self.secret), "sagemaker",
+                  "us-east-1").add_auth(request)
+        sent = dict(request.headers.items())
+        address = urlsplit(self.url)
+        conn = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+        try:
+            if chunked:
+                conn.putrequest(method, path, skip_accept_encoding=True)
+                for name, value in sent.items():
+                    conn.putheader(name, value)
+                conn.putheader("Transfer-Encoding", "chunked")
+                conn.endheaders()
+                for start in range(0, len(body), 8192):
+                    piece = body[start:start + 8192]
+                    conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+                conn.send(b"0\r\n\r\n")
+            else:
+                conn.request(method, path, body=body, headers=sent)
+            response = conn.getresponse()
+            return (response.status, {k.lower(): v for k, v in response.getheaders()},
+                    response.read())
+        finally:
+            conn.close()
+
+
+def deploy(api: Api, name: str, project: Path) -> dict[str, Any]:
+    api.sm.create_model(ModelName=f"{name}-model", ExecutionRoleArn=ROLE,
+                        PrimaryContainer={"Image": str(project)})
+    api.sm.create_endpoint_config(EndpointConfigName=f"{name}-config", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": f"{name}-model",
+        "InitialInstanceCount": 1, "InstanceType": "local"}])
+    api.sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config")
+    api.sm.get_waiter("endpoint_in_service").wait(
+        EndpointName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
+    return dict(api.sm.describe_endpoint(EndpointName=name))
+
+
+def delete_endpoints(api: Api, plane: ControlPlane, timeout: float = 30) -> None:
+    """Delete every endpoint and wait until they (and their processes) are gone."""
+    for summary in api.sm.list_endpoints(MaxResults=100)["Endpoints"]:
+        api.sm.delete_endpoint(EndpointName=summary["EndpointName"])
+    deadline = time.monotonic() + timeout
+    while plane.ctx.store.list_jobs("endpoint") and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    data = tmp_path_factory.mktemp("runtime")
+    settings = Settings.load({"data_dir": str(data / "state"), "api_port": 0,
+                              "runtime": "process", "stop_grace_seconds": 2,
+                              "invoke_max_payload_bytes": PAYLOAD_LIMIT,
+                              "invoke_timeout_seconds": 10}, environ={})
+    plane = ControlPlane(settings)
+    assert isinstance(plane.ctx.runtime, ProcessRuntime)
+    server = ApiServer(settings, plane)
+    client = Api(server, server.start_in_thread())
+    try:
+        record = deploy(client, ENDPOINT, serve_project(data / "project"))
+        assert record["EndpointStatus"] == "InService", record.get("FailureReason")
+        yield client
+    finally:
+        delete_endpoints(client, plane)
+        server.stop()
+        plane.close()
+
+
+def error_of(exc: ClientError) -> tuple[int, str, str]:
+    response = exc.response
+    return (response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"],
+            response["Error"]["Message"])
+
+
+# -- InvokeEndpoint --------------------------------------------------------------------------
+
+
+def test_invoke_round_trip_with_every_header(api: Api) -> None:
+    response = api.rt.invoke_endpoint(
+        EndpointName=ENDPOINT, Body=b"1,2,3", ContentType="text/csv",
+        Accept="application/json", CustomAttributes="c=1", InferenceId="inf-7",
+        TargetVariant="AllTraffic")
+    reply = json.loads(response["Body"].read())
+    assert reply == {"body": "1,2,3", "size": 5, "sha256": hashlib.sha256(b"1,2,3").hexdigest(),
+                     "headers": {
+        "Content-Type": "text/csv", "Accept": "application/json",
+        "X-Amzn-SageMaker-Custom-Attributes": "c=1", "X-Amzn-SageMaker-Target-Model": None,
+        "X-Amzn-SageMaker-Inference-Id": "inf-7"}}
+    assert response["ContentType"] == "application/x-echo"  # the container's, as it said it
+    assert response["InvokedProductionVariant"] == "AllTraffic"
+    assert response["CustomAttributes"] == "seen=1"
+    assert response["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+
+
+def test_invoke_binary_body_arrives_byte_for_byte(api: Api) -> None:
+    body = bytes(range(256)) * 100
+    response = api.rt.invoke_endpoint(EndpointName=ENDPOINT, Body=body,
+                                      ContentType="application/octet-stream")
+    assert json.loads(response["Body"].read())["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_invoke_missing_endpoint_is_validation_error(api: Api) -> None:
+    with pytest.raises(ClientError) as err:
+        api.rt.invoke_endpoint(EndpointName="nope", Body=b"x")
+    assert error_of(err.value) == (400, "ValidationError",
+                                   f"Endpoint nope of account {ACCOUNT} not found.")
+
+
+def test_container_error_is_model_error_with_its_members(api: Api) -> None:
+    with pytest.raises(ClientError) as err:
+        api.rt.invoke_endpoint(EndpointName=ENDPOINT, Body=b"fail")
+    status, code, message = error_of(err.value)
+    assert (status, code) == (424, "ModelError")
+    assert message.startswith('Received client error (400) from primary with message '
+                              '"bad input: fail"')
+    assert type(err.value).__name__ == "ModelError"  # botocore's modelled exception class
+    assert err.value.response["OriginalStatusCode"] == 400
+    assert err.value.response["OriginalMessage"] == "bad input: fail"
+    assert err.value.response["LogStreamArn"].startswith(
+        f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/{ENDPOINT}")
+
+
+def test_body_over_the_limit_is_refused_before_it_is_read(api: Api) -> None:
+    with pytest.raises(ClientError) as err:
+        api.rt.invoke_endpoint(EndpointName=ENDPOINT, Body=b"x" * (PAYLOAD_LIMIT + 1))
+    assert error_of(err.value) == (
+        400, "ValidationError", "1 validation error detected: Value at 'body' failed to "
+        f"satisfy constraint: Member must have length less than or equal to {PAYLOAD_LIMIT}")
+    # Exactly at the limit passes.
+    response = api.rt.invoke_endpoint(EndpointName=ENDPOINT, Body=b"y" * PAYLOAD_LIMIT)
+    assert json.loads(response["Body"].read())["size"] == PAYLOAD_LIMIT
+
+
+def test_chunked_body_over_the_limit_is_refused_while_reading(api: Api) -> None:
+    status, headers, body = api.raw(f"/endpoints/{ENDPOINT}/invocations",
+                                    b"z" * (PAYLOAD_LIMIT * 3), chunked=True)
+    assert status == 400
+    assert headers["x-amzn-errortype"] == "ValidationError"
+    assert "less than or equal to" in json.loads(body)["message"]
+    status, _, body = api.raw(f"/endpoints/{ENDPOINT}/invocations", b"small", chunked=True)
+    assert status == 200 and json.loads(body)["body"] == "small"
+
+
+def test_header_constraints_from_the_model(api: Api) -> None:
+    with pytest.raises(ClientError) as err:
+        api.rt.invoke_endpoint(EndpointName=ENDPOINT, Body=b"x",
+                               CustomAttributes="a" * 1025, TargetVariant="no_underscores")
+    status, code, message = error_of(err.value)
+    assert (status, code) == (400, "ValidationError")
+    # Custom attributes are sensitive in the model: their value is not echoed.
+    assert message == (
+        "2 validation errors detected: Value at 'customAttributes' failed to satisfy "
+        "constraint: Member must have length less than or equal to 1024; Value "
+        "'no_underscores' at 'targetVariant' failed to satisfy constraint: Member must "
+        "satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9])*")
+
+
+def test_bad_endpoint_name_in_the_path(api: Api) -> None:
+    status, headers, body = api.raw("/endpoints/bad_name/invocations", b"x")
+    assert status == 400 and headers["x-amzn-errortype"] == "ValidationError"
+    assert json.loads(body) == {"message": (
+        "1 validation error detected: Value 'bad_name' at 'endpointName' failed to satisfy "
+        "constraint: Member must satisfy regular expression pattern: "
+        "^[a-zA-Z0-9](-*[a-zA-Z0-9])*")}
+
+
+def test_endpoint_name_is_url_decoded(api: Api) -> None:
+    status, _, body = api.raw("/endpoints/rt%2Dep/invocations", b"decoded")
+    assert status == 200, body
+    assert json.loads(body)["body"] == "decoded"
+
+
+def test_bad_signature_is_refused_in_rest_json_form(api: Api) -> None:
+    status, headers, body = api.raw(f"/endpoints/{ENDPOINT}/invocations", b"x",
+                                    secret="not-the-secret")
+    assert status == 403
+    assert headers["x-amzn-errortype"] == "InvalidSignatureException"
+    assert headers["content-type"] == "application/json"
+    assert "signature we calculated does not match" in json.loads(body)["message"]
+    bad = boto3.session.Session(aws_access_key_id=api.akid, aws_secret_access_key="wrong",
+                                region_name="us-east-1").client(
+        "sagemaker-runtime", endpoint_url=api.url, config=Config(retries={"max_attempts": 1}))
+    with pytest.raises(ClientError) as err:
+        bad.invoke_endpoint(EndpointName=ENDPOINT, Body=b"x")
+    assert error_of(err.value)[:2] == (403, "InvalidSignatureException")
+
+
+def test_unsigned_request_is_refused(api: Api) -> None:
+    address = urlsplit(api.url)
+    conn = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    try:
+        conn.request("POST", f"/endpoints/{ENDPOINT}/invocations", body=b"x")
+        response = conn.getresponse()
+        assert response.status == 403
+        assert response.getheader("x-amzn-ErrorType") == "MissingAuthenticationTokenException"
+        response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", f"/endpoints/{ENDPOINT}/async-invocations"),
+    ("GET", f"/endpoints/{ENDPOINT}/invocations"),
+    ("POST", f"/endpoints/{ENDPOINT}/invocations/extra"),
+    ("POST", "/endpoints/"),
+], ids=["async", "get", "deeper", "no-name"])
+def test_unknown_runtime_routes(api: Api, method: str, path: str) -> None:
+    status, headers, _ = api.raw(path, b"", method=method)
+    assert status == 400
+    assert headers["x-amzn-errortype"] == "UnknownOperationException"
+
+
+def test_header_rules_match_botocores_model() -> None:
+    model = botocore.session.get_session().get_service_model("sagemaker-runtime")
+    for operation in (runtime.INVOKE, runtime.INVOKE_STREAM):
+        rules = runtime.header_rules(operation)
+        shape = model.operation_model(operation).input_shape
+        headers = {m.serialization["name"].lower(): m for m in shape.members.values()
+                   if m.serialization.get("location") == "header"}
+        assert set(rules) == set(headers), operation
+        for name, member in headers.items():
+            rule = rules[name]
+            meta = member.metadata
+            assert (rule.low, rule.high, rule.pattern, rule.sensitive) == (
+                meta.get("min"), meta.get("max"), meta.get("pattern"),
+                bool(meta.get("sensitive"))), (operation, name)
+        name_shape = shape.members["EndpointName"]
+        assert runtime.ENDPOINT_NAME_RULE.high == name_shape.metadata["max"]
+        assert runtime.ENDPOINT_NAME_RULE.pattern == name_shape.metadata["pattern"]
+        body = shape.members["Body"].metadata
+        assert body["max"] == 6291456 and body["sensitive"]
+
+
+# -- InvokeEndpointWithResponseStream --------------------------------------------------------
+
+
+def test_stream_arrives_as_payload_parts(api: Api) -> None:
+    response = api.rt.invoke_endpoint_with_response_stream(
+        EndpointName=ENDPOINT, Body=b"stream:5", ContentType="text/plain", Accept="text/x-tokens")
+    assert response["ContentType"] == "text/x-tokens"
+    assert response["InvokedProductionVariant"] == "AllTraffic"
+    headers = response["ResponseMetadata"]["HTTPHeaders"]
+    assert headers["content-type"] == "application/vnd.amazon.eventstream"
+    parts = [event["PayloadPart"]["Bytes"] for event in response["Body"]]
+    assert b"".join(parts) == b"".join(f"token {i};".encode() for i in range(5))
+
+
+def test_stream_accept_travels_as_its_own_header(api: Api) -> None:
+    response = api.rt.invoke_endpoint_with_response_stream(
+        EndpointName=ENDPOINT, Body=b"echo", ContentType="text/plain",
+        Accept="application/jsonlines", CustomAttributes="k=v")
+    data = b"".join(event["PayloadPart"]["Bytes"] for event in response["Body"])
+    reply = json.loads(data)
+    assert reply["headers"]["Accept"] == "application/jsonlines"
+    assert reply["headers"]["X-Amzn-SageMaker-Custom-Attributes"] == "k=v"
+    assert response["CustomAttributes"] == "seen=1"
+
+
+def test_stream_broken_midway_ends_with_model_stream_error(api: Api) -> None:
+    response = api.rt.invoke_endpoint_with_response_stream(EndpointName=ENDPOINT,
+                                                           Body=b"stream:3:break")
+    parts = []
+    with pytest.raises(EventStreamError) as err:
+        for event in response["Body"]:
+            parts.append(event["PayloadPart"]["Bytes"])
+    assert err.value.response["Error"]["Code"] == "ModelStreamError"
+    assert b"".join(parts).startswith(b"token 0;token 1;token 2;")
+
+
+def test_stream_errors_before_it_starts_are_plain_errors(api: Api) -> None:
+    with pytest.raises(ClientError) as err:
+        api.rt.invoke_endpoint_with_response_stream(EndpointName=ENDPOINT, Body=b"fail")
+    assert error_of(err.value)[:2] == (424, "ModelError")
+    with pytest.raises(ClientError) as err:
+        api.rt.invoke_endpoint_with_response_stream(EndpointName="nope", Body=b"x")
+    assert error_of(err.value) == (400, "ValidationError",
+                                   f"Endpoint nope of account {ACCOUNT} not found.")
+
+
+def test_client_that_hangs_up_mid_stream_leaves_the_endpoint_serving(api: Api) -> None:
+    path = f"/endpoints/{ENDPOINT}/invocations-response-stream"
+    request = AWSRequest(method="POST", url=f"{api.url}{path}", data=b"stream:200")
+    SigV4Auth(Credentials(api.akid, api.secret), "sagemaker", "us-east-1").add_auth(request)
+    address = urlsplit(api.url)
+    conn = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    conn.request("POST", path, body=b"stream:200", headers=dict(request.headers.items()))
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.read(20)  # the first event has arrived
+    conn.close()
+    response = api.rt.invoke_endpoint(EndpointName=ENDPOINT, Body=b"after")
+    assert json.loads(response["Body"].read())["body"] == "after"
