@@ -1,4 +1,5 @@
-"""A client of a Shipyard server: the SageMaker API through boto3, as any user would call it.
+"""A client of a Shipyard server: the SageMaker and sagemaker-runtime APIs through boto3, as any
+user would call them.
 
 The CLI is built on this. botocore errors are translated into Shipyard's error tree here, at
 one boundary, by the error code the server sent.
@@ -12,18 +13,29 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shipyard.control.settings import Settings
-from shipyard.errors import RuntimeUnavailable, ShipyardError, error_class_for_code
+from shipyard.errors import (
+    ModelError,
+    RuntimeUnavailable,
+    ShipyardError,
+    ValidationError,
+    error_class_for_code,
+)
 
 LOG_GROUPS = {"training": "/aws/sagemaker/TrainingJobs",
               "processing": "/aws/sagemaker/ProcessingJobs"}
 _OPS = {
     "training": ("TrainingJob", "TrainingJobName"),
     "processing": ("ProcessingJob", "ProcessingJobName"),
+    "transform": ("TransformJob", "TransformJobName"),
 }
+#: The kinds ``find_kind`` looks through when none is named (``shipyard jobs``).
+_FIND_KINDS = ("training", "processing")
+#: Time the server may take beyond its own invoke timeout before the client gives up.
+INVOKE_READ_MARGIN_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -33,12 +45,26 @@ class LogLine:
     message: str
 
 
+@dataclass(frozen=True)
+class Invocation:
+    """What InvokeEndpoint answered (for a stream, everything but the body)."""
+
+    content_type: str
+    variant: str
+    custom_attributes: str | None = None
+    body: bytes = b""
+    chunks: Iterator[bytes] = field(default_factory=lambda: iter(()))
+
+
 @contextlib.contextmanager
 def _translate() -> Iterator[None]:
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
     try:
         yield
+    except ParamValidationError as exc:
+        # botocore refused the request before sending it: the caller's input, not the server.
+        raise ValidationError(str(exc)) from exc
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
@@ -49,7 +75,7 @@ def _translate() -> Iterator[None]:
 
 class Client:
     def __init__(self, url: str, access_key_id: str, secret_access_key: str,
-                 region: str = "us-east-1") -> None:
+                 region: str = "us-east-1", invoke_timeout: float = 60.0) -> None:
         import boto3
         from botocore.config import Config
 
@@ -63,6 +89,11 @@ class Client:
                         connect_timeout=5, read_timeout=60)
         self.sagemaker = session.client("sagemaker", endpoint_url=url, config=config)
         self.logs = session.client("logs", endpoint_url=url, config=config)
+        # An invocation is not idempotent (the model may have acted on it): it is sent once.
+        runtime_config = Config(retries={"total_max_attempts": 1}, connect_timeout=5,
+                                read_timeout=invoke_timeout + INVOKE_READ_MARGIN_SECONDS)
+        self.runtime = session.client("sagemaker-runtime", endpoint_url=url,
+                                      config=runtime_config)
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Client:
@@ -72,7 +103,14 @@ class Client:
 
         info = ensure_server(settings)
         akid, secret = load_or_create(settings.data_dir).default
-        return cls(info.url, akid, secret, settings.region)
+        return cls(info.url, akid, secret, settings.region, settings.invoke_timeout_seconds)
+
+    def call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """One SageMaker operation by its API name (``CreateModel``), errors translated."""
+        with _translate():
+            response = getattr(self.sagemaker, _snake(operation))(**params)
+        response.pop("ResponseMetadata", None)
+        return dict(response)
 
     # -- jobs -------------------------------------------------------------------------------
     def create_job(self, kind: str, request: dict[str, Any]) -> str:
@@ -90,7 +128,7 @@ class Client:
 
     def find_kind(self, name: str, kind: str | None = None) -> str | None:
         """Which kind of job ``name`` is (training first), or None."""
-        for candidate in [kind] if kind else list(_OPS):
+        for candidate in [kind] if kind else _FIND_KINDS:
             try:
                 self.describe(candidate, name)
                 return candidate
@@ -126,6 +164,64 @@ class Client:
             if record[status_field] in ("Completed", "Failed", "Stopped"):
                 return record
             time.sleep(poll)
+
+    # -- models and endpoints -----------------------------------------------------------------
+    def list_endpoints(self, *, status: str | None = None, limit: int = 50
+                       ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"SortBy": "CreationTime", "SortOrder": "Descending"}
+        if status:
+            params["StatusEquals"] = status
+        out: list[dict[str, Any]] = []
+        with _translate():
+            for page in self.sagemaker.get_paginator("list_endpoints").paginate(
+                    **params, PaginationConfig={"PageSize": 100}):
+                out.extend(page["Endpoints"])
+                if len(out) >= limit:
+                    break
+        return out[:limit]
+
+    def tags(self, arn: str) -> dict[str, str]:
+        with _translate():
+            pages = self.sagemaker.get_paginator("list_tags").paginate(ResourceArn=arn)
+            return {t["Key"]: t.get("Value", "") for page in pages for t in page["Tags"]}
+
+    def endpoint_url(self, name: str) -> str:
+        """Where sagemaker-runtime's InvokeEndpoint for ``name`` is served."""
+        return f"{self.url}/endpoints/{name}/invocations"
+
+    def invoke(self, name: str, body: bytes, **headers: str) -> Invocation:
+        """InvokeEndpoint; ``headers`` are its optional members (``ContentType=...``)."""
+        with _translate():
+            response = self.runtime.invoke_endpoint(EndpointName=name, Body=body, **headers)
+            payload = response["Body"].read()
+        return Invocation(content_type=str(response.get("ContentType", "")),
+                          variant=str(response.get("InvokedProductionVariant", "")),
+                          custom_attributes=response.get("CustomAttributes"), body=payload)
+
+    def invoke_stream(self, name: str, body: bytes, **headers: str) -> Invocation:
+        """InvokeEndpointWithResponseStream; ``chunks`` yields the parts as they arrive."""
+        with _translate():
+            response = self.runtime.invoke_endpoint_with_response_stream(
+                EndpointName=name, Body=body, **headers)
+
+        def chunks() -> Iterator[bytes]:
+            from botocore.exceptions import EventStreamError
+
+            try:
+                with _translate():
+                    for event in response["Body"]:
+                        part = event.get("PayloadPart")
+                        if part and part.get("Bytes"):
+                            yield bytes(part["Bytes"])
+            except ShipyardError as exc:
+                # A failure after the answer began (ModelStreamError) is the model's doing.
+                if isinstance(exc.__cause__, EventStreamError):
+                    raise ModelError(exc.message) from exc
+                raise
+
+        return Invocation(content_type=str(response.get("ContentType", "")),
+                          variant=str(response.get("InvokedProductionVariant", "")),
+                          custom_attributes=response.get("CustomAttributes"), chunks=chunks())
 
     # -- logs -------------------------------------------------------------------------------
     def log_streams(self, kind: str, name: str) -> list[str]:

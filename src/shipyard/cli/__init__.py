@@ -30,6 +30,12 @@ _HELP = {
     "api_host": "Address the API server listens on [env SHIPYARD_API_HOST].",
     "api_port": "Port of the API server [env SHIPYARD_API_PORT; default 8777].",
     "remove_containers": "Remove containers once a job ends [env SHIPYARD_REMOVE_CONTAINERS].",
+    "endpoint_startup_timeout_seconds": "Time an endpoint's container has to pass /ping "
+    "[env SHIPYARD_ENDPOINT_STARTUP_TIMEOUT_SECONDS].",
+    "invoke_max_payload_bytes": "Largest InvokeEndpoint body "
+    "[env SHIPYARD_INVOKE_MAX_PAYLOAD_BYTES].",
+    "invoke_timeout_seconds": "Time a model has to answer an invocation "
+    "[env SHIPYARD_INVOKE_TIMEOUT_SECONDS].",
 }
 
 
@@ -74,11 +80,15 @@ def config_show(settings: Settings) -> None:
 
 
 def _register() -> None:
-    from shipyard.cli import jobs, process, server, train
+    from shipyard.cli import deploy, endpoints, invoke, jobs, process, server, train, transform
 
     cli.add_command(train.train)
     cli.add_command(process.process)
     cli.add_command(jobs.jobs)
+    cli.add_command(deploy.deploy)
+    cli.add_command(endpoints.endpoints)
+    cli.add_command(invoke.invoke)
+    cli.add_command(transform.transform)
     cli.add_command(server.server)
 
 

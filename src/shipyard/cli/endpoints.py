@@ -1,0 +1,198 @@
+"""``shipyard endpoints ls | describe | delete``, and what ``deploy`` and ``invoke`` share with
+them: waiting on an endpoint's status, finding what ``shipyard deploy`` created for it, and the
+"not found" answers of both APIs turned into the NOT_FOUND exit code."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import shlex
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from shipyard.cli.errors import CliError, ExitCode
+from shipyard.cli.output import as_datetime, open_client
+from shipyard.client import Client
+from shipyard.control import Settings, Source
+from shipyard.errors import InvokeValidationError, ShipyardError, ValidationError
+
+#: Tags ``shipyard deploy`` puts on the models and endpoint configs it creates, so that
+#: ``endpoints delete`` removes those (and only those) with their endpoint.
+CREATED_BY_TAG = "shipyard:created-by"
+CREATED_BY_DEPLOY = "shipyard deploy"
+ENDPOINT_TAG = "shipyard:endpoint"
+#: Statuses an endpoint leaves by itself.
+TRANSITIONAL = ("Creating", "Updating", "Deleting", "SystemUpdating", "RollingBack")
+STATUSES = ["OutOfService", "Creating", "Updating", "SystemUpdating", "RollingBack",
+            "InService", "Deleting", "Failed"]
+POLL_SECONDS = 0.5
+#: Global options worth repeating in a printed command line (they pick the server).
+_ECHOED_SETTINGS = ("data_dir", "api_port")
+
+
+def _is_not_found(exc: ShipyardError) -> bool:
+    # SageMaker: 'Could not find endpoint "arn..."' (ValidationException); sagemaker-runtime:
+    # 'Endpoint NAME of account ACCT not found.' (ValidationError). Both codes also carry
+    # ordinary bad-input errors, so the message decides.
+    text = str(exc)
+    return text.startswith("Could not find") or text.endswith("not found.")
+
+
+@contextlib.contextmanager
+def not_found_exits() -> Iterator[None]:
+    """A missing endpoint, config or model exits NOT_FOUND; other bad input exits USAGE."""
+    try:
+        yield
+    except (ValidationError, InvokeValidationError) as exc:
+        code = ExitCode.NOT_FOUND if _is_not_found(exc) else ExitCode.USAGE
+        raise CliError(str(exc), code) from exc
+
+
+def find_endpoint(client: Client, name: str) -> dict[str, Any] | None:
+    """The DescribeEndpoint record of ``name``, or None when there is none."""
+    try:
+        return client.call("DescribeEndpoint", EndpointName=name)
+    except ValidationError as exc:
+        if _is_not_found(exc):
+            return None
+        raise
+
+
+def describe_endpoint(client: Client, name: str) -> dict[str, Any]:
+    record = find_endpoint(client, name)
+    if record is None:
+        raise CliError(f"no endpoint named {name}", ExitCode.NOT_FOUND)
+    return record
+
+
+def _stamp() -> str:
+    return dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def wait_endpoint(client: Client, name: str, *, quiet: bool = False) -> dict[str, Any] | None:
+    """Poll until the endpoint leaves its transitional status, printing each status on stderr;
+    returns its record, or None once it is gone (deleted)."""
+    last = ""
+    while True:
+        record = find_endpoint(client, name)
+        status = record["EndpointStatus"] if record else "Deleted"
+        if status != last and not quiet:
+            click.secho(f"{_stamp()} {status}", fg="cyan", err=True)
+        last = status
+        if record is None or status not in TRANSITIONAL:
+            return record
+        time.sleep(POLL_SECONDS)
+
+
+def detached(name: str, doing: str) -> int:
+    click.echo(f"\nDetached: endpoint {name} keeps {doing}.\n"
+               f"  status: shipyard endpoints describe {name}\n"
+               f"  remove: shipyard endpoints delete {name}", err=True)
+    return 130
+
+
+def cli_prefix(settings: Settings) -> str:
+    """``shipyard`` plus the global options this command was given that pick the server, so
+    a printed command line reaches the same one."""
+    words = ["shipyard"]
+    for key in _ECHOED_SETTINGS:
+        if settings.sources.get(key) == Source.ARGUMENT:
+            words += ["--" + key.replace("_", "-"), str(getattr(settings, key))]
+    return shlex.join(words)
+
+
+def deployed_by_cli(client: Client, arn: str, endpoint: str) -> bool:
+    """Whether ``shipyard deploy`` created this model or endpoint config for ``endpoint``."""
+    tags = client.tags(arn)
+    return tags.get(CREATED_BY_TAG) == CREATED_BY_DEPLOY and tags.get(ENDPOINT_TAG) == endpoint
+
+
+def remove_deployed(client: Client, endpoint: str, config_name: str) -> list[str]:
+    """Delete ``config_name`` and its models where ``shipyard deploy`` made them for
+    ``endpoint``; returns what was deleted ("endpoint config X", "model Y")."""
+    removed: list[str] = []
+    try:
+        config = client.call("DescribeEndpointConfig", EndpointConfigName=config_name)
+    except ValidationError as exc:
+        if _is_not_found(exc):
+            return removed
+        raise
+    if not deployed_by_cli(client, config["EndpointConfigArn"], endpoint):
+        return removed
+    client.call("DeleteEndpointConfig", EndpointConfigName=config_name)
+    removed.append(f"endpoint config {config_name}")
+    for model_name in sorted({v["ModelName"] for v in config.get("ProductionVariants", [])}):
+        try:
+            model = client.call("DescribeModel", ModelName=model_name)
+        except ValidationError as exc:
+            if _is_not_found(exc):
+                continue
+            raise
+        if deployed_by_cli(client, model["ModelArn"], endpoint):
+            client.call("DeleteModel", ModelName=model_name)
+            removed.append(f"model {model_name}")
+    return removed
+
+
+@click.group()
+def endpoints() -> None:
+    """Real-time endpoints (`shipyard deploy` creates them, `shipyard invoke` calls them)."""
+
+
+@endpoints.command("ls")
+@click.option("--status", type=click.Choice(STATUSES))
+@click.option("--limit", default=50, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def ls(settings: Settings, status: str | None, limit: int, as_json: bool) -> None:
+    """Endpoints, newest first."""
+    rows = open_client(settings).list_endpoints(status=status, limit=limit)
+    if as_json:
+        click.echo(json.dumps([{"Name": r["EndpointName"], "Status": r["EndpointStatus"],
+                                "CreationTime": as_datetime(r["CreationTime"]).timestamp(),
+                                "LastModifiedTime": as_datetime(
+                                    r["LastModifiedTime"]).timestamp()}
+                               for r in rows], indent=2))
+        return
+    click.echo(f"{'NAME':<48} {'STATUS':<15} {'CREATED':<19} MODIFIED")
+    for r in rows:
+        created = as_datetime(r["CreationTime"]).strftime("%Y-%m-%d %H:%M:%S")
+        modified = as_datetime(r["LastModifiedTime"]).strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(f"{r['EndpointName']:<48} {r['EndpointStatus']:<15} {created:<19} {modified}")
+
+
+@endpoints.command()
+@click.argument("name")
+@click.pass_obj
+def describe(settings: Settings, name: str) -> None:
+    """The endpoint's DescribeEndpoint record, as JSON."""
+    record = describe_endpoint(open_client(settings), name)
+    click.echo(json.dumps(record, indent=2, default=str))
+
+
+@endpoints.command()
+@click.argument("name")
+@click.option("--wait", "wait_", is_flag=True, help="Wait until the endpoint is gone.")
+@click.pass_obj
+def delete(settings: Settings, name: str, wait_: bool) -> None:
+    """Delete an endpoint: its containers get SIGTERM once their requests in flight are done.
+
+    The endpoint config and model(s) it runs are deleted too when `shipyard deploy` created
+    them (it names them after the endpoint and tags them); others are left alone.
+    """
+    client = open_client(settings)
+    record = describe_endpoint(client, name)
+    with not_found_exits():
+        client.call("DeleteEndpoint", EndpointName=name)
+    click.echo(f"Deleting endpoint {name}", err=True)
+    for what in remove_deployed(client, name, record["EndpointConfigName"]):
+        click.echo(f"Deleted {what}", err=True)
+    if wait_:
+        try:
+            wait_endpoint(client, name)
+        except KeyboardInterrupt:
+            raise SystemExit(detached(name, "shutting down")) from None
