@@ -255,3 +255,11 @@ def test_transform_of_a_small_csv(env: dict[str, str], images: dict[str, str],
     assert result.exit_code == 1 and "MODE=exit" in result.stderr
     models = [m["ModelName"] for m in client_of(env).call("ListModels")["Models"]]
     assert sorted(models) == ["cli-tj", "cli-tj4"]
+    # Transform jobs are jobs like the others: listed, described, their logs readable.
+    listed = json.loads(run(["jobs", "ls", "--json"], env).stdout)
+    assert {("cli-tj", "transform", "Completed"), ("cli-tj4", "transform", "Failed")} <= {
+        (j["Name"], j["Kind"], j["Status"]) for j in listed}
+    assert json.loads(run(["jobs", "describe", "cli-tj"], env).stdout)["TransformJobName"] == (
+        "cli-tj")
+    logs = run(["jobs", "logs", "cli-tj4"], env)
+    assert "MODE=exit" in logs.stdout, logs.output

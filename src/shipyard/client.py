@@ -26,14 +26,15 @@ from shipyard.errors import (
 )
 
 LOG_GROUPS = {"training": "/aws/sagemaker/TrainingJobs",
-              "processing": "/aws/sagemaker/ProcessingJobs"}
+              "processing": "/aws/sagemaker/ProcessingJobs",
+              "transform": "/aws/sagemaker/TransformJobs"}
 _OPS = {
     "training": ("TrainingJob", "TrainingJobName"),
     "processing": ("ProcessingJob", "ProcessingJobName"),
     "transform": ("TransformJob", "TransformJobName"),
 }
 #: The kinds ``find_kind`` looks through when none is named (``shipyard jobs``).
-_FIND_KINDS = ("training", "processing")
+_FIND_KINDS = ("training", "processing", "transform")
 #: Time the server may take beyond its own invoke timeout before the client gives up.
 INVOKE_READ_MARGIN_SECONDS = 10.0
 

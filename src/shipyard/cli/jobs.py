@@ -21,7 +21,7 @@ from shipyard.cli.output import (
 from shipyard.control import Settings
 
 _KIND = click.option("--kind", type=click.Choice(sorted(LABELS)), default=None,
-                     help="Job kind, when a training and a processing job share a name.")
+                     help="Job kind, when jobs of different kinds share a name.")
 _STATUSES = ["InProgress", "Stopping", "Completed", "Failed", "Stopped"]
 
 

@@ -13,9 +13,11 @@ from shipyard.cli.errors import CliError, ExitCode
 from shipyard.client import Client
 from shipyard.control import Settings
 
-LABELS = {"training": "training", "processing": "processing"}
-STATUS_FIELD = {"training": "TrainingJobStatus", "processing": "ProcessingJobStatus"}
-NAME_FIELD = {"training": "TrainingJobName", "processing": "ProcessingJobName"}
+LABELS = {"training": "training", "processing": "processing", "transform": "transform"}
+STATUS_FIELD = {"training": "TrainingJobStatus", "processing": "ProcessingJobStatus",
+                "transform": "TransformJobStatus"}
+NAME_FIELD = {"training": "TrainingJobName", "processing": "ProcessingJobName",
+              "transform": "TransformJobName"}
 TERMINAL = ("Completed", "Failed", "Stopped")
 #: How often the job's status is asked for while logs are followed.
 DESCRIBE_EVERY_SECONDS = 0.5

@@ -158,8 +158,10 @@ def _watch(client: Client, name: str, *, as_json: bool) -> int:
                 break
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
-        click.echo(f"\nDetached: transform job {name} keeps running (DescribeTransformJob and "
-                   "StopTransformJob reach it).", err=True)
+        click.echo(f"\nDetached: transform job {name} keeps running.\n"
+                   f"  reattach: shipyard jobs wait {name}\n"
+                   f"  logs:     shipyard jobs logs -f {name}\n"
+                   f"  stop:     shipyard jobs stop {name}", err=True)
         return 130
     if as_json:
         click.echo(json.dumps(record, indent=2, default=str))

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -610,12 +610,10 @@ class EndpointManager:
                     yield chunk
             except UpstreamError as exc:
                 raise self._model_error(req.endpoint, variant, 0, str(exc)) from None
-            finally:
-                release()
 
         return InvokeStream(
             content_type=head.get("content-type", "application/octet-stream"),
-            variant=variant.spec.name, chunks=chunks(),
+            variant=variant.spec.name, chunks=_Releasing(chunks(), release),
             custom_attributes=head.get("x-amzn-sagemaker-custom-attributes"))
 
     def _log_group_arn(self, endpoint: str) -> str:
@@ -685,6 +683,34 @@ class EndpointManager:
                     f"{exc.message}") from exc
             finally:
                 remove_tree(staging)
+
+
+class _Releasing:
+    """A stream's chunks that free their instance once exhausted, failed or closed, even
+    when the consumer closes it before reading anything (a generator's ``finally`` would
+    never run then)."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._release = release
+
+    def __aiter__(self) -> _Releasing:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._chunks.__anext__()
+        except BaseException:
+            self._release()
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            aclose = getattr(self._chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            self._release()
 
 
 def _pick_variant(deployment: Deployment) -> Variant | None:
