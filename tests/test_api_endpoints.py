@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError, WaiterError
 
@@ -198,6 +199,29 @@ def test_endpoint_lifecycle(ctx: Ctx) -> None:
     assert record["EndpointConfigName"] == "life-config-b"
     reply = ctx.api.rt.invoke_endpoint(EndpointName="Life-Ep", Body=b"hi")
     assert reply["InvokedProductionVariant"] == "AllTraffic"
+
+    # Each instance's output: log group /aws/sagemaker/Endpoints/<name>, stream
+    # <variant>/<instance id>, as on AWS.
+    logs = boto3.session.Session(
+        aws_access_key_id=ctx.api.akid, aws_secret_access_key=ctx.api.secret,
+        region_name="us-east-1").client("logs", endpoint_url=ctx.api.url)
+    group = "/aws/sagemaker/Endpoints/Life-Ep"
+    deadline = time.monotonic() + 10
+    while True:
+        streams = [s["logStreamName"] for s in
+                   logs.describe_log_streams(logGroupName=group)["logStreams"]]
+        events = [e["message"] for name in streams for e in logs.get_log_events(
+            logGroupName=group, logStreamName=name, startFromHead=True)["events"]]
+        if (len(streams) == 2 and len(events) == 2) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(streams) == 2 and all(s.startswith("AllTraffic/") for s in streams)
+    assert all(e.startswith("serve: listening on") for e in events)
+    found = logs.filter_log_events(logGroupName=group, filterPattern="listening")["events"]
+    assert {e["logStreamName"] for e in found} == set(streams)
+    with pytest.raises(ClientError) as err:
+        logs.describe_log_streams(logGroupName="/aws/sagemaker/Endpoints/nope-ep")
+    assert err.value.response["Error"]["Code"] == "ResourceNotFoundException"
 
     ctx.sm.delete_endpoint(EndpointName="Life-Ep")
     ctx.sm.get_waiter("endpoint_deleted").wait(

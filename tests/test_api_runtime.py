@@ -97,6 +97,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
+print(f"serve: listening on {port}", flush=True)
 ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 '''
 

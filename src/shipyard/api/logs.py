@@ -2,10 +2,12 @@
 
 What SDK v2 and the AWS CLI read (platform-api.md 3.12, 4.3):
 
-- Log groups ``/aws/sagemaker/TrainingJobs`` and ``/aws/sagemaker/ProcessingJobs``; streams
-  ``<job>/algo-<N>-<epoch>`` where ``epoch`` is the integer second the job started
-  (``TrainingStartTime``/``ProcessingStartTime``, else ``CreationTime``), so a stream's name
-  never changes. A stream exists once its host's log file does (``LogStore.hosts``).
+- Log groups ``/aws/sagemaker/TrainingJobs``, ``/aws/sagemaker/ProcessingJobs`` and
+  ``/aws/sagemaker/TransformJobs``; streams ``<job>/algo-<N>-<epoch>`` where ``epoch`` is the
+  integer second the job started (``TrainingStartTime``/``ProcessingStartTime``/
+  ``TransformStartTime``, else ``CreationTime``), so a stream's name never changes. One group
+  per endpoint, ``/aws/sagemaker/Endpoints/<name>``, with streams ``<variant>/<instance id>``.
+  A stream exists once its host's log file does (``LogStore.hosts``).
 - ``DescribeLogStreams``: SDK v2 re-issues the call *without* the token while ``nextToken`` is
   present, so the last page never carries one (it would spin forever).
 - ``GetLogEvents``: SDK v2 follows ``nextForwardToken`` until a page has **no events**; once
@@ -45,7 +47,10 @@ Handler = Callable[[ControlPlane, dict[str, Any]], dict[str, Any]]
 GROUPS = {"/aws/sagemaker/TrainingJobs": "training", "/aws/sagemaker/ProcessingJobs": "processing",
           "/aws/sagemaker/TransformJobs": "transform"}
 _START_FIELD = {"training": "TrainingStartTime", "processing": "ProcessingStartTime",
-                "transform": "TransformStartTime"}
+                "transform": "TransformStartTime", "endpoint": "CreationTime"}
+#: One log group per endpoint (``/aws/sagemaker/Endpoints/<name>``), streams named
+#: ``<variant>/<instance id>`` as on AWS.
+ENDPOINT_GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
 
 MAX_RESPONSE_BYTES = 1_048_576
 #: What CloudWatch adds to each event's message when it sizes a batch.
@@ -72,7 +77,17 @@ class Stream:
 
     @property
     def name(self) -> str:
+        if self.kind == "endpoint":
+            return self.host
         return f"{self.job}/{self.host}-{self.start_ms // 1000}"
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    kind: str
+    #: The one job whose streams the group holds (an endpoint's group), or None (all jobs).
+    job: str | None = None
 
 
 def _start_ms(kind: str, record: dict[str, Any]) -> int:
@@ -86,8 +101,8 @@ def _job_streams(plane: ControlPlane, kind: str, row: JobRow) -> list[Stream]:
             for host in plane.ctx.logs.hosts(kind, row.name)]
 
 
-def _group(params: dict[str, Any]) -> tuple[str, str]:
-    """(log group name, job kind) from ``logGroupName`` or ``logGroupIdentifier`` (name/ARN)."""
+def _group(params: dict[str, Any]) -> Group:
+    """The log group named by ``logGroupName`` or ``logGroupIdentifier`` (name or ARN)."""
     name, ident = params.get("logGroupName"), params.get("logGroupIdentifier")
     if name and ident:
         raise InvalidParameter("LogGroup name and LogGroup ARN are mutually exclusive "
@@ -99,17 +114,24 @@ def _group(params: dict[str, Any]) -> tuple[str, str]:
         name = name.removesuffix(":*")
     if not name:
         raise InvalidParameter("Either logGroupName or logGroupIdentifier must be specified.")
-    kind = GROUPS.get(str(name))
+    name = str(name)
+    if name.startswith(ENDPOINT_GROUP_PREFIX) and len(name) > len(ENDPOINT_GROUP_PREFIX):
+        return Group(name, "endpoint", name[len(ENDPOINT_GROUP_PREFIX):])
+    kind = GROUPS.get(name)
     if kind is None:
         raise LogsResourceNotFound(_NO_GROUP)
-    return str(name), kind
+    return Group(name, kind)
 
 
-def _resolve(plane: ControlPlane, kind: str, name: str) -> Stream | None:
-    job, slash, rest = name.partition("/")
-    host, dash, epoch = rest.rpartition("-")
-    if not (slash and dash and epoch.isdigit()):
-        return None
+def _resolve(plane: ControlPlane, group: Group, name: str) -> Stream | None:
+    kind = group.kind
+    if group.job is not None:
+        job, host = group.job, name
+    else:
+        job, slash, rest = name.partition("/")
+        host, dash, epoch = rest.rpartition("-")
+        if not (slash and dash and epoch.isdigit()):
+            return None
     try:
         row = plane.ctx.store.get_job(kind, job)
     except ResourceNotFound:
@@ -122,9 +144,14 @@ def _resolve(plane: ControlPlane, kind: str, name: str) -> Stream | None:
     return stream if stream.name == name else None
 
 
-def _jobs_by_name(plane: ControlPlane, kind: str, prefix: str, descending: bool,
+def _jobs_by_name(plane: ControlPlane, group: Group, prefix: str, descending: bool,
                   start: int) -> Iterator[tuple[int, JobRow]]:
     """(position, job) in name order, for jobs whose streams can match ``prefix``."""
+    kind = group.kind
+    if group.job is not None:
+        if start == 0:
+            yield 0, _group_jobs(plane, group)[0]
+        return
     if "/" in prefix:
         # "<job>/...": exactly one job can match; the SDK always asks this way.
         if start == 0:
@@ -326,7 +353,7 @@ def _offset(value: Any) -> int:
 # -- DescribeLogStreams ---------------------------------------------------------------------
 def describe_log_streams(plane: ControlPlane, params: dict[str, Any]) -> dict[str, Any]:
     """Streams of a group; by name (paging through the store) or by time of last event."""
-    group, kind = _group(params)
+    group = _group(params)
     prefix = params.get("logStreamNamePrefix") or ""
     order = params.get("orderBy") or "LogStreamName"
     if order not in ("LogStreamName", "LastEventTime"):
@@ -337,22 +364,22 @@ def describe_log_streams(plane: ControlPlane, params: dict[str, Any]) -> dict[st
         raise InvalidParameter("Cannot order by LastEventTime with a logStreamNamePrefix.")
     descending = bool(params.get("descending"))
     limit = _limit(params, 50, 50)
-    scope = {"op": "streams", "group": group, "prefix": prefix, "order": order,
+    scope = {"op": "streams", "group": group.name, "prefix": prefix, "order": order,
              "descending": descending}
     cursor = _decode(params["nextToken"], scope) if params.get("nextToken") else {}
     position, skip = _offset(cursor.get("p", 0)), _offset(cursor.get("s", 0))
     if order == "LogStreamName":
-        streams, after = _page_by_name(plane, kind, prefix, descending, limit, position, skip)
+        streams, after = _page_by_name(plane, group, prefix, descending, limit, position, skip)
     else:
-        streams, after = _page_by_event_time(plane, kind, descending, limit, position)
-    result: dict[str, Any] = {"logStreams": [_describe_stream(plane, group, s)
+        streams, after = _page_by_event_time(plane, group, descending, limit, position)
+    result: dict[str, Any] = {"logStreams": [_describe_stream(plane, group.name, s)
                                              for s in streams]}
     if after is not None:
         result["nextToken"] = _encode({"p": after[0], "s": after[1]}, scope)
     return result
 
 
-def _page_by_name(plane: ControlPlane, kind: str, prefix: str, descending: bool, limit: int,
+def _page_by_name(plane: ControlPlane, group: Group, prefix: str, descending: bool, limit: int,
                   position: int, skip: int) -> tuple[list[Stream], tuple[int, int] | None]:
     """One page in name order, and where the next starts (None: this is the last page).
 
@@ -360,8 +387,8 @@ def _page_by_name(plane: ControlPlane, kind: str, prefix: str, descending: bool,
     CloudWatch's order except where one job's name followed by ``-`` begins another's.
     """
     page: list[Stream] = []
-    for index, row in _jobs_by_name(plane, kind, prefix, descending, position):
-        streams = sorted((s for s in _job_streams(plane, kind, row)
+    for index, row in _jobs_by_name(plane, group, prefix, descending, position):
+        streams = sorted((s for s in _job_streams(plane, group.kind, row)
                           if s.name.startswith(prefix)),
                          key=lambda s: s.name, reverse=descending)
         already = skip if index == position else 0
@@ -378,13 +405,13 @@ def _page_by_name(plane: ControlPlane, kind: str, prefix: str, descending: bool,
     return page, None
 
 
-def _page_by_event_time(plane: ControlPlane, kind: str, descending: bool, limit: int,
+def _page_by_event_time(plane: ControlPlane, group: Group, descending: bool, limit: int,
                         position: int) -> tuple[list[Stream], tuple[int, int] | None]:
     # Ordered by when each stream last stored an event (its file's mtime): a stat per
     # stream, no log file is read until the page is described.
     keyed = []
-    for row in plane.ctx.store.list_jobs(kind):
-        for stream in _job_streams(plane, kind, row):
+    for row in _group_jobs(plane, group):
+        for stream in _job_streams(plane, group.kind, row):
             try:
                 keyed.append((stream.path.stat().st_mtime_ns, stream.name, stream))
             except FileNotFoundError:
@@ -393,6 +420,17 @@ def _page_by_event_time(plane: ControlPlane, kind: str, descending: bool, limit:
     page = [stream for _, _, stream in keyed[position:position + limit]]
     more = position + limit < len(keyed)
     return page, ((position + limit, 0) if more else None)
+
+
+def _group_jobs(plane: ControlPlane, group: Group, created_before: float | None = None
+                ) -> list[JobRow]:
+    if group.job is None:
+        return plane.ctx.store.list_jobs(group.kind, created_before=created_before)
+    try:
+        return [plane.ctx.store.get_job(group.kind, group.job)]
+    except ResourceNotFound:
+        # An endpoint's group exists while the endpoint does.
+        raise LogsResourceNotFound(_NO_GROUP) from None
 
 
 def _describe_stream(plane: ControlPlane, group: str, stream: Stream) -> dict[str, Any]:
@@ -418,9 +456,9 @@ def _describe_stream(plane: ControlPlane, group: str, stream: Stream) -> dict[st
 # -- GetLogEvents ---------------------------------------------------------------------------
 def get_log_events(plane: ControlPlane, params: dict[str, Any]) -> dict[str, Any]:
     """One page of a stream, forward or backward from a token, the head or the tail."""
-    _, kind = _group(params)
+    group = _group(params)
     name = params.get("logStreamName")
-    stream = _resolve(plane, kind, str(name)) if name else None
+    stream = _resolve(plane, group, str(name)) if name else None
     if stream is None:
         raise LogsResourceNotFound(_NO_STREAM)
     limit = _limit(params, 10_000, 10_000)
@@ -495,7 +533,7 @@ def _pattern(text: str) -> Callable[[str], bool]:
     return matches
 
 
-def _filter_streams(plane: ControlPlane, kind: str, params: dict[str, Any],
+def _filter_streams(plane: ControlPlane, group: Group, params: dict[str, Any],
                     end: int | None) -> list[Stream]:
     names = params.get("logStreamNames")
     prefix = params.get("logStreamNamePrefix")
@@ -508,29 +546,29 @@ def _filter_streams(plane: ControlPlane, kind: str, params: dict[str, Any],
                                "equal to 100")
     if names:
         # Names that match no stream contribute no events, as in CloudWatch.
-        found = {s.name: s for s in (_resolve(plane, kind, str(n)) for n in names) if s}
+        found = {s.name: s for s in (_resolve(plane, group, str(n)) for n in names) if s}
         return sorted(found.values(), key=lambda s: s.name)
     if prefix:
-        rows: Iterable[JobRow] = (row for _, row in _jobs_by_name(plane, kind, prefix, False, 0))
+        rows: Iterable[JobRow] = (row for _, row in _jobs_by_name(plane, group, prefix, False,
+                                                                   0))
     else:
         # A job created after endTime cannot have logged before it (a minute of slack for
         # an engine whose clock drifts from ours).
-        rows = plane.ctx.store.list_jobs(
-            kind, created_before=None if end is None else end / 1000 + 60)
-    streams = [s for row in rows for s in _job_streams(plane, kind, row)
+        rows = _group_jobs(plane, group, None if end is None else end / 1000 + 60)
+    streams = [s for row in rows for s in _job_streams(plane, group.kind, row)
                if not prefix or s.name.startswith(prefix)]
     return sorted(streams, key=lambda s: s.name)
 
 
 def filter_log_events(plane: ControlPlane, params: dict[str, Any]) -> dict[str, Any]:
     """Matching events of many streams, interleaved by timestamp (ties: stream name, file)."""
-    group, kind = _group(params)
+    group = _group(params)
     limit = _limit(params, 10_000, 10_000)
     start, end = _time(params, "startTime"), _time(params, "endTime")
     in_range = _in_range(start, end)
     matches = _pattern(str(params.get("filterPattern") or ""))
-    streams = _filter_streams(plane, kind, params, end)
-    scope = {"op": "filter", "group": group, "names": params.get("logStreamNames"),
+    streams = _filter_streams(plane, group, params, end)
+    scope = {"op": "filter", "group": group.name, "names": params.get("logStreamNames"),
              "prefix": params.get("logStreamNamePrefix"), "start": start, "end": end,
              "pattern": params.get("filterPattern") or ""}
     cursor = _decode(params["nextToken"], scope) if params.get("nextToken") else {}
