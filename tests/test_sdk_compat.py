@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import tarfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -150,6 +152,7 @@ def sdk_environment(shipyard: tuple[ApiServer, str], s3_server: S3Server,
         "AWS_SECRET_ACCESS_KEY": secret_key,
         "AWS_DEFAULT_REGION": REGION,
         "AWS_ENDPOINT_URL_SAGEMAKER": url,
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": url,
         "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": url,
         "AWS_ENDPOINT_URL_STS": url,
         "AWS_ENDPOINT_URL_S3": s3_server.url,
@@ -186,6 +189,7 @@ class Sdk:
     processor: Any
     processing_input: Any
     processing_output: Any
+    model: Any
 
     def session(self, bucket: str) -> Any:
         """What a user writes: a plain boto3 session (endpoints and keys come from the
@@ -199,13 +203,14 @@ def sdk(sdk_environment: dict[str, str]) -> Sdk:
     try:
         import sagemaker
         from sagemaker.estimator import Estimator
+        from sagemaker.model import Model
         from sagemaker.processing import ProcessingInput, ProcessingOutput, Processor
     except ImportError as exc:
         # The test extra installs it: in CI its absence is a failure, not a skip.
         if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
             pytest.fail(f"the SageMaker Python SDK is required in CI: {exc}")
         pytest.skip(f"the SageMaker Python SDK is not installed: {exc}")
-    return Sdk(sagemaker, Estimator, Processor, ProcessingInput, ProcessingOutput)
+    return Sdk(sagemaker, Estimator, Processor, ProcessingInput, ProcessingOutput, Model)
 
 
 class PerThreadOutput(io.TextIOBase):
@@ -271,9 +276,16 @@ def runs(sdk: Sdk, s3_server: S3Server, images: dict[str, str],
     source = tmp_path_factory.mktemp("source")
     (source / "train.py").write_text(TRAIN_PY)
     (source / "helper.txt").write_text("shipped with the code\n")
+    model_tar = io.BytesIO()
+    with tarfile.open(fileobj=model_tar, mode="w:gz") as tar:
+        info = tarfile.TarInfo("model.txt")
+        info.size = 9
+        tar.addfile(info, io.BytesIO(b"sdk-model"))
+    s3.put_object(Bucket=bucket, Key="model/model.tar.gz", Body=model_tar.getvalue())
+    s3.put_object(Bucket=bucket, Key="tin/rows.csv", Body=b"1,2\n3,4\n")
     suffix = uuid.uuid4().hex[:6]
     names = {"estimator": f"sdk-seed-{suffix}", "framework": f"sdk-framework-{suffix}",
-             "processor": f"sdk-processing-{suffix}"}
+             "processor": f"sdk-processing-{suffix}", "deploy": f"sdk-endpoint-{suffix}"}
 
     def estimator() -> Any:
         est = sdk.estimator(image_uri=images["seed000"], role=ROLE, instance_count=1,
@@ -310,8 +322,27 @@ def runs(sdk: Sdk, s3_server: S3Server, images: dict[str, str],
         ], arguments=["--flag", "on"], job_name=names["processor"], logs=True, wait=True)
         return proc
 
+    def deploy() -> Any:
+        # Model.deploy -> predict -> transformer -> delete, as a notebook does it; the
+        # image is a plain http.server `serve` that echoes the request and its model file.
+        model = sdk.model(image_uri=images["plain-serve"], role=ROLE,
+                          model_data=f"s3://{bucket}/model/model.tar.gz",
+                          predictor_cls=sdk.module.predictor.Predictor,
+                          sagemaker_session=sdk.session(bucket))
+        predictor = model.deploy(initial_instance_count=1, instance_type="ml.m5.large",
+                                 endpoint_name=names["deploy"])
+        answer = predictor.predict(b"1,2,3", initial_args={"ContentType": "text/csv"})
+        transformer = model.transformer(instance_count=1, instance_type="ml.m5.large",
+                                        output_path=f"s3://{bucket}/tout",
+                                        strategy="SingleRecord", assemble_with="Line")
+        transformer.transform(f"s3://{bucket}/tin", content_type="text/csv",
+                              split_type="Line", wait=True, logs=False)
+        predictor.delete_model()
+        predictor.delete_endpoint()
+        return answer, transformer
+
     outcomes, printed = run_all({"estimator": estimator, "framework": framework,
-                                 "processor": processor})
+                                 "processor": processor, "deploy": deploy})
     return Runs(s3_server, bucket, names, outcomes, printed)
 
 
@@ -386,3 +417,27 @@ def test_estimator_attach_to_finished_job(runs: Runs) -> None:
     assert attached.input_mode == "File"
     assert attached.output_path == f"s3://{runs.bucket}/out"
     assert attached.output_kms_key == ""
+
+
+def test_model_deploy_predict_transform_and_delete(runs: Runs, shipyard: tuple[ApiServer, str]
+                                                   ) -> None:
+    answer, transformer = runs.outcomes["deploy"].get()
+    reply = json.loads(answer)
+    assert (reply["model"], reply["body"], reply["content_type"]) == (
+        "sdk-model", "1,2,3", "text/csv")
+    job = transformer.sagemaker_session.describe_transform_job(
+        transformer.latest_transform_job.job_name)
+    assert job["TransformJobStatus"] == "Completed"
+    lines = runs.boto().get_object(Bucket=runs.bucket, Key="tout/rows.csv.out")[
+        "Body"].read().decode().splitlines()
+    assert [json.loads(line)["body"] for line in lines] == ["1,2", "3,4"]
+    # delete_model then delete_endpoint (the SDK's order) left nothing behind.
+    server, _ = shipyard
+    plane = server.plane
+    # (Model.transformer() made a model of its own, which the predictor does not delete.)
+    assert [r.name for r in plane.ctx.store.list_jobs("model", name_contains="plain-serve")
+            ] == [transformer.model_name]
+    deadline = time.monotonic() + 60
+    while plane.ctx.store.list_jobs("endpoint", name_contains=runs.names["deploy"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
