@@ -36,6 +36,7 @@ from botocore.utils import percent_encode
 from shipyard.api import sigv4
 from shipyard.api.credentials import (
     CREDENTIALS_FILE,
+    REFRESH_SECONDS,
     KeyStore,
     client_env,
     load_or_create,
@@ -616,8 +617,16 @@ def test_keys_added_while_serving_are_accepted(served: Served) -> None:
         assert served.app.seen[-1][1] == akid
     finally:
         other.remove(akid)
-    with pytest.raises(ClientError, match="UnrecognizedClientException"):
-        _client(served, "sagemaker", akid=akid, secret=secret).list_training_jobs()
+    # A removed key stops working within REFRESH_SECONDS (no stat on every request).
+    deadline = time.monotonic() + REFRESH_SECONDS + 2
+    while True:
+        try:
+            _client(served, "sagemaker", akid=akid, secret=secret).list_training_jobs()
+        except ClientError as exc:
+            assert exc.response["Error"]["Code"] == "UnrecognizedClientException"
+            break
+        assert time.monotonic() < deadline, "the removed key was still accepted"
+        time.sleep(0.1)
 
 
 def test_client_env_configures_a_fresh_process(served: Served, tmp_path: Path) -> None:
@@ -688,7 +697,11 @@ def test_secrets_view_follows_other_writers(tmp_path: Path) -> None:
     akid, secret = cli_side.add()
     assert view.get(akid) == secret
     cli_side.remove(akid)
-    assert view.get(akid) is None
+    # Known keys are re-checked at most every REFRESH_SECONDS.
+    deadline = time.monotonic() + REFRESH_SECONDS + 2
+    while view.get(akid) is not None:
+        assert time.monotonic() < deadline, "the removed key is still served"
+        time.sleep(0.05)
     assert secret not in repr(view)
 
 

@@ -21,12 +21,16 @@ import os
 import secrets as _random
 import string
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from shipyard.errors import ResourceNotFound, StorageError, ValidationError
+
+#: How stale a served key may be: a key removed from the file stops working within this.
+REFRESH_SECONDS = 1.0
 
 __all__ = [
     "ACCESS_KEY_PREFIX",
@@ -95,6 +99,7 @@ class KeyStore:
         self._keys = keys
         self._stamp = stamp
         self._by_id = {k.access_key_id: k.secret_access_key for k in keys}
+        self._checked = time.monotonic()
 
     @classmethod
     def load_or_create(cls, data_dir: str | os.PathLike[str]) -> KeyStore:
@@ -171,19 +176,25 @@ class KeyStore:
                 self._keys, self._stamp = keys, stamp
                 self._by_id = {k.access_key_id: k.secret_access_key for k in keys}
 
-    def _lookup(self) -> dict[str, str]:
-        self._refresh()
+    def _lookup(self, access_key_id: str | None = None) -> dict[str, str]:
+        # A key this store does not know is looked for on disk at once (one just added by
+        # `shipyard server keys`); known keys are re-checked at most every REFRESH_SECONDS,
+        # which keeps a stat off every request's path: a removed key stops working within it.
+        now = time.monotonic()
+        if access_key_id not in self._by_id or now - self._checked >= REFRESH_SECONDS:
+            self._checked = now
+            self._refresh()
         return self._by_id
 
 
 class _LiveSecrets(Mapping[str, str]):
-    """The store's secrets, re-checked against the file (one stat) at each lookup."""
+    """The store's secrets, kept in step with the file (see ``KeyStore._lookup``)."""
 
     def __init__(self, store: KeyStore) -> None:
         self._store = store
 
     def __getitem__(self, access_key_id: str) -> str:
-        return self._store._lookup()[access_key_id]
+        return self._store._lookup(access_key_id)[access_key_id]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._store._lookup())

@@ -549,9 +549,12 @@ class EndpointManager:
         for attempt in range(3):
             variant, instance = await self._pick(req)
             try:
-                response = await asyncio.wait_for(self._upstream().request(
+                # The timeout is the upstream's own timer: asyncio.wait_for would add a Task
+                # (and a loop iteration) to every call.
+                response = await self._upstream().request(
                     instance.port, "POST", INVOCATIONS_PATH, req.container_headers(), req.body,
-                    max_body=settings.invoke_max_payload_bytes), settings.invoke_timeout_seconds)
+                    max_body=settings.invoke_max_payload_bytes,
+                    timeout=settings.invoke_timeout_seconds)
             except UpstreamError as exc:
                 if not exc.sent and attempt < 2:
                     continue  # never reached the container: another instance may take it

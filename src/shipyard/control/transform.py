@@ -139,17 +139,28 @@ class TransformJob:
                 log.error("transform job %s crashed:\n%s", self.name, traceback.format_exc())
                 status, reason = (records.FAILED,
                                   f"InternalServerError: {type(exc).__name__}: {exc}")
-            finally:
+            except BaseException:
                 self._done.set()
-                self._stop_instances(instances)
-                if job_dir is not None:
-                    shutil.rmtree(job_dir, ignore_errors=True)
+                self._clean_up(instances, job_dir)
+                raise
+            self._done.set()
             if self._stop.is_set() and status != records.COMPLETED:
                 status, reason = records.STOPPED, None
-            self._complete(status, reason)
+            try:
+                # The outcome is known and the outputs are written: say so first, then stop
+                # the containers (SIGTERM, exit, removal: ~0.2 s) while the lock is still held,
+                # so the job is done and cleaned up by the time run() returns.
+                self._complete(status, reason)
+            finally:
+                self._clean_up(instances, job_dir)
             return True
         finally:
             lock.release()
+
+    def _clean_up(self, instances: list[Instance], job_dir: Path | None) -> None:
+        self._stop_instances(instances)
+        if job_dir is not None:
+            shutil.rmtree(job_dir, ignore_errors=True)
 
     # -- the steps ---------------------------------------------------------------------------
     def _job_dir(self) -> Path:
@@ -384,7 +395,8 @@ class _Dispatcher:
         self.headers = headers
         self.stop = stop
         self.deliver = deliver
-        self.tasks: queue.Queue[tuple[_Pending, int]] = queue.Queue(
+        #: ``None`` tells a worker that nothing more will come.
+        self.tasks: queue.Queue[tuple[_Pending, int] | None] = queue.Queue(
             maxsize=2 * len(self.connections))
         self.failure: str | None = None
         #: Objects with requests out, and objects written.
@@ -427,6 +439,11 @@ class _Dispatcher:
                         break
         finally:
             self.produced.set()
+            # One end marker per worker, behind every task: each worker leaves as soon as the
+            # work runs out, not after its next get() timeout (up to 50 ms on every job).
+            for _ in workers:
+                if not self._put(None):
+                    break
             while True:
                 alive = [worker for worker in workers if worker.is_alive()]
                 if not alive:
@@ -446,7 +463,7 @@ class _Dispatcher:
     def _halted(self) -> bool:
         return self._halt.is_set() or self.stop.is_set()
 
-    def _put(self, task: tuple[_Pending, int]) -> bool:
+    def _put(self, task: tuple[_Pending, int] | None) -> bool:
         while not self._halted():
             try:
                 self.tasks.put(task, timeout=0.05)
@@ -464,11 +481,14 @@ class _Dispatcher:
     def _work(self, conn: _Connection) -> None:
         while not self._halted():
             try:
-                pending, index = self.tasks.get(timeout=0.05)
+                task = self.tasks.get(timeout=0.05)
             except queue.Empty:
                 if self.produced.is_set():
                     return
                 continue
+            if task is None:
+                return
+            pending, index = task
             try:
                 answer = self._invoke(conn, pending, index)
                 with self._lock:

@@ -4,6 +4,12 @@ InvokeEndpoint's latency target (p50 within 1.5x of a direct request) leaves no 
 TCP connection or a general-purpose client per call: requests go out in one write on an idle
 connection kept from an earlier call, and the response is parsed with nothing more than the
 contract needs (Content-Length or chunked bodies, or a body up to connection close).
+
+Whole answers (``request``) are read by a plain ``asyncio.Protocol``: the response is parsed in
+``data_received`` and handed over through one future, and the timeout is a timer on the loop.
+StreamReader/StreamWriter, an async generator over the body and ``asyncio.wait_for`` (a Task
+per call) cost ~75 us of the API server's CPU per InvokeEndpoint
+(``benchmarks/endpoints.py``). Streamed answers (``stream``) keep the stream-based connection.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import cast
 
 #: Idle connections kept per container.
 _MAX_IDLE = 64
@@ -48,11 +55,154 @@ class _Conn:
         self.writer.close()
 
 
+class _Exchange(asyncio.Protocol):
+    """One pooled connection to a container, answering one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reused = False
+        self._buf = bytearray()
+        self._waiter: asyncio.Future[Response] | None = None
+        self._max_body = 0
+        self._status = 0
+        self._head: dict[str, str] | None = None
+        #: Body bytes still expected; _CHUNKED, or _TO_CLOSE (read until the connection ends).
+        self._length = 0
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self._head is not None and self._length == _TO_CLOSE:
+            waiter.set_result(Response(self._status, self._head, bytes(self._buf)))
+        elif self._head is None:
+            # Nothing came back: on a reused connection the container most likely closed it
+            # while idle, before our request arrived, so one retry is safe.
+            waiter.set_exception(UpstreamError(
+                "the container closed the connection without answering", sent=not self.reused))
+        else:
+            waiter.set_exception(UpstreamError(
+                "the container broke off its response", sent=True))
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # nothing asked: the connection is not reused (see Upstream.request)
+        try:
+            if self._head is None and not self._parse_head():
+                return
+            if self._length >= 0:
+                if len(buf) >= self._length:
+                    body = bytes(buf[:self._length])
+                    del buf[:self._length]
+                    waiter.set_result(Response(self._status, self._head or {}, body))
+            elif self._length == _CHUNKED:
+                done = _chunked_body(buf, self._max_body)
+                if done is not None:
+                    body, end = done
+                    del buf[:end]
+                    waiter.set_result(Response(self._status, self._head or {}, body))
+            elif len(buf) > self._max_body:
+                raise BodyTooLarge(f"over {self._max_body} bytes")
+        except (UpstreamError, BodyTooLarge) as exc:
+            self.fail(exc)
+
+    # -- one exchange ----------------------------------------------------------------------
+    def begin(self, waiter: asyncio.Future[Response], max_body: int) -> None:
+        self._waiter, self._max_body = waiter, max_body
+        self._head, self._status, self._length = None, 0, 0
+
+    def end(self) -> None:
+        self._waiter = None
+
+    def idle(self) -> bool:
+        """Reusable: open, and nothing unread left over from the last answer."""
+        return not self.closed and not self._buf
+
+    def fail(self, exc: BaseException) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _parse_head(self) -> bool:
+        buf = self._buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > _HEAD_LIMIT:
+                raise UpstreamError("the container sent an oversized response head", sent=True)
+            return False
+        if end + 4 > _HEAD_LIMIT:
+            raise UpstreamError("the container sent an oversized response head", sent=True)
+        self._status, head = _parse_head(bytes(buf[:end + 4]))
+        del buf[:end + 4]
+        if "chunked" in head.get("transfer-encoding", "").lower():
+            self._length = _CHUNKED
+        elif "content-length" in head:
+            length = head["content-length"]
+            if not length.isdigit():
+                raise UpstreamError(f"the container sent Content-Length {length!r}", sent=True)
+            self._length = int(length)
+            if self._length > self._max_body:
+                raise BodyTooLarge(f"{self._length} bytes")
+        else:
+            self._length = _TO_CLOSE
+            head["connection"] = "close"
+        self._head = head
+        return True
+
+
+_CHUNKED = -1
+_TO_CLOSE = -2
+
+
+def _chunked_body(buf: bytearray, max_body: int) -> tuple[bytes, int] | None:
+    """A whole chunked body at the start of ``buf``: (body, bytes used), or None if more is
+    needed. Raises UpstreamError on a malformed chunk size, BodyTooLarge past ``max_body``."""
+    parts: list[bytes] = []
+    pos = size_total = 0
+    while True:
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return None
+        try:
+            size = int(bytes(buf[pos:eol]).split(b";", 1)[0].strip() or b"0", 16)
+        except ValueError as exc:
+            raise UpstreamError(f"the container broke off its response: {exc}",
+                                sent=True) from exc
+        if size == 0:
+            # Trailers, if any, end with an empty line.
+            if buf[eol + 2:eol + 4] == b"\r\n":
+                return b"".join(parts), eol + 4
+            end = buf.find(b"\r\n\r\n", eol + 2)
+            return None if end < 0 else (b"".join(parts), end + 4)
+        size_total += size
+        if size_total > max_body:
+            raise BodyTooLarge(f"over {max_body} bytes")
+        start = eol + 2
+        if len(buf) < start + size + 2:
+            return None
+        parts.append(bytes(buf[start:start + size]))
+        pos = start + size + 2
+
+
 class Upstream:
     """Connection pools to containers, keyed by host port; one per event loop."""
 
     def __init__(self) -> None:
         self._idle: dict[int, list[_Conn]] = {}
+        self._exchanges: dict[int, list[_Exchange]] = {}
 
     async def _connect(self, port: int) -> _Conn:
         idle = self._idle.get(port)
@@ -82,31 +232,70 @@ class Upstream:
         """Close idle connections to a container that is going away."""
         for conn in self._idle.pop(port, []):
             conn.close()
+        for exchange in self._exchanges.pop(port, []):
+            if exchange.transport is not None:
+                exchange.transport.close()
+
+    async def _exchange_for(self, port: int) -> _Exchange:
+        idle = self._exchanges.get(port)
+        while idle:
+            exchange = idle.pop()
+            if exchange.idle():
+                exchange.reused = True
+                return exchange
+            if exchange.transport is not None:
+                exchange.transport.close()
+        loop = asyncio.get_running_loop()
+        try:
+            _, exchange = await loop.create_connection(_Exchange, "127.0.0.1", port)
+        except OSError as exc:
+            raise UpstreamError(f"cannot connect to the container: {exc}", sent=False) from exc
+        return exchange
 
     async def request(self, port: int, method: str, path: str,
                       headers: list[tuple[str, str]], body: bytes, *,
-                      max_body: int) -> Response:
-        """One exchange; a stale pooled connection is retried once on a fresh one."""
+                      max_body: int, timeout: float | None = None) -> Response:
+        """One exchange; a stale pooled connection is retried once on a fresh one.
+
+        Raises UpstreamError, BodyTooLarge, or asyncio.TimeoutError after ``timeout`` seconds
+        (the connection is then dropped: the container may still be working on the request).
+        """
+        lines = [f"{method} {path} HTTP/1.1", "Host: localhost", f"Content-Length: {len(body)}"]
+        lines.extend(f"{k}: {v}" for k, v in headers)
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        loop = asyncio.get_running_loop()
         for attempt in (0, 1):
-            conn = await self._connect(port)
+            exchange = await self._exchange_for(port)
+            transport = exchange.transport
+            assert transport is not None
+            waiter: asyncio.Future[Response] = loop.create_future()
+            exchange.begin(waiter, max_body)
+            transport.write(data)
+            timer = (loop.call_later(timeout, exchange.fail, asyncio.TimeoutError())
+                     if timeout is not None else None)
             try:
-                status, head, reader = await self._exchange(conn, method, path, headers, body)
-                data = b"".join([chunk async for chunk in reader])
-                if len(data) > max_body:
-                    raise BodyTooLarge(f"{len(data)} bytes")
+                response = await waiter
             except UpstreamError as exc:
-                conn.close()
-                if conn.reused and attempt == 0 and not exc.sent:
+                transport.abort()
+                if exchange.reused and attempt == 0 and not exc.sent:
                     continue
                 raise
             except BaseException:
-                conn.close()
+                transport.abort()
                 raise
-            if head.get("connection", "").lower() == "close":
-                conn.close()
+            finally:
+                exchange.end()
+                if timer is not None:
+                    timer.cancel()
+            if response.headers.get("connection", "").lower() == "close" or not exchange.idle():
+                transport.close()
             else:
-                self._release(port, conn)
-            return Response(status, head, data)
+                idle = self._exchanges.setdefault(port, [])
+                if len(idle) < _MAX_IDLE:
+                    idle.append(exchange)
+                else:
+                    transport.close()
+            return response
         raise AssertionError("unreachable")
 
     async def stream(self, port: int, method: str, path: str,
