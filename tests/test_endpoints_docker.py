@@ -129,6 +129,11 @@ def test_plain_serve_endpoint_two_instances(plane: ControlPlane, invoke: Invoker
         hosts[reply["host"]] += 1
     assert len(hosts) == 2, hosts  # both instances take traffic
     assert len(containers_of(plane, "ep-plain")) == 2
+    # On a Linux engine the plane talks to each container at its bridge address, past the
+    # engine's port proxy.
+    runner = plane.ctx.store.get_job("endpoint", "ep-plain").runner
+    assert all(i["host"] != "127.0.0.1" and i["port"] == 8080
+               for i in runner["instances"]["AllTraffic"])
     streams = plane.ctx.logs.hosts("endpoint", "ep-plain")
     assert len(streams) == 2 and all(s.startswith("AllTraffic/") for s in streams)
 

@@ -28,13 +28,17 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from shipyard.contract import names
 from shipyard.contract.archives import safe_extract
-from shipyard.contract.serving import INVOCATIONS_PATH, SERVING_STOP_GRACE_SECONDS
+from shipyard.contract.serving import (
+    INVOCATIONS_PATH,
+    SERVING_PORT,
+    SERVING_STOP_GRACE_SECONDS,
+)
 from shipyard.control import models, records
 from shipyard.control.context import Context
 from shipyard.control.invocation import InvokeRequest, InvokeResult, InvokeStream
@@ -45,6 +49,7 @@ from shipyard.control.serving import (
     Instance,
     StartupFailed,
     VariantSpec,
+    direct_route,
     follow_logs,
     ping,
     prepare_model_dir,
@@ -224,6 +229,7 @@ class EndpointManager:
                     variant.instances.append(self._start(name, uid, variant))
             for variant in deployment.variants.values():
                 wait_healthy(self.ctx, variant.instances, variant.spec.startup_timeout, cancel)
+                variant.instances = [direct_route(self.ctx, i) for i in variant.instances]
         except BaseException:
             for instance in deployment.instances():
                 stop_instance(self.ctx, instance.container, 0)
@@ -376,6 +382,7 @@ class EndpointManager:
                     instance = self._start(name, deployment.uid, variant)
                     try:
                         wait_healthy(self.ctx, [instance], variant.spec.startup_timeout)
+                        instance = direct_route(self.ctx, instance)
                     except StartupFailed as exc:
                         log.warning("endpoint %s: replacement failed: %s", name, exc)
                         stop_instance(self.ctx, instance.container, 0)
@@ -456,10 +463,11 @@ class EndpointManager:
             for raw in runner.get("instances", {}).get(spec.name, []):
                 instance = Instance(**raw)
                 state = self.ctx.runtime.inspect(instance.container)
-                port = state.ports.get(8080, instance.port) if state else 0
-                instance = Instance(instance.container, instance.variant, port,
-                                    instance.log_stream)
-                if state is not None and state.running and ping(port) == 200:
+                if state is not None and instance.host == "127.0.0.1":
+                    # The engine may have published the port anew (an engine restart).
+                    instance = replace(instance, port=state.ports.get(SERVING_PORT, 0))
+                if (state is not None and state.running
+                        and ping(instance.port, host=instance.host) == 200):
                     variant.instances.append(instance)
                     follow_logs(self.ctx, KIND, name, instance)
                 else:
@@ -552,7 +560,7 @@ class EndpointManager:
                 # The timeout is the upstream's own timer: asyncio.wait_for would add a Task
                 # (and a loop iteration) to every call.
                 response = await self._upstream().request(
-                    instance.port, "POST", INVOCATIONS_PATH, req.container_headers(), req.body,
+                    instance.address, "POST", INVOCATIONS_PATH, req.container_headers(), req.body,
                     max_body=settings.invoke_max_payload_bytes,
                     timeout=settings.invoke_timeout_seconds)
             except UpstreamError as exc:
@@ -591,7 +599,7 @@ class EndpointManager:
 
         try:
             status, head, body = await asyncio.wait_for(self._upstream().stream(
-                instance.port, "POST", INVOCATIONS_PATH, req.container_headers(), req.body),
+                instance.address, "POST", INVOCATIONS_PATH, req.container_headers(), req.body),
                 settings.invoke_timeout_seconds)
             if status >= 400:
                 data = b"".join([chunk async for chunk in body])

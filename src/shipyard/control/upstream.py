@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import cast
 
+#: Where a container listens: (host, port).
+Address = tuple[str, int]
 #: Idle connections kept per container.
 _MAX_IDLE = 64
 _HEAD_LIMIT = 64 * 1024
@@ -198,14 +200,14 @@ def _chunked_body(buf: bytearray, max_body: int) -> tuple[bytes, int] | None:
 
 
 class Upstream:
-    """Connection pools to containers, keyed by host port; one per event loop."""
+    """Connection pools to containers, keyed by (host, port); one per event loop."""
 
     def __init__(self) -> None:
-        self._idle: dict[int, list[_Conn]] = {}
-        self._exchanges: dict[int, list[_Exchange]] = {}
+        self._idle: dict[Address, list[_Conn]] = {}
+        self._exchanges: dict[Address, list[_Exchange]] = {}
 
-    async def _connect(self, port: int) -> _Conn:
-        idle = self._idle.get(port)
+    async def _connect(self, address: Address) -> _Conn:
+        idle = self._idle.get(address)
         while idle:
             conn = idle.pop()
             if not conn.reader.at_eof() and not conn.writer.is_closing():
@@ -213,7 +215,7 @@ class Upstream:
                 return conn
             conn.close()
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await asyncio.open_connection(*address)
         except OSError as exc:
             raise UpstreamError(f"cannot connect to the container: {exc}", sent=False) from exc
         sock = writer.get_extra_info("socket")
@@ -221,23 +223,23 @@ class Upstream:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return _Conn(reader, writer)
 
-    def _release(self, port: int, conn: _Conn) -> None:
-        idle = self._idle.setdefault(port, [])
+    def _release(self, address: Address, conn: _Conn) -> None:
+        idle = self._idle.setdefault(address, [])
         if len(idle) < _MAX_IDLE:
             idle.append(conn)
         else:
             conn.close()
 
-    def forget(self, port: int) -> None:
+    def forget(self, address: Address) -> None:
         """Close idle connections to a container that is going away."""
-        for conn in self._idle.pop(port, []):
+        for conn in self._idle.pop(address, []):
             conn.close()
-        for exchange in self._exchanges.pop(port, []):
+        for exchange in self._exchanges.pop(address, []):
             if exchange.transport is not None:
                 exchange.transport.close()
 
-    async def _exchange_for(self, port: int) -> _Exchange:
-        idle = self._exchanges.get(port)
+    async def _exchange_for(self, address: Address) -> _Exchange:
+        idle = self._exchanges.get(address)
         while idle:
             exchange = idle.pop()
             if exchange.idle():
@@ -247,12 +249,12 @@ class Upstream:
                 exchange.transport.close()
         loop = asyncio.get_running_loop()
         try:
-            _, exchange = await loop.create_connection(_Exchange, "127.0.0.1", port)
+            _, exchange = await loop.create_connection(_Exchange, *address)
         except OSError as exc:
             raise UpstreamError(f"cannot connect to the container: {exc}", sent=False) from exc
         return exchange
 
-    async def request(self, port: int, method: str, path: str,
+    async def request(self, address: Address, method: str, path: str,
                       headers: list[tuple[str, str]], body: bytes, *,
                       max_body: int, timeout: float | None = None) -> Response:
         """One exchange; a stale pooled connection is retried once on a fresh one.
@@ -265,7 +267,7 @@ class Upstream:
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         loop = asyncio.get_running_loop()
         for attempt in (0, 1):
-            exchange = await self._exchange_for(port)
+            exchange = await self._exchange_for(address)
             transport = exchange.transport
             assert transport is not None
             waiter: asyncio.Future[Response] = loop.create_future()
@@ -290,7 +292,7 @@ class Upstream:
             if response.headers.get("connection", "").lower() == "close" or not exchange.idle():
                 transport.close()
             else:
-                idle = self._exchanges.setdefault(port, [])
+                idle = self._exchanges.setdefault(address, [])
                 if len(idle) < _MAX_IDLE:
                     idle.append(exchange)
                 else:
@@ -298,11 +300,11 @@ class Upstream:
             return response
         raise AssertionError("unreachable")
 
-    async def stream(self, port: int, method: str, path: str,
+    async def stream(self, address: Address, method: str, path: str,
                      headers: list[tuple[str, str]], body: bytes
                      ) -> tuple[int, dict[str, str], AsyncIterator[bytes]]:
         """Status and headers at once; the body's chunks as the container sends them."""
-        conn = await self._connect(port)
+        conn = await self._connect(address)
         try:
             status, head, reader = await self._exchange(conn, method, path, headers, body)
         except BaseException:
@@ -317,7 +319,7 @@ class Upstream:
                 done = True
             finally:
                 if done and head.get("connection", "").lower() != "close":
-                    self._release(port, conn)
+                    self._release(address, conn)
                 else:
                     conn.close()
 

@@ -71,6 +71,9 @@ class ContainerState:
     error: str = ""
     #: Host ports actually bound, container_port -> host_port.
     ports: dict[int, int] = field(default_factory=dict)
+    #: The container's own address on its network, when the host can route to it (a Linux
+    #: engine's bridge); "" otherwise. Reaching a port there skips the engine's port proxy.
+    address: str = ""
 
 
 @dataclass(frozen=True)

@@ -339,6 +339,8 @@ def _state_from(name: str, info: dict[str, Any]) -> ContainerState:
             if binding.get("HostPort"):
                 ports[int(key.split("/")[0])] = int(binding["HostPort"])
                 break
+    networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
+    address = next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")), "")
     return ContainerState(
         name=name,
         running=running,
@@ -348,4 +350,5 @@ def _state_from(name: str, info: dict[str, Any]) -> ContainerState:
         finished_at=None if running else parse_docker_time(state.get("FinishedAt")),
         error=state.get("Error") or "",
         ports=ports,
+        address=address if running else "",
     )
