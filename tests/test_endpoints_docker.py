@@ -430,3 +430,19 @@ def test_multi_model_endpoint_loads_target_models_on_demand(
         invoke("ep-mme", b"[1]", content_type="application/json", target_model="m3.tar.gz")
     with pytest.raises(InvokeValidationError, match="not a valid model name"):
         invoke("ep-mme", b"[1]", target_model="../m1.tar.gz")
+
+
+def test_delete_while_creating_leaves_nothing(plane: ControlPlane,
+                                              images: dict[str, str]) -> None:
+    deploy(plane, "ep-gone", images["plain-serve"], None, env={"MODE": "never-ready"},
+           count=2, wait=False)
+    assert plane.describe_endpoint("ep-gone")["EndpointStatus"] == "Creating"
+    plane.delete_endpoint("ep-gone")
+    deadline = time.monotonic() + WAIT_S
+    while plane.ctx.store.list_jobs("endpoint") or containers_of(plane, "ep-gone"):
+        assert time.monotonic() < deadline, "the endpoint or its containers outlived delete"
+        time.sleep(0.1)
+    time.sleep(1)  # nothing comes back: no late deployment, no replacement
+    assert containers_of(plane, "ep-gone") == []
+    with pytest.raises(ValidationError, match="Could not find endpoint"):
+        plane.describe_endpoint("ep-gone")

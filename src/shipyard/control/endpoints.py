@@ -166,7 +166,8 @@ class EndpointManager:
             self.ctx.store.insert_job(KIND, name, arn, CREATING, record, {})
         except ResourceInUse:
             raise ValidationError(f'Cannot create already existing endpoint "{arn}".') from None
-        self._start_thread(f"deploy-{name}", self._deploy_new, name, config_name, specs)
+        self._start_thread(f"deploy-{name}", self._deploy_new, name, config_name, specs,
+                           self._cancellable(name))
         return arn
 
     def update(self, request: dict[str, Any]) -> str:
@@ -183,7 +184,8 @@ class EndpointManager:
                                   f"Endpoint {name} is in status {status}; only an InService "
                                   "endpoint can be updated.")
         self._set_status(name, UPDATING)
-        self._start_thread(f"update-{name}", self._deploy_update, name, config_name, specs)
+        self._start_thread(f"update-{name}", self._deploy_update, name, config_name, specs,
+                           self._cancellable(name))
         return str(record["EndpointArn"])
 
     def delete(self, name: str) -> None:
@@ -197,6 +199,13 @@ class EndpointManager:
                 cancel.set()
             deployment = self._live.pop(name, None)
         self._start_thread(f"delete-{name}", self._tear_down, name, deployment)
+
+    def _cancellable(self, name: str) -> threading.Event:
+        """The event DeleteEndpoint sets to stop ``name``'s deployment; registered before its
+        thread starts, so a delete that comes first still reaches it."""
+        with self._lock:
+            cancel = self._cancel[name] = threading.Event()
+        return cancel
 
     def _specs(self, config: dict[str, Any]) -> list[VariantSpec]:
         default = self.ctx.settings.endpoint_startup_timeout_seconds
@@ -247,28 +256,66 @@ class EndpointManager:
         follow_logs(self.ctx, KIND, name, instance)
         return instance
 
-    def _deploy_new(self, name: str, config_name: str, specs: list[VariantSpec]) -> None:
-        cancel = self._cancel.setdefault(name, threading.Event())
+    def _deploy_new(self, name: str, config_name: str, specs: list[VariantSpec],
+                    cancel: threading.Event) -> None:
         try:
             deployment = self._deploy(name, config_name, specs, cancel)
         except ShipyardError as exc:
+            self._settle(name, cancel)
             if not cancel.is_set():
                 self._set_status(name, FAILED, FailureReason=_reason(exc))
             return
         except Exception as exc:  # a bug must not leave the endpoint Creating forever
+            self._settle(name, cancel)
             log.exception("deploying endpoint %s failed", name)
             self._set_status(name, FAILED, FailureReason=f"Internal error: {exc}")
             return
-        finally:
-            self._cancel.pop(name, None)
-        if cancel.is_set():
+        live, _ = self._settle(name, cancel, deployment)
+        if not live:
             self._tear_down(name, deployment, forget=False)
             return
         self._commit(name, deployment)
 
-    def _commit(self, name: str, deployment: Deployment, **fields: Any) -> None:
+    def _deploy_update(self, name: str, config_name: str, specs: list[VariantSpec],
+                       cancel: threading.Event) -> None:
+        try:
+            deployment = self._deploy(name, config_name, specs, cancel)
+        except ShipyardError as exc:
+            self._settle(name, cancel)
+            if not cancel.is_set():
+                # The old fleet never stopped serving: back to InService, saying why.
+                self._set_status(name, IN_SERVICE, FailureReason=_reason(exc))
+            return
+        except Exception as exc:
+            self._settle(name, cancel)
+            log.exception("updating endpoint %s failed", name)
+            self._set_status(name, IN_SERVICE, FailureReason=f"Internal error: {exc}")
+            return
+        live, old = self._settle(name, cancel, deployment)
+        if not live:
+            self._tear_down(name, deployment, forget=False)
+            return
+        self._commit(name, deployment, FailureReason=None)
+        if old is not None:
+            self._retire(old)
+
+    def _settle(self, name: str, cancel: threading.Event, deployment: Deployment | None = None
+                ) -> tuple[bool, Deployment | None]:
+        """End a deployment's cancellable phase and, unless a delete cancelled it, put
+        ``deployment`` in the routing table; returns (live, the deployment it replaced). One
+        lock: a delete either cancels first, or finds the new deployment live and takes it
+        down itself."""
         with self._lock:
+            if self._cancel.get(name) is cancel:
+                del self._cancel[name]
+            if deployment is None or cancel.is_set():
+                return False, None
+            old = self._live.get(name)
             self._live[name] = deployment
+            return True, old
+
+    def _commit(self, name: str, deployment: Deployment, **fields: Any) -> None:
+        """Record ``deployment`` (already in the routing table) as what the endpoint runs."""
         at = records.now()
 
         def change(rec: dict[str, Any], run: dict[str, Any]) -> str:
@@ -283,30 +330,6 @@ class EndpointManager:
             return IN_SERVICE
         self._mutate(name, change)
         self._ensure_monitor()
-
-    def _deploy_update(self, name: str, config_name: str, specs: list[VariantSpec]) -> None:
-        cancel = self._cancel.setdefault(name, threading.Event())
-        try:
-            deployment = self._deploy(name, config_name, specs, cancel)
-        except ShipyardError as exc:
-            if not cancel.is_set():
-                # The old fleet never stopped serving: back to InService, saying why.
-                self._set_status(name, IN_SERVICE, FailureReason=_reason(exc))
-            return
-        except Exception as exc:
-            log.exception("updating endpoint %s failed", name)
-            self._set_status(name, IN_SERVICE, FailureReason=f"Internal error: {exc}")
-            return
-        finally:
-            self._cancel.pop(name, None)
-        if cancel.is_set():
-            self._tear_down(name, deployment, forget=False)
-            return
-        with self._lock:
-            old = self._live.get(name)
-        self._commit(name, deployment, FailureReason=None)
-        if old is not None:
-            self._retire(old)
 
     def _retire(self, deployment: Deployment) -> None:
         """Let an unrouted fleet finish its in-flight requests, then stop it."""
@@ -426,6 +449,7 @@ class EndpointManager:
                 said.append(self._reattach(row.name, row.runner, status))
             elif status == CREATING:
                 # The deployment's thread died with the old plane: start it over.
+                cancel = self._cancellable(row.name)
                 self._cleanup_pending(row.name, row.runner)
                 try:
                     specs = [VariantSpec.from_json(s) for s in row.runner.get("specs") or []]
@@ -435,7 +459,7 @@ class EndpointManager:
                     self._set_status(row.name, FAILED, FailureReason=_reason(exc))
                     continue
                 self._start_thread(f"deploy-{row.name}", self._deploy_new, row.name,
-                                   row.record["EndpointConfigName"], specs)
+                                   row.record["EndpointConfigName"], specs, cancel)
                 said.append(f"endpoint {row.name}: deployment restarted")
         for line in said:
             log.warning("%s", line)
@@ -473,6 +497,8 @@ class EndpointManager:
                 else:
                     dead.append((variant, instance))
         reattached = len(deployment.instances())
+        with self._lock:
+            self._live[name] = deployment
         self._commit(name, deployment)
         if status == UPDATING:
             # The update's new fleet died with the old plane; the old fleet serves on.
