@@ -23,7 +23,7 @@ from shipyard.control import ControlPlane, Settings
 from shipyard.control.invocation import InvokeRequest
 from shipyard.errors import InvokeValidationError, ModelError, ValidationError
 from shipyard.runtimes import DockerRuntime
-from shipyard.runtimes.base import JOB_NAME_LABEL
+from shipyard.runtimes.base import JOB_NAME_LABEL, ContainerSpec
 
 pytestmark = pytest.mark.docker
 
@@ -356,8 +356,14 @@ def test_endpoints_survive_a_control_plane_restart(
     deploy(first, "ep-keep", images["plain-serve"], None, count=2)
     before = sorted(containers_of(first, "ep-keep"))
     first.close()
-    # One instance dies while no plane watches.
+    # One instance dies while no plane watches, and a fleet the old plane was retiring is
+    # still there.
     docker_client.containers.get(before[0]).kill()
+    stray = "shipyard-endpoint-ep-keep-old-AllTraffic-stray"
+    first.ctx.runtime.start(ContainerSpec(
+        name=stray, image=images["plain-serve"], command=["serve"],
+        labels={"org.shipyard.job-kind": "endpoint", JOB_NAME_LABEL: "ep-keep",
+                "org.shipyard.job-uid": "old"}))
     second = make_plane(tmp_path, docker_client, scope_labels)
     invoker = Invoker(second)
     try:
@@ -369,6 +375,9 @@ def test_endpoints_survive_a_control_plane_restart(
         while second.describe_endpoint("ep-keep")["ProductionVariants"][0][
                 "CurrentInstanceCount"] < 2:
             assert time.monotonic() < deadline
+            time.sleep(0.1)
+        while stray in containers_of(second, "ep-keep"):
+            assert time.monotonic() < deadline, "the stray container was never retired"
             time.sleep(0.1)
         after = containers_of(second, "ep-keep")
         assert before[1] in after and before[0] not in after and len(after) == 2

@@ -505,6 +505,14 @@ class EndpointManager:
             self._set_status(name, IN_SERVICE, FailureReason=(
                 "The control plane restarted during the update; the endpoint kept its "
                 "previous configuration. Call UpdateEndpoint again."))
+        # Containers of the endpoint that belong to no deployment now (a fleet the old plane
+        # was retiring when it stopped): finish retiring them.
+        known = {i.container for i in deployment.instances()} | {i.container for _, i in dead}
+        strays = [c for c in self.ctx.runtime.list({JOB_KIND_LABEL: KIND, JOB_NAME_LABEL: name})
+                  if c not in known]
+        for container in strays:
+            self._start_thread(f"retire-{container}", stop_instance, self.ctx, container,
+                               SERVING_STOP_GRACE_SECONDS)
         for variant, instance in dead:
             self._replace(name, deployment, variant, instance)
         self._mutate(name, lambda rec, run: run.update(reconciled={
