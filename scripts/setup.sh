@@ -7,10 +7,23 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-if ! command -v dockerd >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then
-  echo "== installing docker.io and debootstrap from Debian's archive"
+# The tests also need a real registry for `shipyard build --push`: Debian's docker-registry and
+# htpasswd (apache2-utils). The tests start it themselves on a loopback port; with `--test` only,
+# since on a machine with systemd the package also enables a registry service.
+PACKAGES=(docker.io debootstrap)
+NEEDED=(dockerd debootstrap)
+if [ "${1:-}" = "--test" ]; then
+  PACKAGES+=(docker-registry apache2-utils)
+  NEEDED+=(docker-registry htpasswd)
+fi
+MISSING=0
+for tool in "${NEEDED[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || MISSING=1
+done
+if [ "$MISSING" = 1 ]; then
+  echo "== installing ${PACKAGES[*]} from Debian's archive"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq docker.io debootstrap >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${PACKAGES[@]}" >/dev/null
 fi
 
 if ! docker info >/dev/null 2>&1; then

@@ -101,7 +101,7 @@ print(json.dumps({
 
 # The toolkit runs inside every image, with nothing but the standard library available.
 STDLIB_ONLY = ["shipyard.contract", "shipyard.toolkit", "shipyard.toolkit.train",
-               "shipyard.errors"]
+               "shipyard.errors", "shipyard.build.entrypoint", "shipyard.build.gpu"]
 # Documented: "Importing this package never imports the Docker SDK".
 NO_PLATFORM_SDKS = [*STDLIB_ONLY, "shipyard.runtimes"]
 PLATFORM_SDKS = {"docker", "boto3", "botocore", "click", "requests", "urllib3", "s3transfer",

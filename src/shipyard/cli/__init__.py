@@ -80,8 +80,19 @@ def config_show(settings: Settings) -> None:
 
 
 def _register() -> None:
-    from shipyard.cli import deploy, endpoints, invoke, jobs, process, server, train, transform
+    from shipyard.cli import (
+        build,
+        deploy,
+        endpoints,
+        invoke,
+        jobs,
+        process,
+        server,
+        train,
+        transform,
+    )
 
+    cli.add_command(build.build)
     cli.add_command(train.train)
     cli.add_command(process.process)
     cli.add_command(jobs.jobs)
