@@ -177,22 +177,42 @@ class EndpointManager:
         record = self._get(KIND, name)
         config = self._get(models.CONFIG_KIND, config_name)
         specs = self._specs(config)
-        status = record["EndpointStatus"]
-        if status != IN_SERVICE:
-            raise ValidationError(f'Cannot update in-progress endpoint "{record["EndpointArn"]}".'
-                                  if status in (CREATING, UPDATING) else
-                                  f"Endpoint {name} is in status {status}; only an InService "
-                                  "endpoint can be updated.")
-        self._set_status(name, UPDATING)
+
+        def begin(rec: dict[str, Any], run: dict[str, Any]) -> str:
+            # Checked and changed in one transaction: of two concurrent updates, one wins.
+            status = rec["EndpointStatus"]
+            if status != IN_SERVICE:
+                raise ValidationError(
+                    f'Cannot update in-progress endpoint "{rec["EndpointArn"]}".'
+                    if status in (CREATING, UPDATING) else
+                    f"Endpoint {name} is in status {status}; only an InService endpoint can "
+                    "be updated.")
+            rec["EndpointStatus"], rec["LastModifiedTime"] = UPDATING, records.now()
+            return UPDATING
+
+        try:
+            self.ctx.store.mutate(KIND, name, begin)
+        except ResourceNotFound:
+            raise models.not_found(KIND, self._arn(KIND, name)) from None
         self._start_thread(f"update-{name}", self._deploy_update, name, config_name, specs,
                            self._cancellable(name))
         return str(record["EndpointArn"])
 
     def delete(self, name: str) -> None:
-        record = self._get(KIND, name)
-        if record["EndpointStatus"] == DELETING:
-            return
-        self._set_status(name, DELETING)
+        first = False
+
+        def begin(rec: dict[str, Any], run: dict[str, Any]) -> str:
+            nonlocal first
+            first = rec["EndpointStatus"] != DELETING
+            rec["EndpointStatus"], rec["LastModifiedTime"] = DELETING, records.now()
+            return DELETING
+
+        try:
+            self.ctx.store.mutate(KIND, name, begin)
+        except ResourceNotFound:
+            raise models.not_found(KIND, self._arn(KIND, name)) from None
+        if not first:
+            return  # a delete is already under way
         with self._lock:
             cancel = self._cancel.get(name)
             if cancel is not None:
@@ -319,6 +339,8 @@ class EndpointManager:
         at = records.now()
 
         def change(rec: dict[str, Any], run: dict[str, Any]) -> str:
+            if rec["EndpointStatus"] == DELETING:
+                return DELETING  # a delete came in meanwhile and takes the fleet down
             rec.update(EndpointStatus=IN_SERVICE, EndpointConfigName=deployment.config_name,
                        LastModifiedTime=at,
                        ProductionVariants=_variant_summaries(
