@@ -24,6 +24,7 @@ PACKAGES = [
     "shipyard.control",
     "shipyard.runtimes",
     "shipyard.toolkit",
+    "shipyard.check",
 ]
 
 
@@ -103,7 +104,7 @@ print(json.dumps({
 STDLIB_ONLY = ["shipyard.contract", "shipyard.toolkit", "shipyard.toolkit.train",
                "shipyard.errors", "shipyard.build.entrypoint", "shipyard.build.gpu"]
 # Documented: "Importing this package never imports the Docker SDK".
-NO_PLATFORM_SDKS = [*STDLIB_ONLY, "shipyard.runtimes"]
+NO_PLATFORM_SDKS = [*STDLIB_ONLY, "shipyard.runtimes", "shipyard.check"]
 PLATFORM_SDKS = {"docker", "boto3", "botocore", "click", "requests", "urllib3", "s3transfer",
                  "moto", "numpy"}
 

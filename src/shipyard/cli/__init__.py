@@ -82,6 +82,7 @@ def config_show(settings: Settings) -> None:
 def _register() -> None:
     from shipyard.cli import (
         build,
+        check,
         deploy,
         endpoints,
         invoke,
@@ -93,6 +94,7 @@ def _register() -> None:
     )
 
     cli.add_command(build.build)
+    cli.add_command(check.check)
     cli.add_command(train.train)
     cli.add_command(process.process)
     cli.add_command(jobs.jobs)
