@@ -2,17 +2,17 @@
 (``docker save``), read from the local engine without running anything.
 
 This module is the one place where the check package talks to the Docker SDK for images;
-SDK and transport errors become ``shipyard.errors`` here (most specific first).
+SDK and transport errors become ``shipyard.errors`` through the runtime's own boundary
+(``runtimes.docker.translate_errors``).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shipyard.errors import ImageNotFound, RuntimeUnavailable, ShipyardError
+from shipyard.runtimes.docker import translate_errors
 
 if TYPE_CHECKING:
     import docker
@@ -22,30 +22,6 @@ __all__ = ["DockerImages", "ImageConfig"]
 #: Bytes per read of the ``docker save`` stream.
 SAVE_CHUNK = 1 << 20
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-@contextlib.contextmanager
-def _translate(image: str) -> Iterator[None]:
-    import docker.errors
-    import requests.exceptions
-
-    try:
-        yield
-    except ShipyardError:
-        raise
-    except docker.errors.ImageNotFound as exc:
-        raise ImageNotFound(
-            f"image {image} is not in the local Docker engine: build, pull or load it first"
-        ) from exc
-    except docker.errors.NotFound as exc:
-        raise ImageNotFound(f"image {image}: {exc.explanation}") from exc
-    except docker.errors.APIError as exc:
-        raise RuntimeUnavailable(f"the Docker engine refused: {exc.explanation or exc}") from exc
-    except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
-        raise RuntimeUnavailable(
-            f"cannot reach the Docker engine ({exc}); is dockerd running and is DOCKER_HOST "
-            "(or /var/run/docker.sock) reachable?"
-        ) from exc
 
 
 @dataclass(frozen=True)
@@ -97,13 +73,13 @@ class DockerImages:
         self._api = client.api
 
     def inspect(self, reference: str) -> ImageConfig:
-        with _translate(reference):
+        with translate_errors(image=reference):
             attrs = self._api.inspect_image(reference)
         return ImageConfig.from_inspect(reference, attrs)
 
     def save(self, reference: str) -> Iterator[bytes]:
         """The ``docker save`` tarball of ``reference``, streamed in chunks."""
-        with _translate(reference):
+        with translate_errors(image=reference):
             stream = self._api.get_image(reference, chunk_size=SAVE_CHUNK)
-        with _translate(reference):
+        with translate_errors(image=reference):
             yield from stream

@@ -278,46 +278,44 @@ class EndpointManager:
 
     def _deploy_new(self, name: str, config_name: str, specs: list[VariantSpec],
                     cancel: threading.Event) -> None:
-        try:
-            deployment = self._deploy(name, config_name, specs, cancel)
-        except ShipyardError as exc:
-            self._settle(name, cancel)
-            if not cancel.is_set():
-                self._set_status(name, FAILED, FailureReason=_reason(exc))
-            return
-        except Exception as exc:  # a bug must not leave the endpoint Creating forever
-            self._settle(name, cancel)
-            log.exception("deploying endpoint %s failed", name)
-            self._set_status(name, FAILED, FailureReason=f"Internal error: {exc}")
-            return
-        live, _ = self._settle(name, cancel, deployment)
-        if not live:
-            self._tear_down(name, deployment, forget=False)
-            return
-        self._commit(name, deployment)
+        # A new endpoint that cannot start is Failed.
+        done = self._run_deployment(name, config_name, specs, cancel, FAILED)
+        if done is not None:
+            self._commit(name, done[0])
 
     def _deploy_update(self, name: str, config_name: str, specs: list[VariantSpec],
                        cancel: threading.Event) -> None:
-        try:
-            deployment = self._deploy(name, config_name, specs, cancel)
-        except ShipyardError as exc:
-            self._settle(name, cancel)
-            if not cancel.is_set():
-                # The old fleet never stopped serving: back to InService, saying why.
-                self._set_status(name, IN_SERVICE, FailureReason=_reason(exc))
+        # The old fleet never stopped serving: a failed update is back to InService, saying why.
+        done = self._run_deployment(name, config_name, specs, cancel, IN_SERVICE)
+        if done is None:
             return
-        except Exception as exc:
-            self._settle(name, cancel)
-            log.exception("updating endpoint %s failed", name)
-            self._set_status(name, IN_SERVICE, FailureReason=f"Internal error: {exc}")
-            return
-        live, old = self._settle(name, cancel, deployment)
-        if not live:
-            self._tear_down(name, deployment, forget=False)
-            return
+        deployment, old = done
         self._commit(name, deployment, FailureReason=None)
         if old is not None:
             self._retire(old)
+
+    def _run_deployment(self, name: str, config_name: str, specs: list[VariantSpec],
+                        cancel: threading.Event, status_on_failure: str
+                        ) -> tuple[Deployment, Deployment | None] | None:
+        """Deploy and put the fleet in the routing table; returns it and the fleet it took
+        the place of, or None when it failed (the status and reason are recorded) or a delete
+        cancelled it (nothing of it is left)."""
+        try:
+            deployment = self._deploy(name, config_name, specs, cancel)
+        except Exception as exc:
+            self._settle(name, cancel)
+            if not cancel.is_set():
+                if not isinstance(exc, ShipyardError):  # a bug must not hang the endpoint
+                    log.exception("deploying endpoint %s failed", name)
+                reason = (_reason(exc) if isinstance(exc, ShipyardError)
+                          else f"Internal error: {exc}")
+                self._set_status(name, status_on_failure, FailureReason=reason)
+            return None
+        live, old = self._settle(name, cancel, deployment)
+        if not live:
+            self._tear_down(name, deployment, forget=False)
+            return None
+        return deployment, old
 
     def _settle(self, name: str, cancel: threading.Event, deployment: Deployment | None = None
                 ) -> tuple[bool, Deployment | None]:

@@ -4,7 +4,7 @@ SageMaker runs each host of a job as one container: ``docker run`` of the image 
 entry point, ``/opt/ml`` populated, a private network where hosts resolve each other as
 ``algo-1``, ``algo-2``... and, to stop it, SIGTERM then SIGKILL after the grace period. This
 adapter reproduces that on the local engine, and is the one place where Docker SDK (and
-``requests``) exceptions become ``shipyard.errors`` (see :func:`_translate`).
+``requests``) exceptions become ``shipyard.errors`` (see :func:`translate_errors`).
 
 Rules kept here: containers are never privileged and never get the Docker socket; they are not
 auto-removed (the exit code and ``OOMKilled`` are read after exit); memory swap equals memory so
@@ -44,8 +44,9 @@ _SOCKET_PATHS = ("/var/run/docker.sock", "/run/docker.sock")
 
 
 @contextlib.contextmanager
-def _translate(*, image: str | None = None, name: str | None = None) -> Iterator[None]:
-    """Turn Docker SDK and transport errors into Shipyard errors, most specific first."""
+def translate_errors(*, image: str | None = None, name: str | None = None) -> Iterator[None]:
+    """Turn Docker SDK and transport errors into Shipyard errors, most specific first (the
+    one boundary for every module that talks to the engine)."""
     import docker.errors
     import requests.exceptions
 
@@ -154,7 +155,7 @@ class DockerRuntime(Runtime):
     ) -> None:
         self._owns_client = client is None
         if client is None:
-            with _translate():
+            with translate_errors():
                 import docker
 
                 client = docker.from_env(timeout=120)
@@ -164,7 +165,7 @@ class DockerRuntime(Runtime):
 
     def ping(self) -> None:
         """Raise ``RuntimeUnavailable`` unless the engine answers."""
-        with _translate():
+        with translate_errors():
             self._api.ping()
 
     def close(self) -> None:
@@ -172,7 +173,7 @@ class DockerRuntime(Runtime):
             self._client.close()
 
     def check_image(self, image: str) -> None:
-        with _translate(image=image):
+        with translate_errors(image=image):
             self._api.inspect_image(image)
 
     def create_network(self, name: str, labels: dict[str, str], *,
@@ -180,7 +181,7 @@ class DockerRuntime(Runtime):
         if self._find_network(name) is not None:
             return
         all_labels = {MANAGED_LABEL: "true", **self._labels, **labels}
-        with contextlib.suppress(ResourceInUse), _translate(name=name):
+        with contextlib.suppress(ResourceInUse), translate_errors(name=name):
             # Internal only under network isolation: otherwise jobs may reach S3-like
             # endpoints, as on SageMaker.
             self._api.create_network(
@@ -194,11 +195,11 @@ class DockerRuntime(Runtime):
             return
         if (network.get("Labels") or {}).get(MANAGED_LABEL) != "true":
             raise ResourceInUse(f"network {name} was not created by Shipyard; not removing it")
-        with contextlib.suppress(ResourceNotFound), _translate(name=name):
+        with contextlib.suppress(ResourceNotFound), translate_errors(name=name):
             self._api.remove_network(network["Id"])
 
     def _find_network(self, name: str) -> dict[str, Any] | None:
-        with _translate(name=name):
+        with translate_errors(name=name):
             # The name filter matches substrings; keep the exact match only.
             found = self._api.networks(names=[name])
         return next((n for n in found if n.get("Name") == name), None)
@@ -217,7 +218,7 @@ class DockerRuntime(Runtime):
             networking_config = api.create_networking_config(
                 {spec.network: api.create_endpoint_config(aliases=spec.network_aliases or None)}
             )
-        with _translate(image=spec.image, name=spec.name):
+        with translate_errors(image=spec.image, name=spec.name):
             import docker.types
 
             host_config = api.create_host_config(
@@ -248,7 +249,7 @@ class DockerRuntime(Runtime):
                 detach=True,
             )
         try:
-            with _translate(image=spec.image, name=spec.name):
+            with translate_errors(image=spec.image, name=spec.name):
                 api.start(spec.name)
         except RuntimeUnavailable:
             state = self.inspect(spec.name)
@@ -257,7 +258,7 @@ class DockerRuntime(Runtime):
 
     def inspect(self, name: str) -> ContainerState | None:
         try:
-            with _translate(name=name):
+            with translate_errors(name=name):
                 info = self._api.inspect_container(name)
         except ResourceNotFound:
             return None
@@ -266,7 +267,7 @@ class DockerRuntime(Runtime):
     def wait(self, name: str, timeout: float) -> ContainerState | None:
         deadline = time.monotonic() + timeout
         try:
-            with _translate(name=name):
+            with translate_errors(name=name):
                 self._api.wait(name, timeout=max(timeout, 0.01))
         except RuntimeUnavailable as exc:
             if exc.__cause__ is None or not _is_read_timeout(exc.__cause__):
@@ -281,7 +282,7 @@ class DockerRuntime(Runtime):
         return state
 
     def logs(self, name: str, since_ns: int = 0, follow: bool = False) -> Iterator[LogLine]:
-        with _translate(name=name):
+        with translate_errors(name=name):
             stream = self._api.logs(
                 name,
                 stdout=True,
@@ -293,7 +294,7 @@ class DockerRuntime(Runtime):
                 since=int(since_ns // 1_000_000_000) or None,
             )
         try:
-            with _translate(name=name):
+            with translate_errors(name=name):
                 yield from parse_log_stream(iter(stream), since_ns)
         finally:
             stream.close()
@@ -303,7 +304,7 @@ class DockerRuntime(Runtime):
         if state is None or not state.running:
             return
         try:
-            with _translate(name=name):
+            with translate_errors(name=name):
                 self._api.kill(name, signal=int(signum))
         except (ResourceInUse, RuntimeUnavailable):
             # It exited between the inspect and the kill (the engine says "is not running").
@@ -313,19 +314,19 @@ class DockerRuntime(Runtime):
 
     def remove(self, name: str) -> None:
         try:
-            with _translate(name=name):
+            with translate_errors(name=name):
                 info = self._api.inspect_container(name)
         except ResourceNotFound:
             return
         if (info.get("Config", {}).get("Labels") or {}).get(MANAGED_LABEL) != "true":
             raise ResourceInUse(f"container {name} was not created by Shipyard; not removing it")
         # 404: already gone; 409: removal already in progress. Both mean done.
-        with contextlib.suppress(ResourceNotFound, ResourceInUse), _translate(name=name):
+        with contextlib.suppress(ResourceNotFound, ResourceInUse), translate_errors(name=name):
             self._api.remove_container(name, force=True, v=True)
 
     def list(self, labels: dict[str, str]) -> list[str]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-        with _translate():
+        with translate_errors():
             found = self._api.containers(all=True, filters=filters)
         return sorted(n.lstrip("/") for c in found for n in c.get("Names", [])[:1])
 
