@@ -139,6 +139,8 @@ def prepare_model_dir(ctx: Context, url: str | None, dest: Path) -> Path:
             if not archive.is_file():
                 raise StartupFailed(f"Could not find model data at {url}.")
         safe_extract(archive, dest)
+        if url.startswith("s3://"):
+            archive.unlink(missing_ok=True)  # our download, extracted: not kept twice
     except StartupFailed:
         raise
     except ShipyardError as exc:
