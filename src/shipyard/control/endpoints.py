@@ -21,6 +21,7 @@ in-flight counts, and the variants' weights.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import threading
@@ -360,6 +361,7 @@ class EndpointManager:
                 if not any(self._inflight.get(i.container) for i in instances):
                     break
             time.sleep(0.02)
+        self._forget(instances)
         threads = [threading.Thread(target=stop_instance, args=(
             self.ctx, i.container, SERVING_STOP_GRACE_SECONDS), daemon=True) for i in instances]
         for thread in threads:
@@ -368,6 +370,14 @@ class EndpointManager:
             thread.join()
         for variant in deployment.variants.values():
             remove_tree(variant.workdir)
+
+    def _forget(self, instances: list[Instance]) -> None:
+        """Drop pooled connections to instances that are going away, on each pool's own
+        event loop (the pools belong to the loops that opened them)."""
+        for loop, upstream in list(self._upstreams.items()):
+            for instance in instances:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(upstream.forget, instance.address)
 
     def _tear_down(self, name: str, deployment: Deployment | None, forget: bool = True) -> None:
         if deployment is not None:
@@ -403,6 +413,7 @@ class EndpointManager:
 
     def _replace(self, name: str, deployment: Deployment, variant: Variant,
                  dead: Instance) -> None:
+        self._forget([dead])
         with self._lock:
             if dead in variant.instances:
                 variant.instances.remove(dead)
