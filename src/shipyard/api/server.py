@@ -217,8 +217,14 @@ class _CoalescingTransport:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._chunks:
+            # A response head alone: wait for its body until the end of this iteration.
             self._loop.call_soon(self._flush)
+            self._chunks.append(bytes(data))
+            return
+        # The head's body (uvicorn writes the two in a row): one write now, not an
+        # iteration later; the scheduled flush then finds nothing to do.
         self._chunks.append(bytes(data))
+        self._flush()
 
     def _flush(self) -> None:
         if not self._chunks:
