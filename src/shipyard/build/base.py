@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from shipyard.build.errors import BuildError
 from shipyard.build.reference import parse_ref
 from shipyard.errors import RuntimeUnavailable, ShipyardError
+from shipyard.runtimes.base import MANAGED_LABEL
 
 if TYPE_CHECKING:
     import docker
@@ -47,7 +48,6 @@ DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 #: The packages on top of ``minbase``: Python, venv and pip, and CA certificates.
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
-MANAGED_LABEL = "org.shipyard.managed"
 
 _PROBE = r"""
 import ctypes.util, importlib.util, json, platform, sys

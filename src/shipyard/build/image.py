@@ -35,6 +35,7 @@ from shipyard.build.wheelhouse import (
     resolve_wheelhouse,
     toolkit_wheel,
 )
+from shipyard.runtimes.base import MANAGED_LABEL
 
 if TYPE_CHECKING:
     import docker
@@ -226,7 +227,7 @@ def build_image(client: docker.DockerClient, project: Project, options: BuildOpt
                 on_log: Callable[[str], None] | None = None) -> BuildResult:
     """Build (or reuse) the image for ``project`` and tag it; ``BuildError`` with the log tail."""
     labels = dict(probe_labels if probe_labels is not None else options.labels)
-    labels.setdefault("org.shipyard.managed", "true")
+    labels.setdefault(MANAGED_LABEL, "true")
     plan = plan_build(client, project, options, cache_dir=cache_dir, probe_labels=labels)
     recipe_name = "gpu" if plan.recipe.gpu else "cpu"
     existing = None if options.no_cache else _find_built(client, plan.context_hash)

@@ -26,6 +26,8 @@ from shipyard.build import gpu as gpu_recipe
 from shipyard.build.entrypoint import CODE_DIR_ENV, SERVE_PROGRAM_ENV, TRAIN_PROGRAM_ENV
 from shipyard.build.project import Project
 from shipyard.build.wheelhouse import LOCK_FILE
+from shipyard.contract.serving import BIND_TO_PORT_LABEL, MULTI_MODEL_LABEL
+from shipyard.runtimes.base import MANAGED_LABEL
 
 __all__ = [
     "BIND_TO_PORT_LABEL",
@@ -55,9 +57,6 @@ ENTRYPOINT = ("shipyard-entry",)
 #: Folders of the build context: the project's files, and the wheels with their lock.
 CONTEXT_CODE = "code"
 CONTEXT_WHEELS = "wheels"
-MULTI_MODEL_LABEL = "com.amazonaws.sagemaker.capabilities.multi-models"
-BIND_TO_PORT_LABEL = "com.amazonaws.sagemaker.capabilities.accept-bind-to-port"
-MANAGED_LABEL = "org.shipyard.managed"
 RECIPE_LABEL = "org.shipyard.build.recipe"
 RECIPE_VERSION_LABEL = "org.shipyard.build.recipe-version"
 TOOLKIT_LABEL = "org.shipyard.build.toolkit-version"

@@ -17,19 +17,19 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+from shipyard.build.recipe import RECIPE_LABEL as BUILD_RECIPE_LABEL
+from shipyard.build.recipe import SERVE_LABEL as BUILD_SERVE_LABEL
+from shipyard.build.recipe import TRAIN_LABEL as BUILD_TRAIN_LABEL
 from shipyard.check.image import ImageConfig
 from shipyard.check.layers import FileSystem
 from shipyard.check.model import Stage
 from shipyard.check.options import CheckOptions
-from shipyard.check.static import CAPABILITY_PREFIX
+from shipyard.contract.serving import CAPABILITY_LABEL_PREFIX
 
 __all__ = ["BUILD_RECIPE_LABEL", "BUILD_SERVE_LABEL", "BUILD_TRAIN_LABEL", "StagePlan",
            "needs_filesystem", "plan_stages"]
 
 # The labels `shipyard build` puts on its images (shipyard.build.recipe).
-BUILD_RECIPE_LABEL = "org.shipyard.build.recipe"
-BUILD_TRAIN_LABEL = "org.shipyard.build.train"
-BUILD_SERVE_LABEL = "org.shipyard.build.serve"
 _FLAGS = {Stage.TRAIN: "--train", Stage.SERVE: "--serve", Stage.PROCESS: "--process"}
 DYNAMIC = (Stage.TRAIN, Stage.SERVE, Stage.PROCESS)
 
@@ -95,7 +95,7 @@ def _infer(config: ImageConfig, fs: FileSystem | None) -> tuple[StagePlan, Stage
     if program == "serve":
         return (StagePlan(False, "ENTRYPOINT is serve: `train` would start the server"),
                 StagePlan(True, "ENTRYPOINT is serve"))
-    claims = sorted(k for k, v in labels.items() if k.startswith(CAPABILITY_PREFIX) and v == "true")
+    claims = sorted(k for k, v in labels.items() if k.startswith(CAPABILITY_LABEL_PREFIX) and v == "true")
     unknown = f"cannot tell whether ENTRYPOINT {list(config.entrypoint)} "
     serve = (StagePlan(True, f"labelled {claims[0]}=true") if claims
              else StagePlan(False, unknown + "serves: pass --serve"))

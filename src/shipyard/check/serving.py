@@ -24,12 +24,13 @@ from shipyard.check import model
 from shipyard.check.model import CheckInfo, CheckResult, Status
 from shipyard.check.options import CheckOptions, Payload
 from shipyard.check.sandbox import LOCALHOST, Container, Reply, Sandbox, http_request
-from shipyard.check.static import BIND_TO_PORT_LABEL, MULTI_MODEL_LABEL
 from shipyard.contract.archives import safe_extract
 from shipyard.contract.serving import (
     BIND_TO_PORT_ENV,
+    BIND_TO_PORT_LABEL,
     INVOCATIONS_PATH,
     MULTI_MODEL_ENV,
+    MULTI_MODEL_LABEL,
     MULTI_MODEL_ROOT,
     PING_PATH,
     SERVE_COMMAND,

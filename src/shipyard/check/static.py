@@ -24,6 +24,11 @@ from shipyard.check.layers import (
     scan_text,
 )
 from shipyard.check.model import CheckInfo, CheckResult, Status
+from shipyard.contract.serving import (
+    BIND_TO_PORT_LABEL,
+    CAPABILITY_LABEL_PREFIX,
+    MULTI_MODEL_LABEL,
+)
 
 __all__ = [
     "BIND_TO_PORT_LABEL",
@@ -35,9 +40,6 @@ __all__ = [
     "run_static",
 ]
 
-BIND_TO_PORT_LABEL = "com.amazonaws.sagemaker.capabilities.accept-bind-to-port"
-MULTI_MODEL_LABEL = "com.amazonaws.sagemaker.capabilities.multi-models"
-CAPABILITY_PREFIX = "com.amazonaws.sagemaker.capabilities."
 DEFAULT_MAX_SIZE_BYTES = 10 * 1000**3
 #: Init programs that must not be PID 1 in front of train/serve.
 INITS = frozenset({"tini", "tini-static", "dumb-init", "catatonit", "docker-init", "s6-svscan"})
@@ -238,12 +240,13 @@ def check_no_credentials_layers(facts: ImageFacts) -> CheckResult:
 
 def check_capability_labels(facts: ImageFacts) -> CheckResult:
     info = model.CAPABILITY_LABELS
-    labels = {k: v for k, v in facts.config.labels.items() if k.startswith(CAPABILITY_PREFIX)}
+    labels = {k: v for k, v in facts.config.labels.items()
+              if k.startswith(CAPABILITY_LABEL_PREFIX)}
     bad = [f"{k}={v!r}" for k, v in sorted(labels.items()) if v not in ("true", "false")]
     if bad:
         return _result(info, Status.FAIL,
                        "capability labels must be \"true\" or \"false\": " + ", ".join(bad))
-    declared = sorted(k[len(CAPABILITY_PREFIX):] for k, v in labels.items() if v == "true")
+    declared = sorted(k[len(CAPABILITY_LABEL_PREFIX):] for k, v in labels.items() if v == "true")
     if not declared:
         return _result(info, Status.PASS, "no capability labels")
     cannot = _cannot_serve(facts)

@@ -24,6 +24,7 @@ from shipyard.cli.errors import CliError, ExitCode, from_shipyard
 from shipyard.cli.parsing import pairs
 from shipyard.control import Settings
 from shipyard.errors import ShipyardError
+from shipyard.runtimes.base import MANAGED_LABEL
 
 __all__ = ["build"]
 
@@ -142,7 +143,7 @@ def _build(settings: Settings, project_dir: Path | None, tag: str | None, base: 
                                no_index=no_index, no_cache=no_cache,
                                allow_network=allow_network, labels=image_labels)
         cache_dir = settings.data_dir / "cache"
-        probe_labels = {"org.shipyard.managed": "true", **image_labels}
+        probe_labels = {MANAGED_LABEL: "true", **image_labels}
         if print_dockerfile or context_out is not None:
             plan = plan_build(client, project, options, cache_dir=cache_dir,
                               probe_labels=probe_labels)

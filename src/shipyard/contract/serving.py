@@ -15,3 +15,8 @@ SERVING_STOP_GRACE_SECONDS = 30.0
 
 BIND_TO_PORT_ENV = "SAGEMAKER_BIND_TO_PORT"
 MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"
+
+#: Image labels by which a serving image says what it supports (AWS's names).
+BIND_TO_PORT_LABEL = "com.amazonaws.sagemaker.capabilities.accept-bind-to-port"
+MULTI_MODEL_LABEL = "com.amazonaws.sagemaker.capabilities.multi-models"
+CAPABILITY_LABEL_PREFIX = "com.amazonaws.sagemaker.capabilities."
