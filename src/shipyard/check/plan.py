@@ -95,7 +95,8 @@ def _infer(config: ImageConfig, fs: FileSystem | None) -> tuple[StagePlan, Stage
     if program == "serve":
         return (StagePlan(False, "ENTRYPOINT is serve: `train` would start the server"),
                 StagePlan(True, "ENTRYPOINT is serve"))
-    claims = sorted(k for k, v in labels.items() if k.startswith(CAPABILITY_LABEL_PREFIX) and v == "true")
+    claims = sorted(k for k, v in labels.items()
+                    if k.startswith(CAPABILITY_LABEL_PREFIX) and v == "true")
     unknown = f"cannot tell whether ENTRYPOINT {list(config.entrypoint)} "
     serve = (StagePlan(True, f"labelled {claims[0]}=true") if claims
              else StagePlan(False, unknown + "serves: pass --serve"))
