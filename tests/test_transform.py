@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from shipyard.control import records
+from shipyard.control import ControlPlane, records
 from shipyard.control.context import Context
 from shipyard.control.models import new_model, validate_model
 from shipyard.control.serving import VariantSpec, start_instance
@@ -399,6 +399,31 @@ def test_a_new_driver_starts_over_from_clean(h: Harness) -> None:
     record = h.run("tj-again")
     assert record["TransformJobStatus"] == "Completed", record.get("FailureReason")
     assert h.leftovers("tj-again") == [] and not stale.exists()
+
+
+def test_containers_left_by_a_driver_that_died_after_the_outcome_are_swept(h: Harness) -> None:
+    """The outcome is written before the containers stop; a plane that dies in between leaves
+    them to the next plane's reconcile."""
+    inputs = _data(h.tmp, {"a.csv": b"1\n"})
+    h.create("tj-swept", inputs.as_uri(), (h.tmp / "out").as_uri())
+    assert h.run("tj-swept")["TransformJobStatus"] == "Completed"
+    assert h.ctx.store.get_job(KIND, "tj-swept").runner["cleaned"] is True
+    # As if the driver had died between recording Completed and stopping its container.
+    h.ctx.store.mutate(KIND, "tj-swept", lambda rec, run: run.update(cleaned=False))
+    spec = VariantSpec(name=KIND, image=str(h.project), instance_type="local", count=1,
+                       weight=1.0)
+    workdir = h.tmp / "state" / "jobs" / KIND / "tj-swept-dead0000"
+    leftover = start_instance(h.ctx, owner_kind=KIND, owner_name="tj-swept",
+                              deployment="dead0000", spec=spec, model_dir=workdir,
+                              workdir=workdir / "instances")
+    assert h.leftovers("tj-swept") == [leftover.container]
+    plane = ControlPlane(h.ctx.settings, h.ctx.runtime)
+    try:
+        assert h.leftovers("tj-swept") == []
+        assert plane.ctx.store.get_job(KIND, "tj-swept").runner["cleaned"] is True
+        assert plane.describe_transform_job("tj-swept")["TransformJobStatus"] == "Completed"
+    finally:
+        plane.close()
 
 
 # -- real containers -----------------------------------------------------------------------

@@ -154,6 +154,7 @@ class ControlPlane:
                 if not self.ctx.job_lock(kind, row.name).is_held_elsewhere():
                     self._launch(kind, row.name)
                     resumed.append((kind, row.name))
+        transform.sweep_finished(self.ctx)
         self.endpoints.reconcile()
         return resumed
 

@@ -32,6 +32,7 @@ Logs: each instance's output goes to the job's log stream ``algo-<N>``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import json
@@ -161,6 +162,8 @@ class TransformJob:
         self._stop_instances(instances)
         if job_dir is not None:
             shutil.rmtree(job_dir, ignore_errors=True)
+        with contextlib.suppress(ShipyardError):
+            self.ctx.store.mutate(KIND, self.name, lambda rec, run: run.update(cleaned=True))
 
     # -- the steps ---------------------------------------------------------------------------
     def _job_dir(self) -> Path:
@@ -293,6 +296,9 @@ class TransformJob:
 
         def complete(rec: dict[str, Any], run: dict[str, Any]) -> str:
             run["phase"] = "done"
+            # Until _clean_up says otherwise: a plane that dies in between leaves containers
+            # that the next one's reconcile removes (sweep_finished).
+            run["cleaned"] = False
             if reason:
                 rec["FailureReason"] = reason[: contract.FAILURE_REASON_MAX]
             else:
@@ -544,3 +550,19 @@ class _Dispatcher:
                                original_status_code=error.original_status_code,
                                original_message=error.original_message)
         raise error
+
+
+def sweep_finished(ctx: Context) -> list[str]:
+    """Stop what finished jobs left running: containers of a job whose driver recorded the
+    outcome but died before stopping them. Returns the jobs swept."""
+    swept = []
+    for row in ctx.store.list_jobs(KIND, statuses=records.TERMINAL_STATUSES, limit=100_000):
+        if row.runner.get("cleaned") is not False:
+            continue
+        for leftover in ctx.runtime.list({JOB_KIND_LABEL: KIND, JOB_NAME_LABEL: row.name}):
+            stop_instance(ctx, leftover, 0)
+        if row.runner.get("job_dir"):
+            shutil.rmtree(row.runner["job_dir"], ignore_errors=True)
+        ctx.store.mutate(KIND, row.name, lambda rec, run: run.update(cleaned=True))
+        swept.append(row.name)
+    return swept
