@@ -8,16 +8,13 @@ no toolkit) for servers written by hand. Each image below adds a small layer on 
 
 from __future__ import annotations
 
-import hashlib
-import io
 import subprocess
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
 
-from tests.support.images import LABELS, WHEEL_CACHE, build_image
+from tests.support.images import WHEEL_CACHE, build_context, build_image
 
 BIND_LABEL = "com.amazonaws.sagemaker.capabilities.accept-bind-to-port"
 MULTI_MODEL_LABEL = "com.amazonaws.sagemaker.capabilities.multi-models"
@@ -247,26 +244,7 @@ def build_from(client: docker.DockerClient, name: str, base: str,
     """``shipyard-test/check-<name>:<hash>`` FROM ``base`` (itself tagged by content)."""
     context = {k: (v.encode() if isinstance(v, str) else v) for k, v in files.items()}
     context["Dockerfile"] = f"FROM {base}\n{body}\n".encode()
-    digest = hashlib.sha256()
-    for key in sorted(context):
-        digest.update(key.encode() + b"\0" + context[key])
-    tag = f"shipyard-test/check-{name}:{digest.hexdigest()[:12]}"
-    try:
-        client.images.get(tag)
-        return tag
-    except docker.errors.ImageNotFound:
-        pass
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for key, data in sorted(context.items()):
-            info = tarfile.TarInfo(key)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    client.images.build(fileobj=buf, custom_context=True, tag=tag, labels=LABELS, rm=True,
-                        forcerm=True)
-    return tag
+    return build_context(client, f"shipyard-test/check-{name}", context, mode=0o644)
 
 
 def build_check_images(client: docker.DockerClient) -> dict[str, tuple[Spec, str]]:

@@ -98,10 +98,17 @@ def build_image(
         )
     dockerfile = "\n".join(header) + "\n" + dockerfile_body + "\n"
     context["Dockerfile"] = dockerfile.encode()
+    return build_context(client, f"shipyard-test/{name}", context)
+
+
+def build_context(client: docker.DockerClient, repository: str, context: dict[str, bytes],
+                  *, mode: int = 0o755) -> str:
+    """Build ``context`` (its ``Dockerfile`` included) as ``<repository>:<content hash>``,
+    labelled; an image already tagged with that hash is reused."""
     digest = hashlib.sha256()
     for key in sorted(context):
         digest.update(key.encode() + b"\0" + context[key])
-    tag = f"shipyard-test/{name}:{digest.hexdigest()[:12]}"
+    tag = f"{repository}:{digest.hexdigest()[:12]}"
     try:
         client.images.get(tag)
         return tag
@@ -112,7 +119,7 @@ def build_image(
         for key, data in sorted(context.items()):
             info = tarfile.TarInfo(key)
             info.size = len(data)
-            info.mode = 0o755
+            info.mode = mode
             tar.addfile(info, io.BytesIO(data))
     buf.seek(0)
     client.images.build(
