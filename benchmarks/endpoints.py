@@ -61,10 +61,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-BASE_IMAGE = os.environ.get("SHIPYARD_BASE_IMAGE", "shipyard/base:bookworm-py311")
-SCOPE = "shipyard-bench"
-LABELS = {"org.shipyard.managed": "true", "org.shipyard.scope": SCOPE}
+import bench_docker
+from bench_docker import BASE_IMAGE, LABELS, ROOT, SCOPE
+
 RESULTS = ROOT / "benchmarks" / "results" / "endpoints.json"
 WHEEL_CACHE = ROOT / ".cache" / "wheels"
 REGION = "us-east-1"
@@ -165,21 +164,7 @@ def write_model(scratch: Path) -> tuple[Path, Path]:
     return tarball, model_dir
 
 
-def ensure_engine() -> Any:
-    """A Docker client whose engine answers, with the base image present (built if missing)."""
-    import docker
-
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        sys.exit(f"the Docker engine does not answer: {exc}")
-    try:
-        client.images.get(BASE_IMAGE)
-    except docker.errors.ImageNotFound:
-        print(f"base image {BASE_IMAGE} missing: running scripts/base-image.sh", flush=True)
-        subprocess.run(["bash", str(ROOT / "scripts" / "base-image.sh")], check=True)
-    return client
+ensure_engine = bench_docker.ensure_engine
 
 
 def toolkit_wheel() -> Path:
@@ -201,49 +186,16 @@ def toolkit_wheel() -> Path:
 
 def build_image(client: Any) -> str:
     """The serving image, tagged by a hash of its context so an unchanged one is built once."""
-    import docker
 
     wheel = toolkit_wheel()
     dockerfile = (f"FROM {BASE_IMAGE}\nCOPY wheels /tmp/wheels\n"
                   "RUN python3 -m pip install -q --no-index --find-links /tmp/wheels "
                   "--break-system-packages shipyard && rm -rf /tmp/wheels\n" + DOCKERFILE_BODY)
     context = {"Dockerfile": dockerfile.encode(), f"wheels/{wheel.name}": wheel.read_bytes()}
-    digest = hashlib.sha256()
-    for key in sorted(context):
-        digest.update(key.encode() + b"\0" + context[key])
-    tag = f"shipyard-bench/endpoints:{digest.hexdigest()[:12]}"
-    try:
-        client.images.get(tag)
-        return tag
-    except docker.errors.ImageNotFound:
-        pass
-    print(f"building {tag}", flush=True)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for key, data in sorted(context.items()):
-            info = tarfile.TarInfo(key)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    client.images.build(fileobj=buf, custom_context=True, tag=tag, labels=LABELS, rm=True,
-                        forcerm=True)
-    return tag
+    return bench_docker.build_context(client, "shipyard-bench/endpoints", context)
 
 
-def remove_scoped_containers(client: Any) -> int:
-    """Remove the containers this benchmark made (and only those); returns how many."""
-    import docker
-
-    filters = {"label": [f"{k}={v}" for k, v in LABELS.items()]}
-    removed = 0
-    for container in client.containers.list(all=True, filters=filters):
-        try:
-            container.remove(force=True, v=True)
-            removed += 1
-        except docker.errors.NotFound:
-            pass
-    return removed
+remove_scoped_containers = bench_docker.remove_scoped_containers
 
 
 # -- the server --------------------------------------------------------------------------------

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
-import io
 import json
 import os
 import platform
@@ -37,10 +35,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-BASE_IMAGE = os.environ.get("SHIPYARD_BASE_IMAGE", "shipyard/base:bookworm-py311")
-SCOPE = "shipyard-bench"
-LABELS = {"org.shipyard.managed": "true", "org.shipyard.scope": SCOPE}
+import bench_docker
+from bench_docker import BASE_IMAGE, LABELS, ROOT
+
 TARGET_OVERHEAD_S = 0.25
 RESULTS = ROOT / "benchmarks" / "results" / "job_overhead.json"
 #: Phase boundaries, in order: (name, from mark, to mark). Marks come from the job's runner
@@ -85,63 +82,18 @@ class ShipyardRun:
 # -- setup -------------------------------------------------------------------------------------
 def ensure_engine() -> Any:
     """A Docker client whose engine answers, with the base image present (built if missing)."""
-    import docker
-
     if shutil.which("docker") is None:
         sys.exit("the docker CLI is not on PATH: the floor measurement runs it")
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        sys.exit(f"the Docker engine does not answer: {exc}")
-    try:
-        client.images.get(BASE_IMAGE)
-    except docker.errors.ImageNotFound:
-        print(f"base image {BASE_IMAGE} missing: running scripts/base-image.sh", flush=True)
-        subprocess.run(["bash", str(ROOT / "scripts" / "base-image.sh")], check=True)
-    return client
+    return bench_docker.ensure_engine()
 
 
 def build_image(client: Any) -> str:
     """The trivial training image, tagged by a hash of its context so it is built once."""
-    import docker
-
-    context = {"Dockerfile": DOCKERFILE.encode(), "train.py": TRAIN_PY.encode()}
-    digest = hashlib.sha256()
-    for key in sorted(context):
-        digest.update(key.encode() + b"\0" + context[key])
-    tag = f"shipyard-bench/job-overhead:{digest.hexdigest()[:12]}"
-    try:
-        client.images.get(tag)
-        return tag
-    except docker.errors.ImageNotFound:
-        pass
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for key, data in sorted(context.items()):
-            info = tarfile.TarInfo(key)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    client.images.build(fileobj=buf, custom_context=True, tag=tag, labels=LABELS, rm=True,
-                        forcerm=True)
-    return tag
+    return bench_docker.build_context(client, "shipyard-bench/job-overhead", {
+        "Dockerfile": DOCKERFILE.encode(), "train.py": TRAIN_PY.encode()})
 
 
-def remove_scoped_containers(client: Any) -> int:
-    """Remove the containers this benchmark made (and only those); returns how many."""
-    import docker
-
-    filters = {"label": [f"{k}={v}" for k, v in LABELS.items()]}
-    removed = 0
-    for container in client.containers.list(all=True, filters=filters):
-        try:
-            container.remove(force=True, v=True)
-            removed += 1
-        except docker.errors.NotFound:
-            pass
-    return removed
+remove_scoped_containers = bench_docker.remove_scoped_containers
 
 
 # -- the two measurements ----------------------------------------------------------------------
