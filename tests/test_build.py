@@ -51,7 +51,7 @@ from shipyard.build.reference import parse_ref
 from shipyard.build.wheelhouse import TOOLKIT_SCRIPTS, Target, lock_text, toolkit_wheel
 from shipyard.cli.build import build
 from shipyard.control import ControlPlane, Settings
-from shipyard.runtimes import DockerRuntime
+from tests import test_control_docker
 from tests.support.images import LABELS, wheelhouse
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -450,14 +450,7 @@ def test_make_base_keeps_an_existing_base(docker_client: Any, base_image: str) -
         "ca-certificates"]
 
 
-@pytest.fixture
-def plane(tmp_path: Path, docker_client: Any, scope_labels: dict[str, str]
-          ) -> Iterator[ControlPlane]:
-    runtime = DockerRuntime(docker_client, labels=scope_labels)
-    cp = ControlPlane(Settings.load({"data_dir": str(tmp_path / "state"),
-                                     "stop_grace_seconds": 3}, environ={}), runtime)
-    yield cp
-    cp.close()
+plane = test_control_docker.plane
 
 
 def _training_request(name: str, image: str, tmp: Path) -> dict[str, Any]:

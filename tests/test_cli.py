@@ -4,10 +4,6 @@ for Ctrl-C (detach must leave the job running)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +15,7 @@ from click.testing import CliRunner
 from shipyard.api.server import stop_server
 from shipyard.cli import cli
 from shipyard.control import Settings
+from tests.support.cli import interrupt
 from tests.support.images import SESSION_SCOPE
 
 pytestmark = pytest.mark.docker
@@ -102,22 +99,10 @@ def test_detach_then_stop(env: dict[str, str], data: Path, images: dict[str, str
 
 def test_ctrl_c_detaches_and_job_keeps_running(env: dict[str, str], data: Path,
                                                images: dict[str, str]) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shipyard.cli", "train", images["behaviours"], "--name",
-         "cli-detach", "--channel", f"training={data}", "--env", "MODE=sleep", "--env",
-         "SLEEP=3"],
-        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "mode sleep" in line:
-                break
-        proc.send_signal(signal.SIGINT)
-        rest = proc.stdout.read()
-        assert proc.wait(timeout=30) == 130
-    finally:
-        proc.kill()
-        proc.wait()
+    status, rest = interrupt(["train", images["behaviours"], "--name", "cli-detach",
+                              "--channel", f"training={data}", "--env", "MODE=sleep",
+                              "--env", "SLEEP=3"], env, once="mode sleep")
+    assert status == 130
     assert "Detached: training job cli-detach keeps running." in rest
     assert "shipyard jobs logs -f cli-detach" in rest
     result = run(["jobs", "wait", "cli-detach"], env)

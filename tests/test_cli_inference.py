@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +18,7 @@ from shipyard.cli import cli
 from shipyard.client import Client
 from shipyard.control import Settings
 from shipyard.runtimes.base import JOB_NAME_LABEL
+from tests.support.cli import interrupt
 from tests.support.images import SESSION_SCOPE
 
 pytestmark = pytest.mark.docker
@@ -157,21 +154,9 @@ def test_no_wait_and_ctrl_c_leave_the_deployment_going(env: dict[str, str],
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().endswith(":endpoint/cli-nowait")
     # never-ready: the deployment waits for /ping until Ctrl-C detaches from it.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shipyard.cli", "deploy", images["plain-serve"], "--name",
-         "cli-detach", "--env", "MODE=never-ready"],
-        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "Creating" in line:
-                break
-        proc.send_signal(signal.SIGINT)
-        rest = proc.stdout.read()
-        assert proc.wait(timeout=30) == 130
-    finally:
-        proc.kill()
-        proc.wait()
+    status, rest = interrupt(["deploy", images["plain-serve"], "--name", "cli-detach",
+                              "--env", "MODE=never-ready"], env, once="Creating")
+    assert status == 130
     assert "Detached: endpoint cli-detach keeps deploying." in rest
     assert json.loads(run(["endpoints", "describe", "cli-detach"], env).stdout)[
         "EndpointStatus"] == "Creating"
