@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, EventStreamError
 
 from shipyard.api import runtime
+from shipyard.api.fastpath import FastPathProtocol
 from shipyard.api.server import ApiServer
 from shipyard.control import ControlPlane, Settings
 from shipyard.runtimes import ProcessRuntime
@@ -420,3 +422,254 @@ def test_client_that_hangs_up_mid_stream_leaves_the_endpoint_serving(api: Api) -
     conn.close()
     response = api.rt.invoke_endpoint(EndpointName=ENDPOINT, Body=b"after")
     assert json.loads(response["Body"].read())["body"] == "after"
+
+
+# -- the listener's fast path (api.fastpath) -------------------------------------------------
+# Plain InvokeEndpoint requests are answered by the listener's own protocol; anything else on
+# a connection goes to uvicorn's, for good. These talk raw HTTP/1.1 over one socket.
+
+
+def signed(api: Api, path: str, body: bytes, *, extra: dict[str, str] | None = None,
+           secret: str | None = None, chunked: bool = False) -> bytes:
+    """The bytes of a SigV4-signed request, as a client puts them on the wire."""
+    headers = {"Content-Type": "text/plain", **(extra or {})}
+    request = AWSRequest(method="POST", url=f"{api.url}{path}", data=body, headers=headers)
+    SigV4Auth(Credentials(api.akid, secret or api.secret), "sagemaker",
+              "us-east-1").add_auth(request)
+    lines = [f"POST {path} HTTP/1.1", f"Host: {urlsplit(api.url).netloc}"]
+    lines += [f"{k}: {v}" for k, v in request.headers.items()]
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+        payload = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
+    else:
+        lines.append(f"Content-Length: {len(body)}")
+        payload = body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+
+def invocation(api: Api, body: bytes, **kwargs: Any) -> bytes:
+    return signed(api, f"/endpoints/{ENDPOINT}/invocations", body, **kwargs)
+
+
+class Wire:
+    """One client connection; reads whole Content-Length responses, in order."""
+
+    def __init__(self, api: Api) -> None:
+        address = urlsplit(api.url)
+        self.sock = socket.create_connection((address.hostname, address.port), timeout=10)
+        self.buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def response(self) -> tuple[int, dict[str, str], bytes]:
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip()
+                   for k, _, v in (line.partition(":") for line in lines)}
+        length = int(headers["content-length"])
+        while len(self.buf) < length:
+            self._fill()
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return int(status_line.split()[1]), headers, body
+
+    def closed_by_server(self) -> bool:
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def _fill(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError(f"closed; unread: {self.buf!r}")
+        self.buf += data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def wire(api: Api) -> Iterator[Wire]:
+    conn = Wire(api)
+    yield conn
+    conn.close()
+
+
+def echoed(response: tuple[int, dict[str, str], bytes]) -> str:
+    status, _, body = response
+    assert status == 200, body
+    return str(json.loads(body)["body"])
+
+
+def handled_by(api: Api, wire: Wire) -> str:
+    """Which protocol serves ``wire`` in the server: "fast" (api.fastpath) or "asgi"."""
+    state = api.server.server.server_state
+    for _ in range(100):
+        try:
+            connections = list(state.connections)
+            break
+        except RuntimeError:  # changed while copied (the server's thread adds and removes)
+            continue
+    ours = [c for c in connections
+            if c.transport.get_extra_info("peername") == wire.sock.getsockname()]
+    assert len(ours) == 1
+    return "fast" if isinstance(ours[0], FastPathProtocol) else "asgi"
+
+
+def test_pipelined_invocations_are_answered_in_order(api: Api, wire: Wire) -> None:
+    # Two errors the fast path answers at once, between requests it forwards.
+    wire.send(invocation(api, b"one") + invocation(api, b"x", secret="wrong")
+              + signed(api, "/endpoints/nope/invocations", b"x") + invocation(api, b"sleep:0.2")
+              + invocation(api, b"three"))
+    assert echoed(wire.response()) == "one"
+    status, headers, _ = wire.response()
+    assert (status, headers["x-amzn-errortype"]) == (403, "InvalidSignatureException")
+    status, headers, body = wire.response()
+    assert (status, json.loads(body)["message"]) == (
+        400, f"Endpoint nope of account {ACCOUNT} not found.")
+    assert echoed(wire.response()) == "sleep:0.2"
+    assert echoed(wire.response()) == "three"
+    assert handled_by(api, wire) == "fast"
+
+
+def test_a_long_pipeline_of_refusals_is_answered_whole(api: Api, wire: Wire) -> None:
+    request = signed(api, "/endpoints/nope/invocations", b"")
+    wire.send(request * 2000)
+    statuses = {wire.response()[0] for _ in range(2000)}
+    assert statuses == {400}
+
+
+def test_a_connection_moves_to_asgi_for_anything_else(api: Api, wire: Wire) -> None:
+    wire.send(invocation(api, b"fast"))
+    assert echoed(wire.response()) == "fast"
+    assert handled_by(api, wire) == "fast"
+    wire.send(invocation(api, b"chunked", chunked=True))
+    assert echoed(wire.response()) == "chunked"
+    assert handled_by(api, wire) == "asgi"
+    wire.send(invocation(api, b"after"))  # plain again, now answered through ASGI
+    assert echoed(wire.response()) == "after"
+    assert handled_by(api, wire) == "asgi"
+    # A control-plane call on the same connection.
+    body = b"{}"
+    request = AWSRequest(method="POST", url=f"{api.url}/", data=body, headers={
+        "X-Amz-Target": "SageMaker.ListEndpoints",
+        "Content-Type": "application/x-amz-json-1.1"})
+    SigV4Auth(Credentials(api.akid, api.secret), "sagemaker", "us-east-1").add_auth(request)
+    head = ["POST / HTTP/1.1", f"Host: {urlsplit(api.url).netloc}",
+            f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in request.headers.items())]
+    wire.send(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+    status, _, answer = wire.response()
+    assert status == 200
+    assert ENDPOINT in [e["EndpointName"] for e in json.loads(answer)["Endpoints"]]
+
+
+def test_both_paths_answer_errors_alike(api: Api) -> None:
+    cases = [({"secret": "wrong"}, b"x"), ({}, b"fail"),
+             ({"extra": {"X-Amzn-SageMaker-Target-Variant": "no_such_variant"}}, b"x"),
+             ({"extra": {"X-Amzn-SageMaker-Custom-Attributes": "a" * 1025}}, b"x")]
+    for kwargs, body in cases:
+        answers = []
+        for chunked in (False, True):
+            conn = Wire(api)
+            try:
+                conn.send(invocation(api, body, chunked=chunked, **kwargs))
+                status, headers, payload = conn.response()
+            finally:
+                conn.close()
+            document = json.loads(payload)
+            answers.append((status, headers["x-amzn-errortype"], headers["content-type"],
+                            document))
+            assert headers["x-amzn-requestid"]
+        assert answers[0] == answers[1], kwargs
+
+
+@pytest.mark.parametrize("line", [b"no colon here", b"Bad Name: x", b" folded: line",
+                                  b"X-Nul: a\x00b", b"X-Escape: \x1b[0m"],
+                         ids=["no-colon", "space-in-name", "folded", "nul", "escape"])
+def test_a_malformed_head_gets_400(api: Api, wire: Wire, line: bytes) -> None:
+    wire.send(f"POST /endpoints/{ENDPOINT}/invocations HTTP/1.1\r\nHost: x\r\n".encode()
+              + line + b"\r\nContent-Length: 1\r\n\r\nx")
+    status, _, _ = wire.response()
+    assert status == 400
+
+
+def test_a_declared_body_over_the_limit_is_refused_unread(api: Api, wire: Wire) -> None:
+    head = invocation(api, b"").replace(b"Content-Length: 0",
+                                        f"Content-Length: {PAYLOAD_LIMIT + 1}".encode())
+    wire.send(head)  # and none of the body
+    status, headers, body = wire.response()
+    assert (status, headers["x-amzn-errortype"]) == (400, "ValidationError")
+    assert "less than or equal to" in json.loads(body)["message"]
+
+
+def test_expect_continue_is_answered(api: Api, wire: Wire) -> None:
+    request = invocation(api, b"continued", extra={"Expect": "100-continue"})
+    head, _, body = request.partition(b"\r\n\r\n")
+    wire.send(head + b"\r\n\r\n")
+    while b"\r\n\r\n" not in wire.buf:
+        wire._fill()
+    assert wire.buf.startswith(b"HTTP/1.1 100 ")
+    wire.buf = wire.buf.partition(b"\r\n\r\n")[2]
+    wire.send(body)
+    assert echoed(wire.response()) == "continued"
+
+
+def test_connection_close_is_honoured(api: Api, wire: Wire) -> None:
+    wire.send(invocation(api, b"last", extra={"Connection": "close"}))
+    response = wire.response()
+    assert echoed(response) == "last"
+    assert response[1]["connection"] == "close"
+    assert wire.closed_by_server()
+
+
+def test_a_client_gone_mid_invocation_leaves_the_endpoint_serving(api: Api) -> None:
+    gone = Wire(api)
+    gone.send(invocation(api, b"sleep:0.3"))
+    gone.close()
+    conn = Wire(api)
+    try:
+        conn.send(invocation(api, b"still here"))
+        assert echoed(conn.response()) == "still here"
+    finally:
+        conn.close()
+
+
+def test_idle_connections_close_after_the_keep_alive_period(api: Api) -> None:
+    config = api.server.config
+    saved = config.timeout_keep_alive
+    config.timeout_keep_alive = 1  # read when the server accepts a connection
+    conn = Wire(api)
+    try:
+        conn.send(invocation(api, b"keep"))
+        assert echoed(conn.response()) == "keep"  # accepted by now
+        config.timeout_keep_alive = saved
+        conn.sock.settimeout(5)
+        started = time.monotonic()
+        assert conn.closed_by_server()
+        assert 0.5 < time.monotonic() - started < 4
+    finally:
+        config.timeout_keep_alive = saved
+        conn.close()
+
+
+def test_stopping_the_server_closes_idle_fast_path_connections(tmp_path: Path) -> None:
+    settings = Settings.load({"data_dir": str(tmp_path / "state"), "api_port": 0,
+                              "runtime": "process"}, environ={})
+    plane = ControlPlane(settings)
+    server = ApiServer(settings, plane)
+    client = Api(server, server.start_in_thread())
+    conn = Wire(client)
+    try:
+        conn.send(signed(client, "/endpoints/nope/invocations", b"x"))
+        assert conn.response()[0] == 400  # answered by the fast path; now idle
+        started = time.monotonic()
+        server.stop()
+        assert time.monotonic() - started < 3
+        conn.sock.settimeout(5)
+        assert conn.closed_by_server()
+    finally:
+        conn.close()
+        plane.close()

@@ -67,6 +67,9 @@ class ShipyardApi:
         }
         self.runtime = runtime_api.RuntimeApi(plane, secrets)
 
+    def new_request_id(self) -> str:
+        return self._request_ids()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)

@@ -26,6 +26,7 @@ import logging
 import re
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from functools import lru_cache
 from typing import Any, NamedTuple
 from urllib.parse import unquote
 
@@ -35,6 +36,7 @@ from shipyard.control.invocation import (
     CUSTOM_ATTRIBUTES_HEADER,
     INVOKED_VARIANT_HEADER,
     InvokeRequest,
+    InvokeResult,
     InvokeStream,
 )
 from shipyard.errors import (
@@ -44,7 +46,7 @@ from shipyard.errors import (
     UnknownOperation,
 )
 
-__all__ = ["PATH_PREFIX", "RuntimeApi", "header_rules"]
+__all__ = ["PATH_PREFIX", "RuntimeApi", "error_response", "header_rules", "result_headers", "route"]
 
 log = logging.getLogger(__name__)
 
@@ -145,39 +147,31 @@ class RuntimeApi:
         try:
             raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
             raw = raw_path.decode("latin-1").split("?", 1)[0]
-            operation, endpoint = _route(scope["method"], raw)
+            operation, endpoint = route(scope["method"], raw)
             limit = self.plane.settings.invoke_max_payload_bytes
             body = await _read_body(receive, headers, limit)
-            sigv4.verify(scope["method"], raw, scope.get("query_string", b"").decode("latin-1"),
-                         headers, body, self.secrets)
-            request = _request(operation, endpoint, headers, body)
+            request = self.authorize(operation, endpoint, scope["method"], raw,
+                                     scope.get("query_string", b"").decode("latin-1"),
+                                     headers, body)
             if operation == INVOKE:
-                await self._invoke(send, request, request_id)
+                result = await self.plane.invoke(request)
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": result_headers(result, request_id)})
+                await send({"type": "http.response.body", "body": result.body})
             else:
                 await self._invoke_stream(receive, send, request, request_id)
         except _Disconnected:
             return
-        except ShipyardError as exc:
-            await _error(send, exc, request_id)
         except Exception as exc:
-            log.error("request %s failed:\n%s", request_id, traceback.format_exc())
-            await _error(send, ShipyardError(
-                f"Internal error ({type(exc).__name__}); request id {request_id}"), request_id)
+            status, head, payload = error_response(exc, request_id)
+            await send({"type": "http.response.start", "status": status, "headers": head})
+            await send({"type": "http.response.body", "body": payload})
 
-    async def _invoke(self, send: Send, request: InvokeRequest, request_id: str) -> None:
-        result = await self.plane.invoke(request)
-        body = result.body
-        headers = [
-            (b"content-length", str(len(body)).encode()),
-            (b"x-amzn-requestid", request_id.encode()),
-            (_INVOKED_VARIANT_BYTES, result.variant.encode("latin-1")),
-        ]
-        if result.content_type:
-            headers.append((b"content-type", result.content_type.encode("latin-1")))
-        if result.custom_attributes:
-            headers.append((_CUSTOM_ATTRIBUTES_BYTES, result.custom_attributes.encode("latin-1")))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    def authorize(self, operation: str, endpoint: str, method: str, raw_path: str, query: str,
+                  headers: Mapping[str, str], body: bytes) -> InvokeRequest:
+        """The request, once its signature and its headers pass (a ShipyardError if not)."""
+        sigv4.verify(method, raw_path, query, headers, body, self.secrets)
+        return _request(operation, endpoint, headers, body)
 
     async def _invoke_stream(self, receive: Receive, send: Send, request: InvokeRequest,
                              request_id: str) -> None:
@@ -258,7 +252,7 @@ async def _wait_disconnect(receive: Receive) -> None:
         pass
 
 
-def _route(method: str, raw_path: str) -> tuple[str, str]:
+def route(method: str, raw_path: str) -> tuple[str, str]:
     """``(operation, endpoint name)`` of ``/endpoints/{EndpointName}/<operation>``."""
     parts = raw_path.split("/")
     operation = OPERATIONS.get(parts[-1]) if len(parts) == 4 else None
@@ -305,7 +299,7 @@ def _too_large(limit: int) -> InvokeValidationError:
 
 def _request(operation: str, endpoint: str, headers: Mapping[str, str],
              body: bytes) -> InvokeRequest:
-    errors = _broken(endpoint, ENDPOINT_NAME_RULE)
+    errors = list(_broken(endpoint, ENDPOINT_NAME_RULE))
     for name, rule in _RULES[operation]:
         value = headers.get(name)
         if value is not None:
@@ -327,8 +321,12 @@ def _request(operation: str, endpoint: str, headers: Mapping[str, str],
     )
 
 
-def _broken(value: str, rule: Rule) -> list[str]:
-    """AWS's messages for each rule ``value`` breaks (length rules first, as Coral orders them)."""
+@lru_cache(maxsize=512)
+def _broken(value: str, rule: Rule) -> tuple[str, ...]:
+    """AWS's messages for each rule ``value`` breaks (length rules first, as Coral orders them).
+
+    Cached: clients send the same few content types and accept lists over and over, and the
+    patterns are a good part of InvokeEndpoint's own cost."""
     rules = []
     if rule.high is not None and len(value) > rule.high:
         rules.append(f"Member must have length less than or equal to {rule.high}")
@@ -340,11 +338,32 @@ def _broken(value: str, rule: Rule) -> list[str]:
             and _COMPILED[rule.pattern].fullmatch(value) is None):
         rules.append(f"Member must satisfy regular expression pattern: {rule.pattern}")
     shown = "" if rule.sensitive else f" '{value}'"
-    return [f"Value{shown} at '{rule.member}' failed to satisfy constraint: {text}"
-            for text in rules]
+    return tuple(f"Value{shown} at '{rule.member}' failed to satisfy constraint: {text}"
+                 for text in rules)
 
 
-async def _error(send: Send, exc: ShipyardError, request_id: str) -> None:
+def result_headers(result: InvokeResult, request_id: str) -> list[tuple[bytes, bytes]]:
+    """InvokeEndpoint's response headers for ``result`` (its body is the answer as is)."""
+    headers = [
+        (b"content-length", str(len(result.body)).encode()),
+        (b"x-amzn-requestid", request_id.encode()),
+        (_INVOKED_VARIANT_BYTES, result.variant.encode("latin-1")),
+    ]
+    if result.content_type:
+        headers.append((b"content-type", result.content_type.encode("latin-1")))
+    if result.custom_attributes:
+        headers.append((_CUSTOM_ATTRIBUTES_BYTES, result.custom_attributes.encode("latin-1")))
+    return headers
+
+
+def error_response(exc: BaseException, request_id: str
+                   ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and body of rest-json's error envelope for ``exc``; anything but a
+    ShipyardError is logged with its traceback and answered as an internal error."""
+    if not isinstance(exc, ShipyardError):
+        log.error("request %s failed:\n%s", request_id, "".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        exc = ShipyardError(f"Internal error ({type(exc).__name__}); request id {request_id}")
     document: dict[str, Any] = {"message": exc.message}
     if isinstance(exc, ModelError):
         document["OriginalStatusCode"] = exc.original_status_code
@@ -352,10 +371,9 @@ async def _error(send: Send, exc: ShipyardError, request_id: str) -> None:
         if exc.log_stream_arn:
             document["LogStreamArn"] = exc.log_stream_arn
     payload = json.dumps(document).encode()
-    await send({"type": "http.response.start", "status": exc.http_status, "headers": [
+    return exc.http_status, [
         (b"content-type", ERROR_CONTENT_TYPE),
         (b"content-length", str(len(payload)).encode()),
         (b"x-amzn-requestid", request_id.encode()),
         (b"x-amzn-errortype", exc.code.encode()),
-    ]})
-    await send({"type": "http.response.body", "body": payload})
+    ], payload

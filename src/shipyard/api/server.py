@@ -8,6 +8,7 @@ pid; CLI commands read it, check ``/shipyard/health``, and start a server in the
 SDK waiters and paginators poll (DescribeTrainingJob every few seconds per job, ListTrainingJobs
 100 summaries a page), so the request path is kept cheap: uvloop and the httptools parser when
 installed, and each response leaves in one write (``benchmarks/api_throughput.py``).
+InvokeEndpoint's plain form does not go through ASGI at all (``api.fastpath``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from shipyard.api.credentials import load_or_create
+from shipyard.api.fastpath import fast_path_protocol
 from shipyard.control import ControlPlane, Settings
 from shipyard.errors import RuntimeUnavailable
 
@@ -76,11 +78,12 @@ class ApiServer:
         self._owns_plane = plane is None
         # proxy_headers off: the app reads neither the client address nor the scheme that
         # X-Forwarded-* would rewrite, so the middleware would be pure per-request cost.
+        app = create_app(self.plane, self.keys.secrets)
         self.config = uvicorn.Config(
-            create_app(self.plane, self.keys.secrets), host=host or settings.api_host,
+            app, host=host or settings.api_host,
             port=settings.api_port if port is None else port, log_level="warning",
             access_log=False, lifespan="off", timeout_graceful_shutdown=5,
-            http=_http_protocol(), proxy_headers=False)
+            http=fast_path_protocol(app, _http_protocol()), proxy_headers=False)
         self.server = uvicorn.Server(self.config)
         self.url = ""
         self._thread: threading.Thread | None = None

@@ -192,7 +192,7 @@ def verify(
         canonical_request = f"{head}\n{payload_hash}"
         digest = hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
         string_to_sign = f"{ALGORITHM}\n{stamp}\n{scope}\n{digest}"
-        expected = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+        expected = hmac.digest(key, string_to_sign.encode("utf-8"), "sha256").hex()
         if hmac.compare_digest(expected.encode("ascii"), provided):
             return access_key
         if log.isEnabledFor(logging.DEBUG):
@@ -327,8 +327,10 @@ def _from_query(pairs: list[tuple[bytes, bytes]]) -> _Auth:
     )
 
 
+@lru_cache(maxsize=256)
 def _request_time(timestamp: str) -> tuple[str, float]:
-    """The request time in SigV4's basic format, and as epoch seconds."""
+    """The request time in SigV4's basic format, and as epoch seconds (cached: requests
+    signed within the same second share their timestamp)."""
     match = _BASIC_FORMAT.fullmatch(timestamp)
     try:
         if match is not None:

@@ -42,7 +42,7 @@ from shipyard.contract.serving import (
 )
 from shipyard.control import models, records
 from shipyard.control.context import Context
-from shipyard.control.invocation import InvokeRequest, InvokeResult, InvokeStream
+from shipyard.control.invocation import InvokeDone, InvokeRequest, InvokeResult, InvokeStream
 from shipyard.control.locations import local_path
 from shipyard.control.locks import JobLock
 from shipyard.control.serving import (
@@ -60,7 +60,7 @@ from shipyard.control.serving import (
     variant_spec,
     wait_healthy,
 )
-from shipyard.control.upstream import BodyTooLarge, Upstream, UpstreamError
+from shipyard.control.upstream import BodyTooLarge, Response, Upstream, UpstreamError
 from shipyard.errors import (
     InvokeValidationError,
     ModelError,
@@ -617,39 +617,97 @@ class EndpointManager:
                 raise
         return variant, instance
 
+    def invoke_soon(self, req: InvokeRequest, done: InvokeDone) -> None:
+        """Start an invocation; ``done`` gets the result, or the error, exactly once.
+
+        Callbacks all the way (the upstream's answer reaches ``done`` from its
+        ``data_received``): on InvokeEndpoint's hot path a coroutine and a Task per request
+        cost the API server more than routing and forwarding together. Call on the event loop.
+        """
+        self._invoke_attempt(req, done, 0)
+
     async def invoke(self, req: InvokeRequest) -> InvokeResult:
-        settings = self.ctx.settings
-        for attempt in range(3):
-            variant, instance = await self._pick(req)
+        """``invoke_soon`` for coroutines."""
+        future: asyncio.Future[InvokeResult] = asyncio.get_running_loop().create_future()
+
+        def done(result: InvokeResult | None, exc: BaseException | None) -> None:
+            if future.done():
+                return
+            if result is None:
+                future.set_exception(exc or AssertionError("no result"))
+            else:
+                future.set_result(result)
+
+        self.invoke_soon(req, done)
+        return await future
+
+    def _invoke_attempt(self, req: InvokeRequest, done: InvokeDone, attempt: int) -> None:
+        try:
+            variant, instance = self._route(req)
+        except BaseException as exc:
+            done(None, exc)
+            return
+        if variant.spec.multi_model:
             try:
-                # The timeout is the upstream's own timer: asyncio.wait_for would add a Task
-                # (and a loop iteration) to every call.
-                response = await self._upstream().request(
-                    instance.address, "POST", INVOCATIONS_PATH, req.container_headers(), req.body,
-                    max_body=settings.invoke_max_payload_bytes,
-                    timeout=settings.invoke_timeout_seconds)
-            except UpstreamError as exc:
-                if not exc.sent and attempt < 2:
-                    continue  # never reached the container: another instance may take it
-                raise self._model_error(req.endpoint, variant, 0, str(exc)) from None
-            except asyncio.TimeoutError:
-                raise self._timeout(req.endpoint, variant) from None
-            except BodyTooLarge as exc:
-                raise self._model_error(
-                    req.endpoint, variant, 0, f"The response payload ({exc}) is over the "
-                    f"{settings.invoke_max_payload_bytes} byte limit.") from None
-            finally:
+                fetch = self._model_fetch(req, variant)
+            except BaseException as exc:
                 self._done(instance)
+                done(None, exc)
+                return
+            if fetch is not None:
+                def fetched(future: asyncio.Future[None]) -> None:
+                    exc = None if future.cancelled() else future.exception()
+                    if future.cancelled() or exc is not None:
+                        self._done(instance)
+                        done(None, exc or asyncio.CancelledError())
+                        return
+                    self._forward(req, variant, instance, done, attempt)
+
+                fetch.add_done_callback(fetched)
+                return
+        self._forward(req, variant, instance, done, attempt)
+
+    def _forward(self, req: InvokeRequest, variant: Variant, instance: Instance,
+                 done: InvokeDone, attempt: int) -> None:
+        settings = self.ctx.settings
+
+        def answered(response: Response | None, exc: BaseException | None) -> None:
+            self._done(instance)
+            if response is None:
+                if isinstance(exc, UpstreamError):
+                    if not exc.sent and attempt < 2:
+                        # Never reached the container: another instance may take it.
+                        self._invoke_attempt(req, done, attempt + 1)
+                        return
+                    exc = self._model_error(req.endpoint, variant, 0, str(exc))
+                elif isinstance(exc, asyncio.TimeoutError):
+                    exc = self._timeout(req.endpoint, variant)
+                elif isinstance(exc, BodyTooLarge):
+                    exc = self._model_error(
+                        req.endpoint, variant, 0, f"The response payload ({exc}) is over the "
+                        f"{settings.invoke_max_payload_bytes} byte limit.")
+                done(None, exc)
+                return
             if response.status >= 400:
-                raise self._model_error(req.endpoint, variant, response.status,
-                                        response.body.decode("utf-8", "replace"))
-            return InvokeResult(
+                done(None, self._model_error(req.endpoint, variant, response.status,
+                                             response.body.decode("utf-8", "replace")))
+                return
+            done(InvokeResult(
                 body=response.body,
                 content_type=response.headers.get("content-type", "application/octet-stream"),
                 variant=variant.spec.name,
                 custom_attributes=response.headers.get(
-                    "x-amzn-sagemaker-custom-attributes"))
-        raise AssertionError("unreachable")
+                    "x-amzn-sagemaker-custom-attributes")), None)
+
+        try:
+            # The timeout is the upstream's own timer: asyncio.wait_for would add a Task (and
+            # a loop iteration) to every call.
+            self._upstream().submit(
+                instance.address, "POST", INVOCATIONS_PATH, req.container_headers(), req.body,
+                max_body=settings.invoke_max_payload_bytes,
+                timeout=settings.invoke_timeout_seconds, done=answered)
+        except BaseException as exc:
+            answered(None, exc)
 
     async def invoke_stream(self, req: InvokeRequest) -> InvokeStream:
         settings = self.ctx.settings
@@ -715,6 +773,12 @@ class EndpointManager:
 
     # -- multi-model endpoints --------------------------------------------------------------
     async def _ensure_model(self, req: InvokeRequest, variant: Variant) -> None:
+        fetch = self._model_fetch(req, variant)
+        if fetch is not None:
+            await fetch
+
+    def _model_fetch(self, req: InvokeRequest, variant: Variant) -> asyncio.Future[None] | None:
+        """None when ``req``'s TargetModel is in place; else its fetch, started in a thread."""
         if not req.target_model:
             raise InvokeValidationError(
                 f"Endpoint {req.endpoint} is a multi-model endpoint: name the model with "
@@ -725,8 +789,8 @@ class EndpointManager:
             raise InvokeValidationError(f"TargetModel {target!r} is not a valid model name")
         dest = variant.workdir / "models" / target / "model"
         if dest.is_dir():
-            return
-        await asyncio.get_running_loop().run_in_executor(
+            return None
+        return asyncio.get_running_loop().run_in_executor(
             None, self._fetch_model, variant, target, dest)
 
     def _fetch_model(self, variant: Variant, target: str, dest: Path) -> None:

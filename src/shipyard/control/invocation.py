@@ -8,7 +8,7 @@ container's ``/invocations`` with the contract's headers, and returns an :class:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 #: Headers SageMaker forwards to the container (and nothing else: "SageMaker AI strips all
@@ -57,6 +57,10 @@ class InvokeResult:
     #: The production variant that answered (``x-Amzn-Invoked-Production-Variant``).
     variant: str
     custom_attributes: str | None = None
+
+
+#: How a callback-driven invocation ends: (result, None) or (None, the error).
+InvokeDone = Callable[["InvokeResult | None", "BaseException | None"], None]
 
 
 @dataclass

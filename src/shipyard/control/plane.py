@@ -25,7 +25,7 @@ from shipyard.contract.archives import check_archive
 from shipyard.control import models, processing, records, training, transform, transform_data
 from shipyard.control.context import Context, runtime_for
 from shipyard.control.endpoints import EndpointManager
-from shipyard.control.invocation import InvokeRequest, InvokeResult, InvokeStream
+from shipyard.control.invocation import InvokeDone, InvokeRequest, InvokeResult, InvokeStream
 from shipyard.control.jobspec import source_uri_of_channel
 from shipyard.control.logs import LogEvent
 from shipyard.control.serving import primary_container
@@ -280,6 +280,10 @@ class ControlPlane:
 
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
         return await self.endpoints.invoke(request)
+
+    def invoke_soon(self, request: InvokeRequest, done: InvokeDone) -> None:
+        """Start an invocation from the event loop; ``done`` gets its outcome, once."""
+        self.endpoints.invoke_soon(request, done)
 
     async def invoke_stream(self, request: InvokeRequest) -> InvokeStream:
         return await self.endpoints.invoke_stream(request)

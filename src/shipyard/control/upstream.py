@@ -5,10 +5,11 @@ TCP connection or a general-purpose client per call: requests go out in one writ
 connection kept from an earlier call, and the response is parsed with nothing more than the
 contract needs (Content-Length or chunked bodies, or a body up to connection close).
 
-Whole answers (``request``) are read by a plain ``asyncio.Protocol``: the response is parsed in
-``data_received`` and handed over through one future, and the timeout is a timer on the loop.
-StreamReader/StreamWriter, an async generator over the body and ``asyncio.wait_for`` (a Task
-per call) cost ~75 us of the API server's CPU per InvokeEndpoint
+Whole answers (``submit``) are read by a plain ``asyncio.Protocol`` and handed to a callback
+from its ``data_received``: no future, no Task, no extra loop iteration between the
+container's answer and the client's (``request`` wraps it in a future for coroutines). The
+timeout is a timer on the loop. StreamReader/StreamWriter, an async generator over the body and
+``asyncio.wait_for`` (a Task per call) cost ~75 us of the API server's CPU per InvokeEndpoint
 (``benchmarks/endpoints.py``). Streamed answers (``stream``) keep the stream-based connection.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -47,6 +48,10 @@ class Response:
     body: bytes
 
 
+#: Called once per exchange: (response, None) or (None, the error).
+Done = Callable[["Response | None", "BaseException | None"], None]
+
+
 @dataclass
 class _Conn:
     reader: asyncio.StreamReader
@@ -65,7 +70,8 @@ class _Exchange(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self._buf = bytearray()
-        self._waiter: asyncio.Future[Response] | None = None
+        self._done: Done | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._max_body = 0
         self._status = 0
         self._head: dict[str, str] | None = None
@@ -81,26 +87,23 @@ class _Exchange(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        if self._done is None:
             return
         if self._head is not None and self._length == _TO_CLOSE:
-            waiter.set_result(Response(self._status, self._head, bytes(self._buf)))
+            self._finish(Response(self._status, self._head, bytes(self._buf)), None)
         elif self._head is None:
             # Nothing came back: on a reused connection the container most likely closed it
             # while idle, before our request arrived, so one retry is safe.
-            waiter.set_exception(UpstreamError(
+            self._finish(None, UpstreamError(
                 "the container closed the connection without answering", sent=not self.reused))
         else:
-            waiter.set_exception(UpstreamError(
-                "the container broke off its response", sent=True))
+            self._finish(None, UpstreamError("the container broke off its response", sent=True))
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
         buf += data
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return  # nothing asked: the connection is not reused (see Upstream.request)
+        if self._done is None:
+            return  # nothing asked: the connection is not reused (see Upstream._send)
         try:
             if self._head is None and not self._parse_head():
                 return
@@ -108,35 +111,42 @@ class _Exchange(asyncio.Protocol):
                 if len(buf) >= self._length:
                     body = bytes(buf[:self._length])
                     del buf[:self._length]
-                    waiter.set_result(Response(self._status, self._head or {}, body))
+                    self._finish(Response(self._status, self._head or {}, body), None)
             elif self._length == _CHUNKED:
                 done = _chunked_body(buf, self._max_body)
                 if done is not None:
                     body, end = done
                     del buf[:end]
-                    waiter.set_result(Response(self._status, self._head or {}, body))
+                    self._finish(Response(self._status, self._head or {}, body), None)
             elif len(buf) > self._max_body:
                 raise BodyTooLarge(f"over {self._max_body} bytes")
         except (UpstreamError, BodyTooLarge) as exc:
             self.fail(exc)
 
     # -- one exchange ----------------------------------------------------------------------
-    def begin(self, waiter: asyncio.Future[Response], max_body: int) -> None:
-        self._waiter, self._max_body = waiter, max_body
+    def begin(self, done: Done, max_body: int, timeout: float | None) -> None:
+        self._done, self._max_body = done, max_body
         self._head, self._status, self._length = None, 0, 0
+        if timeout is not None:
+            self._timer = asyncio.get_running_loop().call_later(
+                timeout, self.fail, asyncio.TimeoutError())
 
-    def end(self) -> None:
-        self._waiter = None
+    def _finish(self, response: Response | None, exc: BaseException | None) -> None:
+        done, self._done = self._done, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if done is not None:
+            done(response, exc)
 
     def idle(self) -> bool:
         """Reusable: open, and nothing unread left over from the last answer."""
         return not self.closed and not self._buf
 
     def fail(self, exc: BaseException) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(exc)
         if self.transport is not None:
             self.transport.abort()
+        self._finish(None, exc)
 
     def _parse_head(self) -> bool:
         buf = self._buf
@@ -238,7 +248,7 @@ class Upstream:
             if exchange.transport is not None:
                 exchange.transport.close()
 
-    async def _exchange_for(self, address: Address) -> _Exchange:
+    def _idle_exchange(self, address: Address) -> _Exchange | None:
         idle = self._exchanges.get(address)
         while idle:
             exchange = idle.pop()
@@ -247,48 +257,57 @@ class Upstream:
                 return exchange
             if exchange.transport is not None:
                 exchange.transport.close()
-        loop = asyncio.get_running_loop()
-        try:
-            _, exchange = await loop.create_connection(_Exchange, *address)
-        except OSError as exc:
-            raise UpstreamError(f"cannot connect to the container: {exc}", sent=False) from exc
-        return exchange
+        return None
 
-    async def request(self, address: Address, method: str, path: str,
-                      headers: list[tuple[str, str]], body: bytes, *,
-                      max_body: int, timeout: float | None = None) -> Response:
-        """One exchange; a stale pooled connection is retried once on a fresh one.
+    def submit(self, address: Address, method: str, path: str,
+               headers: list[tuple[str, str]], body: bytes, *, max_body: int,
+               timeout: float | None, done: Done) -> None:
+        """Start one exchange; ``done`` gets the response, or the error, on the loop's thread.
 
-        Raises UpstreamError, BodyTooLarge, or asyncio.TimeoutError after ``timeout`` seconds
-        (the connection is then dropped: the container may still be working on the request).
+        A stale pooled connection is retried once on a fresh one. Errors: UpstreamError,
+        BodyTooLarge, or asyncio.TimeoutError after ``timeout`` seconds (the connection is then
+        dropped: the container may still be working on the request).
         """
         lines = [f"{method} {path} HTTP/1.1", "Host: localhost", f"Content-Length: {len(body)}"]
         lines.extend(f"{k}: {v}" for k, v in headers)
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        self._submit(address, data, max_body, timeout, done, True)
+
+    def _submit(self, address: Address, data: bytes, max_body: int, timeout: float | None,
+                done: Done, may_retry: bool) -> None:
+        exchange = self._idle_exchange(address)
+        if exchange is not None:
+            self._send(address, exchange, data, max_body, timeout, done, may_retry)
+            return
+
+        def connected(task: asyncio.Task[tuple[asyncio.BaseTransport, _Exchange]]) -> None:
+            if task.cancelled():
+                done(None, asyncio.CancelledError())
+                return
+            exc = task.exception()
+            if exc is not None:
+                done(None, UpstreamError(f"cannot connect to the container: {exc}", sent=False)
+                     if isinstance(exc, OSError) else exc)
+                return
+            self._send(address, task.result()[1], data, max_body, timeout, done, False)
+
         loop = asyncio.get_running_loop()
-        for attempt in (0, 1):
-            exchange = await self._exchange_for(address)
-            transport = exchange.transport
-            assert transport is not None
-            waiter: asyncio.Future[Response] = loop.create_future()
-            exchange.begin(waiter, max_body)
-            transport.write(data)
-            timer = (loop.call_later(timeout, exchange.fail, asyncio.TimeoutError())
-                     if timeout is not None else None)
-            try:
-                response = await waiter
-            except UpstreamError as exc:
+        loop.create_task(loop.create_connection(_Exchange, *address)).add_done_callback(connected)
+
+    def _send(self, address: Address, exchange: _Exchange, data: bytes, max_body: int,
+              timeout: float | None, done: Done, may_retry: bool) -> None:
+        transport = exchange.transport
+        assert transport is not None
+
+        def answered(response: Response | None, exc: BaseException | None) -> None:
+            if response is None:
                 transport.abort()
-                if exchange.reused and attempt == 0 and not exc.sent:
-                    continue
-                raise
-            except BaseException:
-                transport.abort()
-                raise
-            finally:
-                exchange.end()
-                if timer is not None:
-                    timer.cancel()
+                if (may_retry and exchange.reused and isinstance(exc, UpstreamError)
+                        and not exc.sent):
+                    self._submit(address, data, max_body, timeout, done, False)
+                    return
+                done(None, exc)
+                return
             if response.headers.get("connection", "").lower() == "close" or not exchange.idle():
                 transport.close()
             else:
@@ -297,8 +316,28 @@ class Upstream:
                     idle.append(exchange)
                 else:
                     transport.close()
-            return response
-        raise AssertionError("unreachable")
+            done(response, None)
+
+        exchange.begin(answered, max_body, timeout)
+        transport.write(data)
+
+    async def request(self, address: Address, method: str, path: str,
+                      headers: list[tuple[str, str]], body: bytes, *,
+                      max_body: int, timeout: float | None = None) -> Response:
+        """``submit`` for coroutines."""
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+
+        def done(response: Response | None, exc: BaseException | None) -> None:
+            if future.done():
+                return  # the caller was cancelled meanwhile
+            if response is None:
+                future.set_exception(exc or UpstreamError("no answer", sent=True))
+            else:
+                future.set_result(response)
+
+        self.submit(address, method, path, headers, body, max_body=max_body, timeout=timeout,
+                    done=done)
+        return await future
 
     async def stream(self, address: Address, method: str, path: str,
                      headers: list[tuple[str, str]], body: bytes
