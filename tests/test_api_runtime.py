@@ -622,6 +622,7 @@ def test_connection_close_is_honoured(api: Api, wire: Wire) -> None:
     response = wire.response()
     assert echoed(response) == "last"
     assert response[1]["connection"] == "close"
+    assert response[1]["date"]  # the server's default headers, as on the ASGI path
     assert wire.closed_by_server()
 
 
