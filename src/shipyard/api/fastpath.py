@@ -226,10 +226,16 @@ class FastPathProtocol(asyncio.Protocol):
             return
 
         def done(result: InvokeResult | None, exc: BaseException | None) -> None:
-            if result is None:
-                self._answer_error(exc or AssertionError("no result"), request_id)
-            else:
-                self._answer(200, runtime.result_headers(result, request_id), result.body)
+            # Called from the upstream connection's data_received: nothing may escape here.
+            if result is not None:
+                try:
+                    head = runtime.result_headers(result, request_id)
+                except Exception as failure:
+                    exc = failure
+                else:
+                    self._answer(200, head, result.body)
+                    return
+            self._answer_error(exc or AssertionError("no result"), request_id)
 
         try:
             self._runtime.plane.invoke_soon(request, done)

@@ -11,7 +11,9 @@ holds it to 1.5x a direct request to the container), so nothing here goes throug
 model: the header rules below are the model's, written out (``test_api_runtime`` checks them
 against botocore), the body is read with the payload limit checked before it is read whole,
 and the answer leaves as one ``http.response.start`` plus one body message, which the server's
-coalescing transport writes to the socket at once.
+coalescing transport writes to the socket at once. The plain form of InvokeEndpoint does not
+reach the ASGI code here at all: the listener's protocol (``api.fastpath``) answers it with the
+same ``authorize``, ``result_headers`` and ``error_response``.
 
 Errors leave in rest-json's envelope: the code in ``x-amzn-ErrorType``, the text in
 ``{"message"}``; ``ModelError`` adds ``OriginalStatusCode``, ``OriginalMessage`` and
@@ -321,12 +323,20 @@ def _request(operation: str, endpoint: str, headers: Mapping[str, str],
     )
 
 
-@lru_cache(maxsize=512)
 def _broken(value: str, rule: Rule) -> tuple[str, ...]:
     """AWS's messages for each rule ``value`` breaks (length rules first, as Coral orders them).
 
-    Cached: clients send the same few content types and accept lists over and over, and the
-    patterns are a good part of InvokeEndpoint's own cost."""
+    Short values are checked once: clients send the same few content types and accept lists
+    over and over, and the patterns are a good part of InvokeEndpoint's own cost."""
+    if len(value) <= _CACHED_VALUE_CHARS:
+        return _broken_cached(value, rule)
+    return _check(value, rule)
+
+
+_CACHED_VALUE_CHARS = 256
+
+
+def _check(value: str, rule: Rule) -> tuple[str, ...]:
     rules = []
     if rule.high is not None and len(value) > rule.high:
         rules.append(f"Member must have length less than or equal to {rule.high}")
@@ -340,6 +350,9 @@ def _broken(value: str, rule: Rule) -> tuple[str, ...]:
     shown = "" if rule.sensitive else f" '{value}'"
     return tuple(f"Value{shown} at '{rule.member}' failed to satisfy constraint: {text}"
                  for text in rules)
+
+
+_broken_cached = lru_cache(maxsize=512)(_check)
 
 
 def result_headers(result: InvokeResult, request_id: str) -> list[tuple[bytes, bytes]]:
