@@ -268,10 +268,8 @@ class Upstream:
         BodyTooLarge, or asyncio.TimeoutError after ``timeout`` seconds (the connection is then
         dropped: the container may still be working on the request).
         """
-        lines = [f"{method} {path} HTTP/1.1", "Host: localhost", f"Content-Length: {len(body)}"]
-        lines.extend(f"{k}: {v}" for k, v in headers)
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-        self._submit(address, data, max_body, timeout, done, True)
+        self._submit(address, _request_bytes(method, path, headers, body), max_body, timeout,
+                     done, True)
 
     def _submit(self, address: Address, data: bytes, max_body: int, timeout: float | None,
                 done: Done, may_retry: bool) -> None:
@@ -367,11 +365,8 @@ class Upstream:
     async def _exchange(self, conn: _Conn, method: str, path: str,
                         headers: list[tuple[str, str]], body: bytes
                         ) -> tuple[int, dict[str, str], AsyncIterator[bytes]]:
-        lines = [f"{method} {path} HTTP/1.1", "Host: localhost",
-                 f"Content-Length: {len(body)}"]
-        lines.extend(f"{k}: {v}" for k, v in headers)
         try:
-            conn.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+            conn.writer.write(_request_bytes(method, path, headers, body))
             await conn.writer.drain()
         except OSError as exc:
             raise UpstreamError(f"the container closed the connection: {exc}",
@@ -390,6 +385,12 @@ class Upstream:
             raise UpstreamError("the container sent an oversized response head", sent=True)
         status, head = _parse_head(raw)
         return status, head, _body(conn.reader, head, method)
+
+
+def _request_bytes(method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: localhost", f"Content-Length: {len(body)}"]
+    lines.extend(f"{k}: {v}" for k, v in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 def _parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
