@@ -10,9 +10,10 @@ the request is parsed in ``data_received``, handed to ``ControlPlane.invoke_soon
 answer written from the upstream connection's ``data_received``.
 
 The plain form is ``POST /endpoints/<name>/invocations HTTP/1.1`` with a Content-Length body
-within the payload limit and no Transfer-Encoding, Expect or Upgrade. Anything else (other
-operations, response streams, chunked or oversized uploads, malformed requests) goes to the
-delegate, uvicorn's own protocol running the ASGI app, which answers it as before: the
+within the payload limit and no Transfer-Encoding, Expect, Upgrade or X-Amz-Target, its head
+well formed (header names are tokens, no control characters, CRLF line ends). Anything else
+(other operations, response streams, chunked or oversized uploads, malformed requests) goes to
+the delegate, uvicorn's own protocol running the ASGI app, which answers it as before: the
 connection is handed over whole, between two requests, with the bytes read so far, and stays
 with the delegate from then on. What a request is told (signature, validation, routing,
 errors) is the same on both paths: they share ``RuntimeApi.authorize``, ``result_headers`` and
@@ -53,7 +54,8 @@ _NOT_PLAIN = frozenset({"transfer-encoding", "expect", "upgrade", "x-amz-target"
 
 
 class FastPath(Protocol):
-    """What the protocol needs of the app: the runtime API, the limit and request ids."""
+    """What the protocol needs of the app: the runtime API (whose plane holds the payload
+    limit) and request ids."""
 
     runtime: runtime.RuntimeApi
 
