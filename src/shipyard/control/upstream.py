@@ -215,6 +215,7 @@ class Upstream:
     def __init__(self) -> None:
         self._idle: dict[Address, list[_Conn]] = {}
         self._exchanges: dict[Address, list[_Exchange]] = {}
+        self._connecting: set[asyncio.Task[tuple[asyncio.BaseTransport, _Exchange]]] = set()
 
     async def _connect(self, address: Address) -> _Conn:
         idle = self._idle.get(address)
@@ -279,6 +280,7 @@ class Upstream:
             return
 
         def connected(task: asyncio.Task[tuple[asyncio.BaseTransport, _Exchange]]) -> None:
+            self._connecting.discard(task)
             if task.cancelled():
                 done(None, asyncio.CancelledError())
                 return
@@ -290,7 +292,9 @@ class Upstream:
             self._send(address, task.result()[1], data, max_body, timeout, done, False)
 
         loop = asyncio.get_running_loop()
-        loop.create_task(loop.create_connection(_Exchange, *address)).add_done_callback(connected)
+        task = loop.create_task(loop.create_connection(_Exchange, *address))
+        self._connecting.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(connected)
 
     def _send(self, address: Address, exchange: _Exchange, data: bytes, max_body: int,
               timeout: float | None, done: Done, may_retry: bool) -> None:
