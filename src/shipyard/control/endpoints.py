@@ -611,7 +611,9 @@ class EndpointManager:
         variant, instance = self._route(req)
         if variant.spec.multi_model:
             try:
-                await self._ensure_model(req, variant)
+                fetch = self._model_fetch(req, variant)
+                if fetch is not None:
+                    await fetch
             except BaseException:
                 self._done(instance)
                 raise
@@ -772,11 +774,6 @@ class EndpointManager:
             "Review the container's latency, resolve the issue, and try again.")
 
     # -- multi-model endpoints --------------------------------------------------------------
-    async def _ensure_model(self, req: InvokeRequest, variant: Variant) -> None:
-        fetch = self._model_fetch(req, variant)
-        if fetch is not None:
-            await fetch
-
     def _model_fetch(self, req: InvokeRequest, variant: Variant) -> asyncio.Future[None] | None:
         """None when ``req``'s TargetModel is in place; else its fetch, started in a thread."""
         if not req.target_model:

@@ -7,10 +7,10 @@ contract needs (Content-Length or chunked bodies, or a body up to connection clo
 
 Whole answers (``submit``) are read by a plain ``asyncio.Protocol`` and handed to a callback
 from its ``data_received``: no future, no Task, no extra loop iteration between the
-container's answer and the client's (``request`` wraps it in a future for coroutines). The
-timeout is a timer on the loop. StreamReader/StreamWriter, an async generator over the body and
-``asyncio.wait_for`` (a Task per call) cost ~75 us of the API server's CPU per InvokeEndpoint
-(``benchmarks/endpoints.py``). Streamed answers (``stream``) keep the stream-based connection.
+container's answer and the client's. The timeout is a timer on the loop. StreamReader and
+StreamWriter, an async generator over the body and ``asyncio.wait_for`` (a Task per call) cost
+~75 us of the API server's CPU per InvokeEndpoint (``benchmarks/endpoints.py``). Streamed
+answers (``stream``) keep the stream-based connection.
 """
 
 from __future__ import annotations
@@ -322,24 +322,6 @@ class Upstream:
 
         exchange.begin(answered, max_body, timeout)
         transport.write(data)
-
-    async def request(self, address: Address, method: str, path: str,
-                      headers: list[tuple[str, str]], body: bytes, *,
-                      max_body: int, timeout: float | None = None) -> Response:
-        """``submit`` for coroutines."""
-        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-
-        def done(response: Response | None, exc: BaseException | None) -> None:
-            if future.done():
-                return  # the caller was cancelled meanwhile
-            if response is None:
-                future.set_exception(exc or UpstreamError("no answer", sent=True))
-            else:
-                future.set_result(response)
-
-        self.submit(address, method, path, headers, body, max_body=max_body, timeout=timeout,
-                    done=done)
-        return await future
 
     async def stream(self, address: Address, method: str, path: str,
                      headers: list[tuple[str, str]], body: bytes
