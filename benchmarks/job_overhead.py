@@ -127,6 +127,8 @@ def shipyard_run(plane: Any, image: str, data_dir: Path, out_dir: Path) -> Shipy
             "S3DataType": "S3Prefix", "S3Uri": str(data_dir),
             "S3DataDistributionType": "FullyReplicated"}}}],
         "OutputDataConfig": {"S3OutputPath": out_dir.as_uri()},
+        # Required now; the same as the default that CreateTrainingJob used to fill in.
+        "ResourceConfig": {"InstanceType": "local", "InstanceCount": 1, "VolumeSizeInGB": 30},
         "StoppingCondition": {"MaxRuntimeInSeconds": 300},
     }
     t0_wall = time.time()
@@ -154,6 +156,9 @@ def shipyard_run(plane: Any, image: str, data_dir: Path, out_dir: Path) -> Shipy
     finished_at = (runner.get("finals") or {}).get("algo-1", {}).get("finished_at")
     if finished_at:
         detail["exit_detect"] = marks["exited"] - float(finished_at)
+    if "logged" in marks:
+        # Part of packaging: waiting after the exit until every log line is stored.
+        detail["log_drain"] = marks["logged"] - marks["exited"]
     # The supervisor removes the container after the status is final: let that finish outside
     # the timed region so it does not slow the next measurement.
     plane.join(timeout=60)

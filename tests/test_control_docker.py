@@ -423,3 +423,97 @@ def test_submit_directory_tarball_from_s3(s3_plane: ControlPlane, s3_server: Any
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
     assert json.loads(model_files(tmp_path, "sourcedir-s3")["args.json"])["describe"] == (
         "from sourcedir")
+
+
+# -- a job ends only after its log is complete ---------------------------------------------------
+
+MARKER = "END-OF-LOG final_loss=0.125"
+
+
+def _chatty(lines: int) -> list[str]:
+    """A python3 command printing ``line <i>`` for every i, then the marker."""
+    code = (f"import sys\nw = sys.stdout.write\nfor i in range({lines}):\n    w(f'line {{i}}\\n')\n"
+            f"print({MARKER!r})\n")
+    return ["python3", "-c", code]
+
+
+def _describe_until_ended(describe: Any, field: str, timeout: float = 120) -> dict[str, Any]:
+    """DescribeXJob polled as a client does, returning the first answer with a final status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = describe()
+        if record[field] in ("Completed", "Failed", "Stopped"):
+            return record  # type: ignore[no-any-return]
+        time.sleep(0.01)
+    raise AssertionError(f"no final status after {timeout} s")
+
+
+def test_training_completed_only_with_every_log_line_and_metric(
+        plane: ControlPlane, base_image: str, tmp_path: Path) -> None:
+    lines = 300_000
+    algo = {"TrainingImage": base_image, "TrainingInputMode": "File",
+            "ContainerEntrypoint": _chatty(lines),
+            "MetricDefinitions": [{"Name": "loss", "Regex": r"final_loss=(\S+)"}]}
+    plane.create_training_job(request("chatty", base_image, tmp_path,
+                                      AlgorithmSpecification=algo))
+    record = _describe_until_ended(lambda: plane.describe_training_job("chatty"),
+                                   "TrainingJobStatus")
+    # Read at once, as the SDK's logs=True does after its last DescribeTrainingJob.
+    got = logs_of(plane, "training", "chatty")
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    assert len(got) == lines + 1
+    assert got[-1] == MARKER
+    assert got[:-1] == [f"line {i}" for i in range(lines)]
+    assert record["FinalMetricDataList"][0]["MetricName"] == "loss"
+    assert record["FinalMetricDataList"][0]["Value"] == 0.125
+
+
+def test_processing_completed_only_with_every_log_line(plane: ControlPlane, base_image: str,
+                                                       tmp_path: Path) -> None:
+    lines = 50_000
+    plane.create_processing_job({
+        "ProcessingJobName": "chatty-proc",
+        "RoleArn": "arn:aws:iam::000000000000:role/shipyard",
+        "AppSpecification": {"ImageUri": base_image, "ContainerEntrypoint": _chatty(lines)},
+        "ProcessingResources": {"ClusterConfig": {"InstanceType": "ml.m5.large",
+                                                  "InstanceCount": 1, "VolumeSizeInGB": 5}},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+    })
+    record = _describe_until_ended(lambda: plane.describe_processing_job("chatty-proc"),
+                                   "ProcessingJobStatus")
+    got = logs_of(plane, "processing", "chatty-proc")
+    assert record["ProcessingJobStatus"] == "Completed", record.get("FailureReason")
+    assert got == [f"line {i}" for i in range(lines)] + [MARKER]
+
+
+def test_resumed_supervisor_completes_only_with_every_log_line(
+        docker_client: Any, scope_labels: dict[str, str], base_image: str,
+        tmp_path: Path) -> None:
+    """The supervisor dies while lines pour in; the next one resumes the log, ends the job
+    only once the rest is stored, and repeats nothing."""
+    settings = Settings.load({"data_dir": str(tmp_path / "state"), "runtime": "docker"},
+                             environ={})
+    runtime = DockerRuntime(docker_client, labels=scope_labels)
+    first = ControlPlane(settings, runtime, launch="process")
+    code = ("import sys, time\nw = sys.stdout.write\nfor i in range(200000):\n"
+            "    w(f'line {i}\\n')\n    if i == 1000:\n        sys.stdout.flush()\n"
+            "        time.sleep(1)\n"
+            f"print({MARKER!r})\n")
+    algo = {"TrainingImage": base_image, "TrainingInputMode": "File",
+            "ContainerEntrypoint": ["python3", "-c", code]}
+    first.create_training_job(request("chatty-restart", base_image, tmp_path,
+                                      AlgorithmSpecification=algo))
+    wait_for_log(first, "training", "chatty-restart", "line 1000")
+    for proc in first.processes:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first.close()
+    second = ControlPlane(settings, runtime, launch="thread")
+    try:
+        record = _describe_until_ended(lambda: second.describe_training_job("chatty-restart"),
+                                       "TrainingJobStatus")
+        got = logs_of(second, "training", "chatty-restart")
+        assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+        assert got == [f"line {i}" for i in range(200000)] + [MARKER]
+    finally:
+        second.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -219,7 +220,7 @@ def test_multi_host_network_is_internal_under_isolation(tmp_path: Path,
         ({"AlgorithmSpecification": {"TrainingImage": IMAGE, "MetricDefinitions": [
             {"Name": "m", "Regex": "("}]}}, ValidationError, "invalid Regex"),
         ({"InputDataConfig": [{"ChannelName": "training", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": "/nonexistent/data"}}}]},
+            "S3DataType": "S3Prefix", "S3Uri": f"{tempfile.gettempdir()}/shipyard-nonexistent/data"}}}]},
          DataSourceError, "no such file"),
         ({"InputDataConfig": [{"ChannelName": "a b", "DataSource": {"S3DataSource": {
             "S3DataType": "S3Prefix", "S3Uri": "/tmp"}}}]}, ValidationError, "channelName"),

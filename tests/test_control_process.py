@@ -57,6 +57,7 @@ def _request(name: str, project: Path, tmp: Path, **extra: object) -> dict[str, 
         "InputDataConfig": [{"ChannelName": "training", "DataSource": {"S3DataSource": {
             "S3DataType": "S3Prefix", "S3Uri": str(data)}}}],
         "OutputDataConfig": {"S3OutputPath": (tmp / "out").as_uri()},
+        "ResourceConfig": {"InstanceType": "local", "InstanceCount": 1, "VolumeSizeInGB": 1},
         "HyperParameters": {"epochs": "2"},
     }
     req.update(extra)

@@ -1,7 +1,8 @@
 """Models, endpoint configs and endpoints on a real Docker engine, invoked through the plane.
 
 Two images: the toolkit's own ``serve`` and a plain http.server program named ``serve`` (no
-toolkit) whose behaviour the request body picks (``fail``, ``crash``, ``hang``, ``big:N``).
+toolkit) whose behaviour the request body picks (``fail``, ``crash``, ``hang``, ``close``,
+``big:N``).
 """
 
 from __future__ import annotations
@@ -232,6 +233,101 @@ def test_container_errors_crashes_and_hangs(plane: ControlPlane, invoke: Invoker
             time.sleep(0.2)
     assert plane.describe_endpoint("ep-err")["ProductionVariants"][0][
         "CurrentInstanceCount"] == 1
+
+
+def test_a_killed_instance_costs_no_requests(plane: ControlPlane, invoke: Invoker,
+                                            images: dict[str, str], docker_client: Any) -> None:
+    deploy(plane, "ep-kill", images["plain-serve"], None, count=2)
+    hosts = {invoke.json("ep-kill", f"warm {i}".encode())["host"] for i in range(20)}
+    assert len(hosts) == 2  # both instances hold pooled connections now
+    victim = containers_of(plane, "ep-kill")[0]
+    docker_client.containers.get(victim).kill()
+
+    failures: list[str] = []
+
+    def burst(count: int) -> None:
+        invoker = Invoker(plane)
+        try:
+            for i in range(count):
+                try:
+                    invoker.json("ep-kill", f"burst {i}".encode())
+                except Exception as exc:  # any failure is what this test is about
+                    failures.append(repr(exc))
+        finally:
+            invoker.close()
+
+    workers = [threading.Thread(target=burst, args=(10,)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for i in range(30):
+        try:
+            assert invoke.json("ep-kill", f"after {i}".encode())["body"] == f"after {i}"
+        except Exception as exc:
+            failures.append(repr(exc))
+    for worker in workers:
+        worker.join()
+
+    async def streamed() -> bytes:
+        stream = await plane.invoke_stream(InvokeRequest(endpoint="ep-kill", body=b"s"))
+        return b"".join([chunk async for chunk in stream.chunks])
+
+    for _ in range(5):
+        assert json.loads(invoke.loop.run_until_complete(streamed()))["body"] == "s"
+    assert failures == []
+
+
+def test_an_instance_that_refuses_connections_costs_no_requests(
+        plane: ControlPlane, invoke: Invoker, images: dict[str, str], docker_client: Any
+) -> None:
+    # The container keeps running, so the monitor never replaces it: routing alone must keep
+    # requests away from it.
+    deploy(plane, "ep-deaf", images["plain-serve"], None, count=2, env={"MODE": "child"})
+    deaf = docker_client.containers.get(containers_of(plane, "ep-deaf")[0])
+    assert deaf.exec_run(["sh", "-c", "kill -9 $(cat /tmp/serve.pid)"]).exit_code == 0
+    failures: list[str] = []
+    hosts: Counter[str] = Counter()
+
+    def burst(count: int) -> None:
+        invoker = Invoker(plane)
+        try:
+            for _ in range(count):
+                try:
+                    hosts[invoker.json("ep-deaf")["host"]] += 1
+                except Exception as exc:  # any failure is what this test is about
+                    failures.append(repr(exc))
+        finally:
+            invoker.close()
+
+    burst(30)
+    workers = [threading.Thread(target=burst, args=(20,)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert failures == []
+    assert len(hosts) == 1 and deaf.attrs["Config"]["Hostname"] not in hosts
+
+
+def test_a_request_that_reached_the_model_is_never_sent_twice(
+        plane: ControlPlane, invoke: Invoker, images: dict[str, str], docker_client: Any
+) -> None:
+    deploy(plane, "ep-once", images["plain-serve"], None, count=2)
+    for i in range(10):
+        invoke("ep-once", f"warm {i}".encode())  # the hang-up then comes on a pooled connection
+    with pytest.raises(ModelError) as err:
+        invoke("ep-once", b"close 1")
+    assert err.value.original_status_code == 0
+
+    async def streamed() -> None:
+        await plane.invoke_stream(InvokeRequest(endpoint="ep-once", body=b"close 2"))
+
+    with pytest.raises(ModelError):
+        invoke.loop.run_until_complete(streamed())
+    logs = b"".join(docker_client.containers.get(c).logs()
+                    for c in containers_of(plane, "ep-once")).decode()
+    assert logs.count("took 'close 1'") == 1, logs
+    assert logs.count("took 'close 2'") == 1, logs
+    assert invoke.json("ep-once", b"fine")["body"] == "fine"
 
 
 def test_response_over_the_limit_is_a_model_error(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shipyard.control.logs import LogEvent, LogStore
+from shipyard.control.logs import FLUSH_SECONDS, LogEvent, LogStore, LogWriter
 from shipyard.control.metrics import MetricExtractor, compile_metric_regex, final_metric_data
 from shipyard.errors import ValidationError
 from shipyard.runtimes.base import LogLine
@@ -90,14 +91,86 @@ def test_unicode_and_tabs_in_messages(logs: LogStore) -> None:
     assert events == [LogEvent("algo-1", 1, "loss\t= 0.5 ✓ é")]
 
 
-def test_open_append_writes_visible_lines_at_once(logs: LogStore) -> None:
+def _messages(logs: LogStore, host: str = "algo-2") -> list[str]:
+    return [e.message for e in logs.read("training", "job-a", host)[0]]
+
+
+def test_open_append_shows_lines_while_the_writer_is_open(logs: LogStore) -> None:
     with logs.open_append("training", "job-a", "algo-2") as writer:
+        written = time.monotonic()
         writer.write(LogLine(10, "first"))
-        # Readable before the writer closes: log tailing follows a running job.
-        assert [e.message for e in logs.read("training", "job-a", "algo-2")[0]] == ["first"]
+        # Readable before the writer closes, within a fraction of a second: log tailing
+        # follows a running job.
+        while _messages(logs) != ["first"]:
+            assert time.monotonic() - written < 2, "the buffered line never reached the file"
+            time.sleep(0.01)
+        assert time.monotonic() - written < FLUSH_SECONDS + 0.5
         writer.write(LogLine(11, "second\nline"))
-    assert [e.message for e in logs.read("training", "job-a", "algo-2")[0]] == [
-        "first", "second line"]
+    # Closing writes whatever is still buffered.
+    assert _messages(logs) == ["first", "second line"]
+
+
+def _writer(logs: LogStore, **options: Any) -> tuple[LogWriter, Any]:
+    path = logs.path("training", "job-a", "algo-2")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "ab")  # noqa: SIM115 - closed by the test
+    return LogWriter(fh, **options), fh
+
+
+def test_writer_buffers_until_flushed_or_closed(logs: LogStore) -> None:
+    writer, fh = _writer(logs, flush_seconds=3600)
+    try:
+        for i in range(1000):
+            writer.write(LogLine(i + 1, f"line {i}"))
+        # Nothing written line by line: the timer (an hour here) or a flush writes them.
+        assert logs.path("training", "job-a", "algo-2").stat().st_size == 0
+        writer.flush()
+        assert _messages(logs) == [f"line {i}" for i in range(1000)]
+        writer.write(LogLine(5000, "last"))
+        writer.close()
+        assert _messages(logs)[-1] == "last"
+        assert logs.last_timestamp_ns("training", "job-a", "algo-2") == 5000
+    finally:
+        fh.close()
+
+
+def test_writer_writes_a_full_buffer_at_once(logs: LogStore) -> None:
+    writer, fh = _writer(logs, flush_seconds=3600, flush_chars=100)
+    try:
+        texts = [f"line {i} " + "y" * 10 for i in range(10)]
+        for i, text in enumerate(texts):
+            writer.write(LogLine(i + 1, text))  # 20 chars a record, 21 for the tenth
+            if i == 3:
+                assert _messages(logs) == []
+        # The writes that bring the buffer to 100 chars (the 5th, the 10th) write it out.
+        assert _messages(logs) == texts
+        writer.write(LogLine(11, "waits"))
+        assert len(_messages(logs)) == 10
+        writer.close()
+        assert len(_messages(logs)) == 11
+    finally:
+        fh.close()
+
+
+def test_a_reader_never_sees_part_of_a_line(logs: LogStore) -> None:
+    """Flushes by size and by timer race a reader: each read ends on a whole line."""
+    writer, fh = _writer(logs, flush_seconds=0.001, flush_chars=4096)
+    expected = [f"line {i} " + "x" * (i % 300) for i in range(20_000)]
+    seen: list[str] = []
+    offset = 0
+    try:
+        for i, text in enumerate(expected):
+            writer.write(LogLine(i + 1, text))
+            if i % 500 == 0:
+                events, offset = logs.read("training", "job-a", "algo-2", offset)
+                seen.extend(e.message for e in events)
+        writer.close()
+    finally:
+        fh.close()
+    events, offset = logs.read("training", "job-a", "algo-2", offset)
+    seen.extend(e.message for e in events)
+    assert seen == expected
+    assert offset == logs.path("training", "job-a", "algo-2").stat().st_size
 
 
 def test_last_timestamp_ns_resumes_after_the_last_complete_line(logs: LogStore) -> None:
@@ -106,6 +179,17 @@ def test_last_timestamp_ns_resumes_after_the_last_complete_line(logs: LogStore) 
     with open(logs.path("training", "job-a", "algo-1"), "ab") as fh:
         fh.write(b"no timestamp here\n")
     assert logs.last_timestamp_ns("training", "job-a", "algo-1") == 5999
+
+
+def test_an_unfinished_last_line_is_fetched_again_not_glued(logs: LogStore) -> None:
+    """A follower killed mid-write leaves half a line; the next one resumes before it."""
+    logs.append("training", "job-a", "algo-2", _lines("one", "two"))
+    with open(logs.path("training", "job-a", "algo-2"), "ab") as fh:
+        fh.write(b"1002\tthr")
+    assert logs.last_timestamp_ns("training", "job-a", "algo-2") == 1001
+    with logs.open_append("training", "job-a", "algo-2") as writer:
+        writer.write(LogLine(1002, "three"))
+    assert _messages(logs) == ["one", "two", "three"]
 
 
 def test_tail_text_and_hosts(logs: LogStore) -> None:

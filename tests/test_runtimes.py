@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -34,7 +35,12 @@ from shipyard.runtimes import (
     ProcessRuntime,
     Runtime,
 )
-from shipyard.runtimes.docker import parse_docker_time, parse_log_stream
+from shipyard.runtimes.docker import (
+    _Dechunker,
+    _frames,
+    parse_docker_time,
+    parse_log_stream,
+)
 from shipyard.runtimes.process import resolve_command
 
 WAIT_S = 60.0
@@ -576,6 +582,43 @@ def test_docker_log_stream_joins_partial_records() -> None:
     ]
     (line,) = parse_log_stream(iter(frames))
     assert line.text == "a" * 16384 + "b" * 10
+
+
+def test_docker_log_stream_fractions_and_non_records() -> None:
+    stream = (
+        b"2024-05-01T10:00:00Z whole second\n"
+        b"2024-05-01T10:00:00.5Z half\n"
+        b"2024-05-01T10:00:00.123456789Z nanos\n"
+        b"2024-05-01T10:00:00.Z no fraction digits\n"
+        b"Error grabbing logs: an engine notice\n"
+        b"2024-05-01T10:00:01.25Z next second\n"
+    )
+    base = 1714557600 * 1_000_000_000
+    assert [(x.timestamp_ns - base, x.text) for x in parse_log_stream(iter([stream]))] == [
+        (0, "whole second"), (500_000_000, "half"), (123_456_789, "nanos"),
+        (1_250_000_000, "next second")]
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 10_000], ids=lambda s: f"read{s}")
+def test_docker_multiplexed_frames_any_read_size(size: int) -> None:
+    payloads = [b"2024-05-01T10:00:00.1Z out\n", b"2024-05-01T10:00:00.2Z err\n", b"",
+                b"2024-05-01T10:00:00.3Z " + b"z" * 5000 + b"\n"]
+    wire = b"".join(struct.pack(">BxxxL", 1 + i % 2, len(p)) + p
+                    for i, p in enumerate(payloads))
+    reads = _chunked(wire, size)
+    assert list(_frames(lambda: next(reads, b""))) == payloads
+
+
+@pytest.mark.parametrize("size", [1, 5, 64, 10_000], ids=lambda s: f"read{s}")
+def test_chunked_http_body_undone_over_any_read_size(size: int) -> None:
+    pieces = [b"a" * 26, b"", b"hello\r\nworld", b"x" * 300]
+    wire = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) if i == 0 else
+                    b"%x\r\n%s\r\n" % (len(p), p) for i, p in enumerate(pieces) if p)
+    wire += b"0\r\n\r\n" + b"never read"
+    reads = _chunked(wire, size)
+    body = _Dechunker(lambda n: next(reads, b""))
+    got = b"".join(iter(body.read, b""))
+    assert got == b"".join(pieces)
 
 
 def test_parse_docker_time() -> None:

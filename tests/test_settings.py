@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -211,3 +213,91 @@ def test_settings_are_frozen_and_compare_by_value(tmp_path: Path) -> None:
     assert a == b  # sources differ, values do not
     with pytest.raises(AttributeError):
         a.region = "y"  # type: ignore[misc]
+
+
+def test_file_roots_default_to_home_and_the_temporary_folder(tmp_path: Path) -> None:
+    settings = Settings.load({"data_dir": tmp_path}, environ={})
+    assert settings.file_roots == (Path.home(), Path(tempfile.gettempdir()))
+    assert settings.sources["file_roots"] is Source.DEFAULT
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (f"/srv/a{os.pathsep}/srv/b", ("/srv/a", "/srv/b")),
+        ("/srv/a,/srv/b", ("/srv/a", "/srv/b")),
+        (f" /srv/a , /srv/b{os.pathsep}", ("/srv/a", "/srv/b")),
+        ("/srv/only", ("/srv/only",)),
+        ("", ()),
+    ],
+    ids=["pathsep", "comma", "spaces-and-trailing", "one", "empty-means-none"],
+)
+def test_file_roots_from_the_environment(tmp_path: Path, raw: str,
+                                         expected: tuple[str, ...]) -> None:
+    settings = Settings.load({"data_dir": tmp_path}, environ={"SHIPYARD_FILE_ROOTS": raw})
+    assert settings.file_roots == tuple(Path(p) for p in expected)
+    assert settings.sources["file_roots"] is Source.ENV
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        (["/srv/a", "~/data"], ("/srv/a", str(Path.home() / "data"))),
+        ("/srv/a:/srv/b" if os.pathsep == ":" else "/srv/a;/srv/b", ("/srv/a", "/srv/b")),
+        ([], ()),
+    ],
+    ids=["list", "string", "empty-list"],
+)
+def test_file_roots_from_the_config_file(tmp_path: Path, document: Any,
+                                         expected: tuple[str, ...]) -> None:
+    _config(tmp_path, {"file_roots": document})
+    settings = Settings.load({"data_dir": tmp_path}, environ={})
+    assert settings.file_roots == tuple(Path(p) for p in expected)
+    assert settings.sources["file_roots"] is Source.CONFIG_FILE
+
+
+@pytest.mark.parametrize(
+    "document",
+    [42, {"a": "/srv"}, ["/srv/a", 3], ["/srv/a", None], ["relative/data"], "relative",
+     [""], True],
+    ids=["number", "object", "number-entry", "null-entry", "relative-entry",
+         "relative-string", "empty-entry", "boolean"],
+)
+def test_bad_file_roots_name_the_setting(tmp_path: Path, document: Any) -> None:
+    _config(tmp_path, {"file_roots": document})
+    with pytest.raises(ValidationError, match="file_roots"):
+        Settings.load({"data_dir": tmp_path}, environ={})
+
+
+def test_file_roots_survive_the_trip_to_a_detached_supervisor(tmp_path: Path) -> None:
+    # The plane hands a detached supervisor its settings as JSON (as_overrides).
+    settings = Settings.load({"data_dir": tmp_path, "file_roots": ["/srv/a,b", "/srv/c"]},
+                             environ={})
+    assert settings.file_roots == (Path("/srv/a,b"), Path("/srv/c"))
+    again = Settings.load(json.loads(json.dumps(settings.as_overrides())), environ={})
+    assert again == settings
+    assert settings.explain()["file_roots"]["value"] == "/srv/a,b,/srv/c"
+
+
+def test_container_confinement_settings(tmp_path: Path) -> None:
+    settings = Settings.load({"data_dir": tmp_path}, environ={
+        "SHIPYARD_CONTAINER_EXTRA_CAPABILITIES": "sys_ptrace, CAP_NET_ADMIN",
+        "SHIPYARD_CONTAINER_PIDS_LIMIT": "512"})
+    assert settings.container_extra_capabilities == ("SYS_PTRACE", "NET_ADMIN")
+    assert settings.container_pids_limit == 512
+    again = Settings.load(json.loads(json.dumps(settings.as_overrides())), environ={})
+    assert again == settings
+    assert Settings.load({"data_dir": tmp_path}, environ={}).container_extra_capabilities == ()
+
+
+@pytest.mark.parametrize("raw", ["ALL", "SYS-PTRACE", "a b", 7],
+                         ids=["all", "dash", "space", "number"])
+def test_bad_capabilities_name_the_setting(tmp_path: Path, raw: Any) -> None:
+    _config(tmp_path, {"container_extra_capabilities": raw})
+    with pytest.raises(ValidationError, match="container_extra_capabilities"):
+        Settings.load({"data_dir": tmp_path}, environ={})
+
+
+def test_pids_limit_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="container_pids_limit"):
+        Settings.load({"data_dir": tmp_path}, environ={"SHIPYARD_CONTAINER_PIDS_LIMIT": "0"})

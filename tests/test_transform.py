@@ -75,6 +75,10 @@ class Handler(BaseHTTPRequestHandler):
                                       "type": self.headers.get("Content-Type"),
                                       "accept": self.headers.get("Accept")}) + "\n")
         text = body.decode()
+        if os.environ.get("CHATTY"):
+            for i in range(int(os.environ["CHATTY"])):
+                sys.stdout.write(f"row {i}\n")
+            print("scored", flush=True)
         if text == "env":
             env = {k: v for k, v in os.environ.items() if k.startswith(("SAGEMAKER_", "JOB_"))}
             return self.answer(200, json.dumps(env, sort_keys=True).encode(), "application/json")
@@ -518,3 +522,23 @@ def test_plain_image_error_fails_the_job(
     assert (record["BatchStrategy"], record["MaxPayloadInMB"],
             record["MaxConcurrentTransforms"]) == ("MultiRecord", 6, 1)
     assert h.leftovers("tj-plain") == []
+
+
+def test_completed_only_once_the_containers_log_is_stored(h: Harness) -> None:
+    """Lines printed while answering are all in the log when the status says Completed."""
+    h.model("chatty", CHATTY="50000")
+    inputs = _data(h.tmp, {"a.csv": b"1,2\n"})
+    h.create("tj-chatty", inputs.as_uri(), (h.tmp / "out").as_uri(), ModelName="chatty")
+    driver = threading.Thread(target=TransformJob(h.ctx, "tj-chatty").run, daemon=True)
+    driver.start()
+    try:
+        deadline = time.monotonic() + 60
+        while h.ctx.store.get_job(KIND, "tj-chatty").status not in records.TERMINAL_STATUSES:
+            assert time.monotonic() < deadline, "the job never ended"
+            time.sleep(0.01)
+        lines = h.ctx.logs.tail_text(KIND, "tj-chatty", "algo-1", lines=60_000)
+        assert h.ctx.store.get_job(KIND, "tj-chatty").status == records.COMPLETED
+        start = lines.index("row 0")
+        assert lines[start:] == [f"row {i}" for i in range(50000)] + ["scored"]
+    finally:
+        driver.join(60)

@@ -163,6 +163,16 @@ signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
 if MODE == "exit":
     print("serve: cannot start, MODE=exit", flush=True)
     sys.exit(2)
+if MODE == "child":
+    # The server runs in a child process that can die while the container lives on: its port
+    # then refuses connections and the engine still says "running".
+    child = os.fork()
+    if child:
+        os.waitpid(child, 0)
+        while True:
+            time.sleep(3600)
+    with open("/tmp/serve.pid", "w") as f:
+        f.write(str(os.getpid()))
 try:
     MODEL = open("/opt/ml/model/model.txt").read().strip()
 except OSError:
@@ -199,6 +209,11 @@ class Handler(BaseHTTPRequestHandler):
             os._exit(3)
         if body == b"hang":
             time.sleep(3600)
+        if body.startswith(b"close"):
+            # Read, then hang up without an answer: the request reached the model.
+            print(f"serve: took {body.decode()!r} and hung up", flush=True)
+            self.close_connection = True
+            return
         if body == b"fail":
             return self.answer(400, b"bad input: fail", "text/plain")
         if body.startswith(b"big:"):

@@ -35,23 +35,59 @@ from shipyard.control import ControlPlane, Settings
 from shipyard.errors import RuntimeUnavailable
 
 STARTUP_TIMEOUT_SECONDS = 30.0
+#: How long a graceful stop lets deletions and job cleanups under way finish.
+FINISH_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
 class ServerInfo:
     url: str
     pid: int
+    #: The process's start time in clock ticks since boot (``/proc/<pid>/stat``): with the
+    #: pid it names the process, whatever command line started it, and a reused pid never
+    #: matches.
+    process_start: int | None = None
+
+
+@dataclass(frozen=True)
+class StopReport:
+    """What a server that stopped gracefully left unfinished (the next start finishes it)."""
+
+    graceful: bool
+    left: list[str]
 
 
 def info_path(settings: Settings) -> Path:
     return settings.data_dir / "server.json"
 
 
+def stopped_path(settings: Settings) -> Path:
+    return settings.data_dir / "server-stopped.json"
+
+
 def read_info(settings: Settings) -> ServerInfo | None:
     try:
         data = json.loads(info_path(settings).read_text(encoding="utf-8"))
-        return ServerInfo(url=str(data["url"]), pid=int(data["pid"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        start = data.get("process_start")
+        return ServerInfo(url=str(data["url"]), pid=int(data["pid"]),
+                          process_start=None if start is None else int(start))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def process_start(pid: int) -> int | None:
+    """Clock ticks since boot at which ``pid`` started; None when it does not run."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count after the last ")".
+    fields = stat.rsplit(")", 1)[-1].split()
+    if fields[:1] in (["Z"], ["X"]):
+        return None  # exited, only not yet reaped by its parent
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
         return None
 
 
@@ -106,11 +142,14 @@ class ApiServer:
         finally:
             if self.server.started:
                 await self.server.shutdown()
+            left: list[str] = []
+            if self._owns_plane:
+                left = self.plane.close(FINISH_SECONDS)
             info = read_info(self.settings)
             if info is not None and info.pid == os.getpid():
+                _write_json(stopped_path(self.settings), {
+                    "pid": os.getpid(), "at": time.time(), "left": left})
                 info_path(self.settings).unlink(missing_ok=True)
-            if self._owns_plane:
-                self.plane.close()
 
     def start_in_thread(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> str:
         """Serve from a background thread (tests, embedding); returns the URL once it listens."""
@@ -247,9 +286,14 @@ class _CoalescingTransport:
 
 
 def _write_info(path: Path, url: str) -> None:
+    _write_json(path, {"url": url, "pid": os.getpid(), "started": time.time(),
+                       "process_start": process_start(os.getpid())})
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps({"url": url, "pid": os.getpid(), "started": time.time()}))
+    tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
 
 
@@ -288,28 +332,43 @@ def _settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _is_our_server(pid: int) -> bool:
-    """The pid still runs a Shipyard server (pids are reused: check what it runs)."""
+def _is_our_server(info: ServerInfo) -> bool:
+    """The server recorded in ``server.json`` still runs (pids are reused: the start time
+    recorded with it must match; an older record is judged by its command line)."""
+    started = process_start(info.pid)
+    if started is None:
+        return False
+    if info.process_start is not None:
+        return started == info.process_start
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        cmdline = Path(f"/proc/{info.pid}/cmdline").read_bytes()
     except OSError:
         return False
     return b"shipyard.api.server" in cmdline
 
 
-def stop_server(settings: Settings, timeout: float = 15.0) -> bool:
-    """Stop the server of this data directory; False when none was running."""
+def stop_server(settings: Settings, timeout: float = FINISH_SECONDS + 15.0
+                ) -> StopReport | None:
+    """Stop the server of this data directory, however it was started (``shipyard server``
+    in a terminal, or in the background by a CLI command); None when none was running."""
     info = read_info(settings)
-    if info is None or not _is_our_server(info.pid):
-        return False
+    if info is None or not _is_our_server(info):
+        return None
+    stopped_path(settings).unlink(missing_ok=True)
     os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _is_our_server(info.pid):
-            return True
+        if not _is_our_server(info):
+            break
         time.sleep(0.05)
-    os.kill(info.pid, signal.SIGKILL)
-    return True
+    else:
+        os.kill(info.pid, signal.SIGKILL)
+        return StopReport(graceful=False, left=[])
+    try:
+        report = json.loads(stopped_path(settings).read_text(encoding="utf-8"))
+        return StopReport(graceful=True, left=[str(x) for x in report.get("left") or []])
+    except (OSError, ValueError, AttributeError):
+        return StopReport(graceful=True, left=[])
 
 
 def main(argv: list[str] | None = None) -> int:

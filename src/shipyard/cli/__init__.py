@@ -36,6 +36,8 @@ _HELP = {
     "[env SHIPYARD_INVOKE_MAX_PAYLOAD_BYTES].",
     "invoke_timeout_seconds": "Time a model has to answer an invocation "
     "[env SHIPYARD_INVOKE_TIMEOUT_SECONDS].",
+    "file_roots": "Host folders file:// locations may name, separated by ':' or ',' "
+    "[env SHIPYARD_FILE_ROOTS; default your home and the temporary folder].",
 }
 
 

@@ -62,6 +62,16 @@ def status(settings: Settings) -> None:
 @click.pass_obj
 def stop(settings: Settings) -> None:
     """Stop the server of this data directory (its jobs' containers keep running)."""
-    if not stop_server(settings):
+    report = stop_server(settings)
+    if report is None:
         raise CliError("no server is running for this data directory", ExitCode.NOT_FOUND)
+    if not report.graceful:
+        click.echo("the server did not stop in time and was killed; work it had under way "
+                   "is finished by the next server on this data directory", err=True)
+        return
     click.echo("server stopped", err=True)
+    for line in report.left:
+        click.echo(f"  unfinished: {line}", err=True)
+    if report.left:
+        click.echo("the next server on this data directory finishes these (any shipyard "
+                   "command starts one)", err=True)

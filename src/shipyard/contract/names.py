@@ -59,6 +59,15 @@ def check_channel_name(name: str, member: str = "inputDataConfig.member.channelN
     return name
 
 
+def check_env_value(key: str, value: str) -> str:
+    """A value a process environment can hold: C strings end at NUL, so an engine refuses
+    it at start (exit code 128) long after the request was accepted."""
+    if "\x00" in value:
+        raise ValidationError(f"Environment value of {key} contains a NUL character, which no "
+                              "process environment can hold")
+    return value
+
+
 def check_env_key(key: str, member: str = "environment") -> str:
     if not isinstance(key, str) or len(key) > 512 or not _ENV_KEY.fullmatch(key):
         raise constraint_error(

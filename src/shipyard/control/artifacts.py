@@ -128,6 +128,9 @@ def merge_dirs(sources: list[Path], dest: Path) -> list[str]:
     """
     clashes: list[str] = []
     with _storage_errors(str(dest)):
+        # A supervisor resumed after a crash merges again: what the last one merged is not
+        # another host's copy.
+        shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True, exist_ok=True)
         for source in sources:
             if not source.is_dir():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shipyard.control.confinement import FileRoots
 from shipyard.control.locks import JobLock
 from shipyard.control.logs import LogStore
 from shipyard.control.s3 import S3Client
@@ -26,7 +28,11 @@ class Context:
     @classmethod
     def build(cls, settings: Settings, runtime: Runtime) -> Context:
         data = settings.data_dir
-        data.mkdir(parents=True, exist_ok=True)
+        data.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # It holds the key pair, environment values and logs: the owner's alone, even when
+        # an older version made it with the umask's mode.
+        with contextlib.suppress(OSError):
+            data.chmod(0o700)
         return cls(settings=settings, store=Store(data / "state.db"),
                    logs=LogStore(data / "logs"), runtime=runtime)
 
@@ -41,6 +47,12 @@ class Context:
                                     secret_access_key=settings.s3_secret_access_key)
             return self._s3
 
+    @property
+    def file_roots(self) -> FileRoots:
+        """Where local locations may point; built per use, so a folder that became a
+        symbolic link since the last job is seen."""
+        return FileRoots.of(self.settings)
+
     def job_dir(self, kind: str, name: str, uid: str) -> Path:
         return self.settings.data_dir / "jobs" / kind / f"{name}-{uid}"
 
@@ -50,11 +62,19 @@ class Context:
 
 def runtime_for(settings: Settings) -> Runtime:
     """The runtime the settings ask for; ``auto`` = Docker if an engine answers, else process."""
-    from shipyard.runtimes import SCOPE_LABEL, DockerRuntime, ProcessRuntime, default_runtime
+    from shipyard.runtimes import (
+        SCOPE_LABEL,
+        Confinement,
+        DockerRuntime,
+        ProcessRuntime,
+        default_runtime,
+    )
 
     labels = {SCOPE_LABEL: settings.scope} if settings.scope else None
+    confinement = Confinement(pids_limit=settings.container_pids_limit,
+                              extra_capabilities=frozenset(settings.container_extra_capabilities))
     if settings.runtime == "docker":
-        return DockerRuntime(labels=labels)
+        return DockerRuntime(labels=labels, confinement=confinement)
     if settings.runtime == "process":
         return ProcessRuntime(settings.data_dir / "processes")
-    return default_runtime(settings.data_dir, labels)
+    return default_runtime(settings.data_dir, labels, confinement)

@@ -15,7 +15,10 @@ in-flight counts, and the variants' weights.
 - A monitor replaces any instance whose container exits; until then its variant's other
   instances take the traffic.
 - Invoke: the variant by weight (or ``TargetVariant``), then the instance with the fewest
-  requests in flight; the request is forwarded over a pooled connection.
+  requests in flight; the request is forwarded over a pooled connection. A request that never
+  reached its container (refused, or cut off before the container took a byte of it) goes to
+  another instance of the variant, and the instance that failed it is passed over for a while
+  (a dead container fails fast, so by in-flight count it would look the least busy).
 """
 
 from __future__ import annotations
@@ -40,10 +43,9 @@ from shipyard.contract.serving import (
     SERVING_PORT,
     SERVING_STOP_GRACE_SECONDS,
 )
-from shipyard.control import models, records
+from shipyard.control import models, records, recovery
 from shipyard.control.context import Context
 from shipyard.control.invocation import InvokeDone, InvokeRequest, InvokeResult, InvokeStream
-from shipyard.control.locations import local_path
 from shipyard.control.locks import JobLock
 from shipyard.control.serving import (
     DEPLOYMENT_LABEL,
@@ -54,6 +56,7 @@ from shipyard.control.serving import (
     follow_logs,
     ping,
     prepare_model_dir,
+    remove_owner_network,
     remove_tree,
     start_instance,
     stop_instance,
@@ -82,6 +85,11 @@ DELETING = "Deleting"
 FAILED = "Failed"
 #: How often the monitor looks for dead containers.
 MONITOR_INTERVAL_SECONDS = 0.5
+#: How long an instance that could not be reached is passed over: long enough for the monitor
+#: to see a dead container and replace it, short enough that a live one soon gets traffic again.
+SUSPECT_SECONDS = 2.0
+#: Further instances a request that reached none is tried on.
+MAX_RETRIES = 2
 
 
 @dataclass
@@ -108,9 +116,12 @@ class EndpointManager:
         self._lock = threading.RLock()
         self._live: dict[str, Deployment] = {}
         self._inflight: dict[str, int] = {}
+        #: Containers that could not be reached, and until when they are passed over.
+        self._suspect: dict[str, float] = {}
         self._replacing: set[str] = set()
         self._cancel: dict[str, threading.Event] = {}
         self._mme_locks: dict[str, threading.Lock] = {}
+        self._finishing: dict[threading.Thread, str] = {}
         self._monitor: threading.Thread | None = None
         self._closed = threading.Event()
         self._upstreams: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Upstream] = (
@@ -219,7 +230,8 @@ class EndpointManager:
             if cancel is not None:
                 cancel.set()
             deployment = self._live.pop(name, None)
-        self._start_thread(f"delete-{name}", self._tear_down, name, deployment)
+        self._start_thread(f"delete-{name}", self._tear_down, name, deployment,
+                           finishing=f"endpoint {name}: deletion")
 
     def _cancellable(self, name: str) -> threading.Event:
         """The event DeleteEndpoint sets to stop ``name``'s deployment; registered before its
@@ -236,8 +248,25 @@ class EndpointManager:
             specs.append(variant_spec(variant, model, default))
         return specs
 
-    def _start_thread(self, label: str, target: Any, *args: Any) -> None:
-        threading.Thread(target=target, args=args, name=label, daemon=True).start()
+    def _start_thread(self, label: str, target: Any, *args: Any,
+                      finishing: str | None = None) -> None:
+        """Run ``target`` on a thread of its own. ``finishing`` names work that removes
+        containers (a delete, a retirement): a graceful stop waits for it (``close``)."""
+        if finishing is None:
+            threading.Thread(target=target, args=args, name=label, daemon=True).start()
+            return
+
+        def run() -> None:
+            try:
+                target(*args)
+            finally:
+                with self._lock:
+                    self._finishing.pop(thread, None)
+
+        thread = threading.Thread(target=run, name=label, daemon=True)
+        with self._lock:
+            self._finishing[thread] = finishing
+        thread.start()
 
     # -- deployments ------------------------------------------------------------------------
     def _deploy(self, name: str, config_name: str, specs: list[VariantSpec],
@@ -386,6 +415,7 @@ class EndpointManager:
         for container in self.ctx.runtime.list({JOB_KIND_LABEL: KIND, JOB_NAME_LABEL: name}):
             stop_instance(self.ctx, container, SERVING_STOP_GRACE_SECONDS)
         if forget:
+            remove_owner_network(self.ctx, KIND, name)
             remove_tree(self.ctx.settings.data_dir / "endpoints" / name)
             self.ctx.store.delete_job(KIND, name)
 
@@ -473,35 +503,53 @@ class EndpointManager:
             return []
         said = []
         for row in self.ctx.store.list_jobs(KIND, limit=100_000):
-            status = row.status
-            if status == DELETING:
-                self._start_thread(f"delete-{row.name}", self._tear_down, row.name, None)
-            elif status in (IN_SERVICE, UPDATING) and row.runner.get("uid"):
-                said.append(self._reattach(row.name, row.runner, status))
-            elif status == CREATING:
-                # The deployment's thread died with the old plane: start it over.
-                cancel = self._cancellable(row.name)
-                self._cleanup_pending(row.name, row.runner)
-                try:
-                    specs = [VariantSpec.from_json(s) for s in row.runner.get("specs") or []]
-                    config = self._get(models.CONFIG_KIND, row.record["EndpointConfigName"])
-                    specs = specs or self._specs(config)
-                except ShipyardError as exc:
-                    self._set_status(row.name, FAILED, FailureReason=_reason(exc))
-                    continue
-                self._start_thread(f"deploy-{row.name}", self._deploy_new, row.name,
-                                   row.record["EndpointConfigName"], specs, cancel)
-                said.append(f"endpoint {row.name}: deployment restarted")
+            try:
+                line = self._take_over(row.name, row.status, row.record, row.runner)
+            except Exception as exc:
+                with self._lock:
+                    self._live.pop(row.name, None)
+                line = recovery.set_aside(self.ctx, KIND, row.name,
+                                          f"{type(exc).__name__}: {exc}")
+            if line:
+                said.append(line)
         for line in said:
             log.warning("%s", line)
         return said
+
+    def _take_over(self, name: str, status: str, record: dict[str, Any],
+                   runner: dict[str, Any]) -> str | None:
+        if status == DELETING:
+            self._start_thread(f"delete-{name}", self._tear_down, name, None,
+                               finishing=f"endpoint {name}: deletion")
+        elif status in (IN_SERVICE, UPDATING) and runner.get("uid"):
+            return self._reattach(name, runner, status)
+        elif status == CREATING:
+            # The deployment's thread died with the old plane: start it over.
+            cancel = self._cancellable(name)
+            self._cleanup_pending(name, runner)
+            try:
+                specs = [VariantSpec.from_json(s) for s in runner.get("specs") or []]
+                config = self._get(models.CONFIG_KIND, record["EndpointConfigName"])
+                specs = specs or self._specs(config)
+            except ShipyardError as exc:
+                self._set_status(name, FAILED, FailureReason=_reason(exc))
+                return None
+            self._start_thread(f"deploy-{name}", self._deploy_new, name,
+                               record["EndpointConfigName"], specs, cancel)
+            return f"endpoint {name}: deployment restarted"
+        return None
 
     def _cleanup_pending(self, name: str, runner: dict[str, Any]) -> None:
         for uid in runner.get("pending") or []:
             for container in self.ctx.runtime.list({JOB_NAME_LABEL: name,
                                                     DEPLOYMENT_LABEL: uid}):
                 stop_instance(self.ctx, container, 0)
-        self._mutate(name, lambda rec, run: run.pop("pending", None))
+            # Its extracted model too, or every restart in that window keeps a copy.
+            remove_tree(self.ctx.settings.data_dir / "endpoints" / name / uid)
+
+        def forget(rec: dict[str, Any], run: dict[str, Any]) -> None:
+            run.pop("pending", None)
+        self._mutate(name, forget)
 
     def _reattach(self, name: str, runner: dict[str, Any], status: str) -> str:
         self._cleanup_pending(name, runner)
@@ -541,9 +589,9 @@ class EndpointManager:
         known = {i.container for i in deployment.instances()} | {i.container for _, i in dead}
         strays = [c for c in self.ctx.runtime.list({JOB_KIND_LABEL: KIND, JOB_NAME_LABEL: name})
                   if c not in known]
-        for container in strays:
-            self._start_thread(f"retire-{container}", stop_instance, self.ctx, container,
-                               SERVING_STOP_GRACE_SECONDS)
+        if strays:
+            self._start_thread(f"retire-strays-{name}", self._retire_strays, name, strays, uid,
+                               finishing=f"endpoint {name}: retiring {', '.join(strays)}")
         for variant, instance in dead:
             self._replace(name, deployment, variant, instance)
         self._mutate(name, lambda rec, run: run.update(reconciled={
@@ -551,17 +599,58 @@ class EndpointManager:
         return (f"endpoint {name}: reattached {reattached} instance(s), restarting "
                 f"{len(dead)}")
 
-    def close(self) -> None:
+    def _retire_strays(self, name: str, containers: list[str], keep: str) -> None:
+        """Stop the containers of fleets no deployment owns any more, then remove their
+        folders (every deployment folder of ``name`` but ``keep``'s)."""
+        threads = [threading.Thread(target=stop_instance, daemon=True, args=(
+            self.ctx, c, SERVING_STOP_GRACE_SECONDS)) for c in containers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        folder = self.ctx.settings.data_dir / "endpoints" / name
+        try:
+            # A deployment started meanwhile (an update) keeps its folder too.
+            pending = set(self.ctx.store.get_job(KIND, name).runner.get("pending") or [])
+        except ResourceNotFound:
+            return  # deleted meanwhile: the deletion removes the whole folder
+        with self._lock:
+            live = self._live.get(name)
+            keep_uids = {keep, *pending} | ({live.uid} if live is not None else set())
+        if folder.is_dir():
+            for child in folder.iterdir():
+                if child.name not in keep_uids and child.is_dir():
+                    remove_tree(child)
+
+    def close(self, timeout: float = 0.0) -> list[str]:
+        """Stop managing endpoints. Deletions and retirements under way get up to
+        ``timeout`` seconds to finish; returns what is still unfinished then (the next plane
+        on this data directory finishes it: a Deleting endpoint is deleted again)."""
         self._closed.set()
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            pending = list(self._finishing.items())
+        for thread, _ in pending:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        left = [what for thread, what in pending if thread.is_alive()]
         self._ownership.release()
+        return left
 
     # -- invoke -----------------------------------------------------------------------------
-    def _route(self, req: InvokeRequest) -> tuple[Variant, Instance]:
+    def _route(self, req: InvokeRequest, retry: _Retry | None = None
+               ) -> tuple[Variant, Instance]:
+        """The instance to send ``req`` to; on a retry, one of the same variant that the
+        request has not tried yet (none left: the error that ended the last try)."""
         with self._lock:
             deployment = self._live.get(req.endpoint)
             if deployment is None:
                 raise self._not_in_service(req.endpoint)
-            if req.target_variant:
+            if retry is not None:
+                # By name: an update may have put a new fleet in place meanwhile.
+                variant = deployment.variants.get(retry.variant)
+                if variant is None:
+                    raise retry.error
+            elif req.target_variant:
                 variant = deployment.variants.get(req.target_variant)
                 if variant is None:
                     raise InvokeValidationError(
@@ -573,14 +662,55 @@ class EndpointManager:
                     raise InvokeValidationError(
                         f"Every production variant of endpoint {req.endpoint} has weight 0; "
                         "name one with TargetVariant.")
-            if not variant.instances:
+            instances = variant.instances
+            if retry is not None:
+                instances = [i for i in instances if i.container not in retry.tried]
+                if not instances:
+                    raise retry.error
+            if self._suspect:
+                instances = self._unsuspected(instances)
+            if not instances:
                 raise ServiceUnavailable(
                     f"No instance of variant {variant.spec.name} of endpoint {req.endpoint} is "
                     "healthy right now; a replacement is starting.")
-            instance = min(variant.instances,
+            instance = min(instances,
                            key=lambda i: (self._inflight.get(i.container, 0), random.random()))
             self._inflight[instance.container] = self._inflight.get(instance.container, 0) + 1
             return variant, instance
+
+    def _unsuspected(self, instances: list[Instance]) -> list[Instance]:
+        """``instances`` less those recently unreachable; all of them when every one is (a
+        refusal is cheap, and the monitor, not routing, decides that an instance is gone).
+        Hold the lock."""
+        now = time.monotonic()
+        for container, until in list(self._suspect.items()):
+            if until <= now:
+                del self._suspect[container]
+        return [i for i in instances if i.container not in self._suspect] or instances
+
+    def _suspect_instance(self, instance: Instance) -> None:
+        with self._lock:
+            self._suspect[instance.container] = time.monotonic() + SUSPECT_SECONDS
+
+    def _answered(self, instance: Instance) -> None:
+        """``instance`` answered: it is reachable again."""
+        with self._lock:
+            self._suspect.pop(instance.container, None)
+
+    def _retry(self, exc: UpstreamError, variant: Variant, instance: Instance,
+               retry: _Retry | None, error: ShipyardError) -> _Retry | None:
+        """What to try next after ``instance`` failed ``exc``, or None to answer ``error``.
+
+        Only a request the container never took goes elsewhere: one it may have taken could
+        have changed the model's state or cost it work, and InvokeEndpoint is not idempotent.
+        """
+        if exc.sent:
+            return None
+        self._suspect_instance(instance)
+        tried = (retry.tried if retry is not None else ()) + (instance.container,)
+        if len(tried) > MAX_RETRIES:
+            return None
+        return _Retry(variant.spec.name, tried, error)
 
     def _done(self, instance: Instance) -> None:
         with self._lock:
@@ -607,8 +737,9 @@ class EndpointManager:
             upstream = self._upstreams[loop] = Upstream()
         return upstream
 
-    async def _pick(self, req: InvokeRequest) -> tuple[Variant, Instance]:
-        variant, instance = self._route(req)
+    async def _pick(self, req: InvokeRequest, retry: _Retry | None = None
+                    ) -> tuple[Variant, Instance]:
+        variant, instance = self._route(req, retry)
         if variant.spec.multi_model:
             try:
                 fetch = self._model_fetch(req, variant)
@@ -626,7 +757,7 @@ class EndpointManager:
         ``data_received``): on InvokeEndpoint's hot path a coroutine and a Task per request
         cost the API server more than routing and forwarding together. Call on the event loop.
         """
-        self._invoke_attempt(req, done, 0)
+        self._invoke_attempt(req, done, None)
 
     async def invoke(self, req: InvokeRequest) -> InvokeResult:
         """``invoke_soon`` for coroutines."""
@@ -643,9 +774,10 @@ class EndpointManager:
         self.invoke_soon(req, done)
         return await future
 
-    def _invoke_attempt(self, req: InvokeRequest, done: InvokeDone, attempt: int) -> None:
+    def _invoke_attempt(self, req: InvokeRequest, done: InvokeDone, retry: _Retry | None
+                        ) -> None:
         try:
-            variant, instance = self._route(req)
+            variant, instance = self._route(req, retry)
         except BaseException as exc:
             done(None, exc)
             return
@@ -663,25 +795,28 @@ class EndpointManager:
                         self._done(instance)
                         done(None, exc or asyncio.CancelledError())
                         return
-                    self._forward(req, variant, instance, done, attempt)
+                    self._forward(req, variant, instance, done, retry)
 
                 fetch.add_done_callback(fetched)
                 return
-        self._forward(req, variant, instance, done, attempt)
+        self._forward(req, variant, instance, done, retry)
 
     def _forward(self, req: InvokeRequest, variant: Variant, instance: Instance,
-                 done: InvokeDone, attempt: int) -> None:
+                 done: InvokeDone, retry: _Retry | None) -> None:
         settings = self.ctx.settings
 
         def answered(response: Response | None, exc: BaseException | None) -> None:
             self._done(instance)
+            if self._suspect and response is not None:
+                self._answered(instance)
             if response is None:
                 if isinstance(exc, UpstreamError):
-                    if not exc.sent and attempt < 2:
-                        # Never reached the container: another instance may take it.
-                        self._invoke_attempt(req, done, attempt + 1)
+                    error = self._model_error(req.endpoint, variant, 0, str(exc))
+                    again = self._retry(exc, variant, instance, retry, error)
+                    if again is not None:
+                        self._invoke_attempt(req, done, again)
                         return
-                    exc = self._model_error(req.endpoint, variant, 0, str(exc))
+                    exc = error
                 elif isinstance(exc, asyncio.TimeoutError):
                     exc = self._timeout(req.endpoint, variant)
                 elif isinstance(exc, BodyTooLarge):
@@ -712,8 +847,22 @@ class EndpointManager:
             answered(None, exc)
 
     async def invoke_stream(self, req: InvokeRequest) -> InvokeStream:
+        retry: _Retry | None = None
+        while True:
+            variant, instance = await self._pick(req, retry)
+            try:
+                return await self._stream_from(req, variant, instance)
+            except UpstreamError as exc:
+                error = self._model_error(req.endpoint, variant, 0, str(exc))
+                retry = self._retry(exc, variant, instance, retry, error)
+                if retry is None:
+                    raise error from None
+
+    async def _stream_from(self, req: InvokeRequest, variant: Variant, instance: Instance
+                           ) -> InvokeStream:
+        """The answer of ``instance``, which holds an in-flight count for it; an
+        UpstreamError (the instance is released) when no answer began."""
         settings = self.ctx.settings
-        variant, instance = await self._pick(req)
         released = False
 
         def release() -> None:
@@ -726,13 +875,12 @@ class EndpointManager:
             status, head, body = await asyncio.wait_for(self._upstream().stream(
                 instance.address, "POST", INVOCATIONS_PATH, req.container_headers(), req.body),
                 settings.invoke_timeout_seconds)
+            if self._suspect:
+                self._answered(instance)
             if status >= 400:
                 data = b"".join([chunk async for chunk in body])
                 raise self._model_error(req.endpoint, variant, status,
                                         data.decode("utf-8", "replace"))
-        except UpstreamError as exc:
-            release()
-            raise self._model_error(req.endpoint, variant, 0, str(exc)) from None
         except asyncio.TimeoutError:
             release()
             raise self._timeout(req.endpoint, variant) from None
@@ -804,7 +952,7 @@ class EndpointManager:
                 if url.startswith("s3://"):
                     archive = self.ctx.s3.download_file(url, staging / "model.tar.gz")
                 else:
-                    archive = local_path(url)
+                    archive = self.ctx.file_roots.path(url, "ModelDataUrl")
                     if not archive.is_file():
                         raise InvokeValidationError(
                             f"Could not find model data for TargetModel {target} at {url}.")
@@ -820,6 +968,17 @@ class EndpointManager:
                     f"{exc.message}") from exc
             finally:
                 remove_tree(staging)
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """A request that reached none of the instances it was sent to, sent again."""
+
+    variant: str
+    #: Containers that failed it.
+    tried: tuple[str, ...]
+    #: The answer when no other instance is left.
+    error: ShipyardError
 
 
 class _Releasing:

@@ -55,7 +55,7 @@ def check_image_name(image: str) -> None:
 def check_instance(resources: Any, member: str) -> None:
     if not isinstance(resources, dict):
         raise ValidationError(f"{member} must be an object")
-    itype = resources.setdefault("InstanceType", "local")
+    itype = require(resources, "InstanceType", str, f"{member}.instanceType")
     if not isinstance(itype, str) or contract.resources_for(itype) is None:
         raise names.constraint_error(
             itype, f"{member}.instanceType",
@@ -85,6 +85,7 @@ def check_environment(env: Any) -> None:
         if not isinstance(value, str) or len(value) > 512:
             raise ValidationError(f"Environment value of {key} must be a string of at most 512"
                                   " characters")
+        names.check_env_value(key, value)
 
 
 def check_output_uri(uri: str, member: str) -> None:

@@ -55,6 +55,17 @@ def validate_model(request: dict[str, Any]) -> dict[str, Any]:
     return req
 
 
+def host_locations(req: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(member, uri)`` of every ModelDataUrl of a validated request that names a host path."""
+    primary = req.get("PrimaryContainer")
+    containers = [primary] if primary is not None else list(req.get("Containers") or [])
+    found = [(f"Containers {index + 1} ModelDataUrl" if primary is None
+              else "PrimaryContainer.ModelDataUrl", container.get("ModelDataUrl"))
+             for index, container in enumerate(containers)]
+    return [(member, url) for member, url in found
+            if isinstance(url, str) and not url.startswith("s3://")]
+
+
 def new_model(req: dict[str, Any], arn: str, at: float) -> dict[str, Any]:
     record: dict[str, Any] = {"ModelName": req["ModelName"], "ModelArn": arn, "CreationTime": at}
     for key in ("PrimaryContainer", "Containers", "InferenceExecutionConfig",

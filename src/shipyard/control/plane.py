@@ -11,18 +11,26 @@ against what the runtime really has.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
 from shipyard.contract.archives import check_archive
-from shipyard.control import models, processing, records, training, transform, transform_data
+from shipyard.control import (
+    models,
+    processing,
+    records,
+    recovery,
+    training,
+    transform,
+    transform_data,
+)
 from shipyard.control.context import Context, runtime_for
 from shipyard.control.endpoints import EndpointManager
 from shipyard.control.invocation import InvokeDone, InvokeRequest, InvokeResult, InvokeStream
@@ -32,8 +40,10 @@ from shipyard.control.serving import primary_container
 from shipyard.control.settings import Settings
 from shipyard.control.staging import local_path_from_uri
 from shipyard.control.supervisor import Supervisor
-from shipyard.errors import ResourceInUse, ResourceNotFound, ValidationError
+from shipyard.errors import ResourceInUse, ResourceNotFound, ShipyardError, ValidationError
 from shipyard.runtimes.base import Runtime
+
+log = logging.getLogger(__name__)
 
 Launch = Literal["thread", "process"]
 KINDS = {training.KIND: training, processing.KIND: processing,
@@ -57,6 +67,7 @@ class ControlPlane:
         self.endpoints = EndpointManager(self.ctx)
         self.launch = launch
         self._threads: list[threading.Thread] = []
+        self._runners: list[tuple[Supervisor | transform.TransformJob, threading.Thread]] = []
         #: Detached supervisors this plane started (their pids let tests kill one).
         self.processes: list[subprocess.Popen[bytes]] = []
         if reconcile:
@@ -66,25 +77,40 @@ class ControlPlane:
     def settings(self) -> Settings:
         return self.ctx.settings
 
-    def close(self) -> None:
-        self.endpoints.close()
+    def close(self, timeout: float = 0.0) -> list[str]:
+        """Release the plane. Work that removes containers (a job's cleanup, an endpoint's
+        deletion) gets up to ``timeout`` seconds to finish; returns what it left unfinished,
+        which the next plane on this data directory finishes. Running jobs and InService
+        endpoints are left running on purpose: the next plane reattaches them."""
+        deadline = time.monotonic() + timeout
+        for runner, thread in list(self._runners):
+            if runner.finishing.is_set():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        left = [f"{runner.kind if isinstance(runner, Supervisor) else transform.KIND} job "
+                f"{runner.name}: removing its containers"
+                for runner, thread in self._runners if runner.finishing.is_set()
+                and thread.is_alive()]
+        left += self.endpoints.close(max(0.0, deadline - time.monotonic()))
         self.ctx.store.close()
+        return left
 
     # -- create -----------------------------------------------------------------------------
     def create_training_job(self, request: dict[str, Any]) -> dict[str, str]:
         req = training.validate(request)
+        self._confine(training.host_locations(req))
         self._preflight(req["AlgorithmSpecification"]["TrainingImage"],
                         [source_uri_of_channel(c)[0] for c in req.get("InputDataConfig") or []],
                         training.host_count(req))
         submit = training.submit_directory(req)
         if submit is not None and submit[0].startswith("file://"):
-            code = local_path_from_uri(submit[0])
+            code = local_path_from_uri(submit[0], self.ctx.file_roots)
             if code.is_file():
                 check_archive(code, Path("/opt/ml/code"))
         return {"TrainingJobArn": self._create(training.KIND, req["TrainingJobName"], req)}
 
     def create_processing_job(self, request: dict[str, Any]) -> dict[str, str]:
         req = processing.validate(request)
+        self._confine(processing.host_locations(req))
         self._preflight(req["AppSpecification"]["ImageUri"],
                         [i["S3Input"]["S3Uri"] for i in req.get("ProcessingInputs") or []],
                         processing.host_count(req))
@@ -92,12 +118,20 @@ class ControlPlane:
 
     def create_transform_job(self, request: dict[str, Any]) -> dict[str, str]:
         req = transform_data.validate(request)
+        self._confine(transform_data.host_locations(req))
         # 'Could not find model "<arn>".', as AWS answers for a model that does not exist.
         model = self.describe_model(req["ModelName"])
         # Each instance is a serve container of its own: no multi-host network is needed.
         self._preflight(primary_container(model)["Image"],
                         [transform_data.input_source(req)[0]], 1)
         return {"TransformJobArn": self._create(transform.KIND, req["TransformJobName"], req)}
+
+    def _confine(self, locations: list[tuple[str, str]]) -> None:
+        """Refuse, before anything exists, a request naming a host path it may not use
+        (``confinement``); supervisors check again where they read or write it."""
+        roots = self.ctx.file_roots
+        for member, uri in locations:
+            roots.path(uri, member)
 
     def _preflight(self, image: str, sources: list[str], hosts: int) -> None:
         """Errors the user can fix, raised before anything is written or started."""
@@ -106,7 +140,7 @@ class ControlPlane:
                                   "runtime runs one host per job")
         for uri in sources:
             if not uri.startswith("s3://"):
-                local_path_from_uri(uri)
+                local_path_from_uri(uri, self.ctx.file_roots)
         self.ctx.runtime.check_image(image)
 
     def _create(self, kind: str, name: str, req: dict[str, Any]) -> str:
@@ -133,11 +167,11 @@ class ControlPlane:
                                       name=f"supervisor-{kind}-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
+            self._runners.append((runner, thread))
             return
         log_dir = self.ctx.settings.data_dir / "supervisors"
         log_dir.mkdir(parents=True, exist_ok=True)
-        overrides = {k: str(v) for k, v in asdict(self.ctx.settings).items()
-                     if k != "sources" and v is not None}
+        overrides = self.ctx.settings.as_overrides()
         with open(log_dir / f"{kind}-{name}.log", "ab") as out:
             self.processes.append(subprocess.Popen(
                 [sys.executable, "-m", "shipyard.control.supervise", kind, name,
@@ -147,14 +181,24 @@ class ControlPlane:
             ))
 
     def reconcile(self) -> list[tuple[str, str]]:
-        """Give every active job without a live supervisor a new one; returns those jobs."""
+        """Give every active job without a live supervisor a new one; returns those jobs.
+
+        A record that cannot be read or resumed is set aside as Failed (``recovery``): one
+        bad row never keeps the plane from taking over the others."""
+        recovery.sweep_unreadable(self.ctx)
         resumed = []
         for kind in KINDS:
             for row in self.ctx.store.list_jobs(kind, statuses=records.ACTIVE_STATUSES):
-                if not self.ctx.job_lock(kind, row.name).is_held_elsewhere():
-                    self._launch(kind, row.name)
-                    resumed.append((kind, row.name))
-        transform.sweep_finished(self.ctx)
+                try:
+                    if not self.ctx.job_lock(kind, row.name).is_held_elsewhere():
+                        self._launch(kind, row.name)
+                        resumed.append((kind, row.name))
+                except Exception as exc:
+                    recovery.set_aside(self.ctx, kind, row.name, f"{type(exc).__name__}: {exc}")
+        try:
+            transform.sweep_finished(self.ctx)
+        except ShipyardError as exc:
+            log.warning("sweeping finished transform jobs: %s", exc)
         self.endpoints.reconcile()
         return resumed
 
@@ -220,6 +264,10 @@ class ControlPlane:
     # -- models, endpoint configs, endpoints -----------------------------------------------
     def create_model(self, request: dict[str, Any]) -> dict[str, str]:
         req = models.validate_model(request)
+        self._confine(models.host_locations(req))
+        for container in [req.get("PrimaryContainer"), *(req.get("Containers") or [])]:
+            if isinstance(container, dict) and isinstance(container.get("Image"), str):
+                self.ctx.runtime.check_reference(container["Image"])
         arn = self._insert_plain(models.MODEL_KIND, req["ModelName"], req, models.new_model,
                                  "model")
         return {"ModelArn": arn}

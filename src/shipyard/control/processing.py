@@ -139,6 +139,15 @@ def outputs(record: dict[str, Any]) -> list[dict[str, Any]]:
     return list((record.get("ProcessingOutputConfig") or {}).get("Outputs") or [])
 
 
+def host_locations(req: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(member, uri)`` of every location of a validated request that names a host path."""
+    found = [(f"ProcessingInputs {item['InputName']}", item["S3Input"]["S3Uri"])
+             for item in req.get("ProcessingInputs") or []]
+    found += [(f"Output {item['OutputName']}", item["S3Output"]["S3Uri"])
+              for item in outputs(req)]
+    return [(member, uri) for member, uri in found if not uri.startswith("s3://")]
+
+
 def output_dir(root: Path, output_name: str) -> Path:
     return root / "processing-outputs" / output_name
 

@@ -10,6 +10,7 @@ environment and its port 8080 published on 127.0.0.1; it is ready once ``GET /pi
 from __future__ import annotations
 
 import http.client
+import logging
 import shutil
 import signal
 import threading
@@ -30,7 +31,6 @@ from shipyard.contract.serving import (
     SERVING_PORT,
 )
 from shipyard.control.context import Context
-from shipyard.control.locations import local_path
 from shipyard.errors import ShipyardError, ValidationError
 from shipyard.runtimes.base import (
     HOST_LABEL,
@@ -42,6 +42,8 @@ from shipyard.runtimes.base import (
 )
 
 #: Label of the deployment (one endpoint config rolled out once) a container belongs to.
+log = logging.getLogger(__name__)
+
 DEPLOYMENT_LABEL = "org.shipyard.job-uid"
 VARIANT_LABEL = "org.shipyard.variant"
 CONTAINER_MODEL_DIR = str(OptMl().model_dir)
@@ -133,7 +135,10 @@ def prepare_model_dir(ctx: Context, url: str | None, dest: Path) -> Path:
         if url.startswith("s3://"):
             archive = ctx.s3.download_file(url, dest.parent / f"{dest.name}.tar.gz")
         else:
-            archive = local_path(url)
+            try:
+                archive = ctx.file_roots.path(url, "ModelDataUrl")
+            except ValidationError as exc:
+                raise StartupFailed(exc.message) from exc
             if archive.is_dir():
                 return archive
             if not archive.is_file():
@@ -165,15 +170,34 @@ def start_instance(ctx: Context, *, owner_kind: str, owner_name: str, deployment
     limits = resources_for(spec.instance_type)
     labels = {MANAGED_LABEL: "true", JOB_KIND_LABEL: owner_kind, JOB_NAME_LABEL: owner_name,
               DEPLOYMENT_LABEL: deployment, VARIANT_LABEL: spec.name, HOST_LABEL: instance_id}
+    network = owner_network(ctx, owner_kind, owner_name)
     ctx.runtime.start(ContainerSpec(
         name=name, image=spec.image, command=[SERVE_COMMAND],
-        env={**spec.env, **(extra_env or {})}, mounts=mounts, labels=labels,
+        env={**spec.env, **(extra_env or {})}, mounts=mounts, labels=labels, network=network,
         cpus=limits.cpus if limits else None,
         memory_bytes=limits.memory_bytes if limits else None,
         root_dir=str(root), ports={SERVING_PORT: 0},
     ))
     return Instance(name, spec.name, _published_port(ctx, name),
                     f"{spec.name}/{instance_id}")
+
+
+def owner_network(ctx: Context, owner_kind: str, owner_name: str) -> str:
+    """The network of one endpoint's (or transform job's) containers, made on first use:
+    each on its own, so no job or other endpoint reaches them except through the platform,
+    which signs and meters every call."""
+    network = f"shipyard-{owner_kind}-{owner_name}"
+    ctx.runtime.create_network(network, {MANAGED_LABEL: "true", JOB_KIND_LABEL: owner_kind,
+                                         JOB_NAME_LABEL: owner_name})
+    return network
+
+
+def remove_owner_network(ctx: Context, owner_kind: str, owner_name: str) -> None:
+    """Once the owner's last container is gone; a failure is logged, never raised."""
+    try:
+        ctx.runtime.remove_network(f"shipyard-{owner_kind}-{owner_name}")
+    except ShipyardError as exc:
+        log.warning("could not remove the network of %s %s: %s", owner_kind, owner_name, exc)
 
 
 def _published_port(ctx: Context, name: str) -> int:

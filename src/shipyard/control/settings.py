@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.errors import ValidationError
+from shipyard.runtimes.base import DEFAULT_PIDS_LIMIT
 
 
 class Source(str, Enum):
@@ -33,6 +35,12 @@ def _bool(raw: str) -> bool:
     if lowered in {"0", "false", "no", "off"}:
         return False
     raise ValueError(f"not a boolean: {raw!r}")
+
+
+def _default_file_roots() -> tuple[Path, ...]:
+    # Home and the temporary folder: where `shipyard train --channel ./data` and test
+    # fixtures keep data, so the common cases need no configuration.
+    return (Path.home(), Path(tempfile.gettempdir()))
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,15 @@ class Settings:
     #: InvokeEndpoint limits: SageMaker's are 6 MB each way and 60 s for the container.
     invoke_max_payload_bytes: int = 6 * 1024 * 1024
     invoke_timeout_seconds: float = 60.0
+    #: The host folders that ``file://`` URIs and plain local paths may name (inputs, outputs,
+    #: checkpoints, code, model data). The data directory and system folders are refused
+    #: whatever this says (``control.confinement``).
+    file_roots: tuple[Path, ...] = field(default_factory=_default_file_roots)
+    #: Processes and threads one job or endpoint container may run (docs/security.md).
+    container_pids_limit: int = DEFAULT_PIDS_LIMIT
+    #: Capabilities beyond the base set that an image may ask for with the label
+    #: ``org.shipyard.capabilities`` (docs/security.md); none unless the operator says.
+    container_extra_capabilities: tuple[str, ...] = ()
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -114,11 +131,30 @@ class Settings:
 
     def explain(self) -> dict[str, dict[str, str]]:
         return {
-            f.name: {"value": str(getattr(self, f.name)), "source": self.sources.get(
+            f.name: {"value": _text(getattr(self, f.name)), "source": self.sources.get(
                 f.name, Source.DEFAULT).value}
             for f in fields(self)
             if f.name != "sources"
         }
+
+    def as_overrides(self) -> dict[str, Any]:
+        """Every value that is set, in a JSON-able form ``load`` reads back unchanged."""
+        values: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "sources" or value is None:
+                continue
+            values[f.name] = ([str(p) for p in value] if isinstance(value, tuple)
+                              else str(value))
+        return values
+
+
+def _text(value: Any) -> str:
+    # The environment's form, so the value shown can be pasted into SHIPYARD_<NAME> (every
+    # list setting reads commas).
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    return str(value)
 
 
 def _cast(name: str, raw: Any) -> Any:
@@ -139,6 +175,9 @@ def _cast(name: str, raw: Any) -> Any:
         "endpoint_startup_timeout_seconds": _positive_seconds,
         "invoke_max_payload_bytes": _positive_int,
         "invoke_timeout_seconds": _positive_seconds,
+        "file_roots": _folders,
+        "container_pids_limit": _positive_int,
+        "container_extra_capabilities": _capabilities,
     }
     return kinds[name](raw)
 
@@ -148,6 +187,47 @@ def _path(raw: Any) -> Path:
         raise ValueError("must not be empty")
     # Absolute, because container engines refuse relative bind-mount sources.
     return Path(raw).expanduser().absolute()
+
+
+def _folders(raw: Any) -> tuple[Path, ...]:
+    """A JSON list of paths, or one string of paths separated by os.pathsep or commas.
+
+    An empty list is allowed: it refuses every local location (an S3-only server).
+    """
+    if isinstance(raw, str):
+        items: list[Any] = [p for p in raw.replace(",", os.pathsep).split(os.pathsep)
+                            if p.strip()]
+    elif isinstance(raw, (list, tuple)):
+        items = list(raw)
+    else:
+        raise ValueError(f"must be a list of folders, not {raw!r}")
+    folders = []
+    for item in items:
+        if not isinstance(item, (str, Path)) or not str(item).strip():
+            raise ValueError(f"every entry must be a folder path, not {item!r}")
+        folder = Path(str(item).strip()).expanduser()
+        # A relative root would change meaning with the server's working directory.
+        if not folder.is_absolute():
+            raise ValueError(f"{item!r} is not an absolute path")
+        folders.append(folder)
+    return tuple(folders)
+
+
+def _capabilities(raw: Any) -> tuple[str, ...]:
+    """Linux capability names (``SYS_PTRACE`` or ``CAP_SYS_PTRACE``), a list or a
+    comma-separated string."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"must be a list of capability names, not {raw!r}")
+    names = []
+    for item in items:
+        name = str(item).strip().upper().removeprefix("CAP_")
+        if not name:
+            continue
+        if not name.replace("_", "").isalnum() or name == "ALL":
+            raise ValueError(f"{item!r} is not a capability name")
+        names.append(name)
+    return tuple(names)
 
 
 def _positive_int(raw: Any) -> int:

@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from shipyard.control.confinement import FileRoots
 from shipyard.control.locations import local_path
 from shipyard.control.s3 import S3Client, S3Location, iter_regular_files, parse_s3_uri
 from shipyard.errors import DataSourceError, ShipyardError, StorageError, ValidationError
@@ -79,11 +80,16 @@ def stage_input(
     hosts: list[str],
     staging_dir: Path,
     s3: S3Client | None = None,
+    *,
+    roots: FileRoots | None = None,
 ) -> dict[str, StagedPath]:
     """Stage one channel or processing input; returns, per host, the folder to mount.
 
+    ``roots`` confines local data, a local manifest's entries included (the control plane
+    always passes its own; None is for callers that stage only what they wrote themselves).
     Raises ``DataSourceError`` when the data is missing or unreadable, ``ValidationError``
-    for an unknown data type or distribution, ``StorageError`` when staging cannot write.
+    for an unknown data type or distribution or a refused location, ``StorageError`` when
+    staging cannot write.
     """
     if data_type not in DATA_TYPES:
         raise ValidationError(f"S3DataType {data_type!r} is not supported (use {DATA_TYPES})")
@@ -95,14 +101,14 @@ def stage_input(
         raise ValidationError("at least one host is needed to stage input data")
 
     if not source_uri.startswith("s3://") and data_type == "S3Prefix":
-        source = local_path_from_uri(source_uri)
+        source = local_path_from_uri(source_uri, roots)
         if source.is_dir() and distribution == "FullyReplicated":
             return {host: StagedPath(source, copied=False) for host in hosts}
         entries = _local_entries(source)
     elif source_uri.startswith("s3://") and data_type == "S3Prefix":
         entries = _prefix_entries(source_uri, _need_s3(s3, source_uri))
     else:
-        entries = _manifest_entries(source_uri, s3)
+        entries = _manifest_entries(source_uri, s3, roots)
 
     _check_layout(source_uri, entries)
     if any(entry.s3_uri for entry in entries):
@@ -126,9 +132,12 @@ def stage_input(
         raise StorageError(f"cannot stage {source_uri} into {staging_dir}: {exc}") from exc
 
 
-def local_path_from_uri(uri: str) -> Path:
-    """The absolute host path named by a ``file://`` URI or a plain path; it must be readable."""
-    path = local_path(uri)
+def local_path_from_uri(uri: str, roots: FileRoots | None = None) -> Path:
+    """The absolute host path named by a ``file://`` URI or a plain path; it must be readable.
+
+    With ``roots``, the path is the resolved one, once ``roots`` allows it.
+    """
+    path = local_path(uri) if roots is None else roots.path(uri, "input")
     if not path.exists():
         raise DataSourceError(f"{uri}: no such file or folder")
     mode = os.R_OK | (os.X_OK if path.is_dir() else 0)
@@ -188,11 +197,12 @@ def _prefix_entries(uri: str, s3: S3Client) -> list[_Entry]:
     ]
 
 
-def _manifest_entries(uri: str, s3: S3Client | None) -> list[_Entry]:
+def _manifest_entries(uri: str, s3: S3Client | None, roots: FileRoots | None
+                      ) -> list[_Entry]:
     if uri.startswith("s3://"):
         raw = _need_s3(s3, uri).read_bytes(uri)
     else:
-        path = local_path_from_uri(uri)
+        path = local_path_from_uri(uri, roots)
         if not path.is_file():
             raise DataSourceError(f"{uri}: a manifest must be a file")
         try:
@@ -224,11 +234,13 @@ def _manifest_entries(uri: str, s3: S3Client | None) -> list[_Entry]:
         raise DataSourceError(f"{uri}: an S3 manifest must point at s3:// data, not {prefix!r}")
     # The prefix is joined as a string, like S3's, so it may end mid-name.
     base = str(local_path(prefix)) + ("/" if prefix.endswith("/") else "")
-    return [_Entry(rel=rel, local=_manifest_local_file(uri, base + rel, rel)) for rel in rels]
+    return [_Entry(rel=rel, local=_manifest_local_file(uri, base + rel, rel, roots))
+            for rel in rels]
 
 
-def _manifest_local_file(uri: str, name: str, rel: str) -> Path:
-    path = Path(name)
+def _manifest_local_file(uri: str, name: str, rel: str, roots: FileRoots | None) -> Path:
+    # A manifest's entries are only known now: they are confined here, not at create time.
+    path = Path(name) if roots is None else roots.path(name, f"{uri}: manifest entry")
     if not path.is_file() or not os.access(path, os.R_OK):
         raise DataSourceError(f"{uri}: manifest entry {rel!r} is not a readable file ({path})")
     return path

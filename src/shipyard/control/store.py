@@ -102,6 +102,10 @@ class Store:
         with _translate("opening state"):
             conn = self._conn()
             conn.executescript(_SCHEMA)
+        # Records hold environment values: readable by the owner only (WAL files included).
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                path.with_name(path.name + suffix).chmod(0o600)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -167,7 +171,13 @@ class Store:
             if row is None:
                 raise ResourceNotFound(f"{kind} job {name} does not exist")
             job = _row(row)
-            status = change(job.record, job.runner) or job.status
+            returned = change(job.record, job.runner)
+            if returned is not None and not isinstance(returned, str):
+                # A lambda that returns what dict.pop gave once wrote a list as the status
+                # and left a record no start could read: refuse it before anything is written.
+                raise TypeError(f"a change of {kind} {name} returned {type(returned).__name__}"
+                                ", not a status")
+            status = returned or job.status
             modified = float(job.record.get("LastModifiedTime") or time.time())
             conn.execute(
                 "UPDATE jobs SET status = ?, record = ?, runner = ?, last_modified_time = ?"
@@ -175,6 +185,30 @@ class Store:
                 (status, json.dumps(job.record), json.dumps(job.runner), modified, kind, name),
             )
         return JobRow(kind, name, job.arn, status, job.record, job.runner, job.stop_requested)
+
+    def unreadable_jobs(self) -> list[UnreadableRow]:
+        """Rows whose record or runner state cannot be decoded (written by a bug, edited by
+        hand, torn by a disk fault), so start-up can set them aside instead of failing."""
+        with _translate("reading state"):
+            rows = self._conn().execute(
+                "SELECT kind, name, arn, status, creation_time, record, runner FROM jobs"
+            ).fetchall()
+        found = []
+        for kind, name, arn, status, created, record, runner in rows:
+            try:
+                _row((kind, name, arn, status, record, runner, 0))
+            except StorageError as exc:
+                found.append(UnreadableRow(kind, name, arn, created, record, runner, str(exc)))
+        return found
+
+    def overwrite_job(self, kind: str, name: str, status: str, record: dict[str, Any],
+                      runner: dict[str, Any]) -> None:
+        """Replace a row's documents whatever they held (setting aside an unreadable one)."""
+        with self._tx(f"rewriting {kind} {name}") as conn:
+            conn.execute(
+                "UPDATE jobs SET status = ?, record = ?, runner = ?, last_modified_time = ?"
+                " WHERE kind = ? AND name = ?",
+                (status, json.dumps(record), json.dumps(runner), time.time(), kind, name))
 
     def delete_job(self, kind: str, name: str) -> None:
         """Forget a resource (models, endpoints...) and its tags; idempotent."""
@@ -291,6 +325,25 @@ class Store:
                                                             args).fetchall()]
 
 
+@dataclass(frozen=True)
+class UnreadableRow:
+    kind: str
+    name: str
+    arn: str
+    creation_time: float
+    raw_record: str
+    raw_runner: str
+    error: str
+
+
 def _row(row: tuple[Any, ...]) -> JobRow:
     kind, name, arn, status, record, runner, stop = row
-    return JobRow(kind, name, arn, status, json.loads(record), json.loads(runner), bool(stop))
+    try:
+        decoded = json.loads(record), json.loads(runner)
+    except (TypeError, ValueError) as exc:
+        raise StorageError(f"the stored record of {kind} {name} cannot be read: {exc}") from exc
+    if not all(isinstance(d, dict) for d in decoded) or not isinstance(status, str):
+        raise StorageError(f"the stored record of {kind} {name} is not a record (status "
+                           f"{status!r}, record {type(decoded[0]).__name__}, runner "
+                           f"{type(decoded[1]).__name__})")
+    return JobRow(kind, name, arn, status, decoded[0], decoded[1], bool(stop))

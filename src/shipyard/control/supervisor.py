@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,9 @@ from shipyard.contract.paths import OptMl
 from shipyard.control import artifacts, processing, records, staging, training
 from shipyard.control.context import Context
 from shipyard.control.jobspec import HostPlan, source_uri_of_channel
-from shipyard.control.locations import local_path
+from shipyard.control.logs import await_followers
 from shipyard.control.metrics import MetricExtractor, final_metric_data
-from shipyard.errors import ShipyardError
+from shipyard.errors import ResourceNotFound, ShipyardError
 from shipyard.runtimes.base import (
     HOST_LABEL,
     JOB_KIND_LABEL,
@@ -39,15 +40,39 @@ from shipyard.runtimes.base import (
     MANAGED_LABEL,
     ContainerSpec,
     ContainerState,
+    LogLine,
 )
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
 LOG_TAIL_LINES = 15
+#: How often a follower turns the lines it has stored into metric points.
+METRICS_SECONDS = 0.5
 
 # Runner-state triggers: why the containers are being stopped.
 STOP, MAX_RUNTIME, HOST_FAILED = "stop", "max-runtime", "host-failed"
+
+
+class _Background:
+    """One call on a thread of its own; ``result()`` waits and re-raises its error."""
+
+    def __init__(self, call: Callable[[], None]) -> None:
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                call()
+            except BaseException as exc:
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def result(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 class Supervisor:
@@ -55,7 +80,10 @@ class Supervisor:
         self.ctx = ctx
         self.kind = kind
         self.name = name
-        self._followers: list[threading.Thread] = []
+        self._followers: dict[str, threading.Thread] = {}
+        #: Set once the outcome is being recorded and containers removed: a graceful server
+        #: stop waits for this part (bounded) instead of leaving containers behind.
+        self.finishing = threading.Event()
 
     # -- entry ------------------------------------------------------------------------------
     def run(self) -> bool:
@@ -117,24 +145,34 @@ class Supervisor:
         if job_dir.exists():
             shutil.rmtree(job_dir)
         job_dir.mkdir(parents=True)
-        self._mutate(lambda rec, run: run.update(uid=uid, job_dir=str(job_dir)))
+        isolated = (record.get("EnableNetworkIsolation") if self.kind == training.KIND
+                    else processing.network_isolated(record))
+        hosts = (training.host_count(record) if self.kind == training.KIND
+                 else processing.host_count(record))
+        network = "none"
+        if not isolated or hosts > 1:
+            # Every job on a network of its own, as SageMaker isolates jobs: no route to
+            # another job's or an endpoint's containers. Peers reach each other even under
+            # isolation (SageMaker's rule), on an internal network then (nothing outside it).
+            network = f"shipyard-{self.kind}-{self.name}-{uid}"
+        # Recorded before it exists, so whoever cleans up after a crash removes it too.
+        self._mutate(lambda rec, run: run.update(uid=uid, job_dir=str(job_dir),
+                                                 network=network))
         self._mark("prepare_start")
-        plans = self._stage_and_plan(record, job_dir)
+        # The engine takes ~0.1 s to make a network: done while the data is staged.
+        made = _Background(lambda: None if network == "none" else runtime.create_network(
+            network, {MANAGED_LABEL: "true", JOB_KIND_LABEL: self.kind,
+                      JOB_NAME_LABEL: self.name}, internal=bool(isolated)))
+        try:
+            plans = self._stage_and_plan(record, job_dir)
+        finally:
+            made.result()
         self._mark("staged")
         image = (record["AlgorithmSpecification"]["TrainingImage"] if self.kind == training.KIND
                  else record["AppSpecification"]["ImageUri"])
         resources = (record["ResourceConfig"] if self.kind == training.KIND
                      else record["ProcessingResources"]["ClusterConfig"])
         limits = contract.resources_for(resources["InstanceType"])
-        isolated = (record.get("EnableNetworkIsolation") if self.kind == training.KIND
-                    else processing.network_isolated(record))
-        network: str | None = "none" if isolated else None
-        if len(plans) > 1:
-            # Peers must reach each other even under isolation (SageMaker's rule): a private
-            # network of their own, internal (nothing outside it) when isolated.
-            network = f"shipyard-{self.kind}-{self.name}-{uid}"
-            runtime.create_network(network, {MANAGED_LABEL: "true", JOB_NAME_LABEL: self.name},
-                                   internal=bool(isolated))
         if self.ctx.store.stop_requested(self.kind, self.name):
             self._mutate(lambda rec, run: run.update(phase="running", containers={},
                                                      network=network, trigger=STOP))
@@ -179,7 +217,7 @@ class Supervisor:
                 uri, data_type, distribution = source_uri_of_channel(channel)
                 staged = staging.stage_input(uri, data_type, distribution, hosts,
                                              staging_root / channel["ChannelName"],
-                                             self._s3_for(uri))
+                                             self._s3_for(uri), roots=self.ctx.file_roots)
                 channels[channel["ChannelName"]] = {h: p.host_path for h, p in staged.items()}
             checkpoints = self._restore_checkpoints(record, job_dir, hosts)
             return training.plan_hosts(record, job_dir, channels, checkpoints,
@@ -191,7 +229,7 @@ class Supervisor:
             staged = staging.stage_input(s3["S3Uri"], s3["S3DataType"],
                                          s3["S3DataDistributionType"], hosts,
                                          staging_root / item["InputName"],
-                                         self._s3_for(s3["S3Uri"]))
+                                         self._s3_for(s3["S3Uri"]), roots=self.ctx.file_roots)
             inputs[item["InputName"]] = {h: p.host_path for h, p in staged.items()}
         return processing.plan_hosts(record, job_dir, inputs)
 
@@ -205,12 +243,19 @@ class Supervisor:
             source = job_dir / "code-download" / "sourcedir.tar.gz"
             self.ctx.s3.download_file(uri, source)
         else:
-            source = staging.local_path_from_uri(uri)
+            source = staging.local_path_from_uri(uri, self.ctx.file_roots)
             if source.is_dir():
                 return source
         code = job_dir / "code"
         safe_extract(source, code)
         return code
+
+    def _destination(self, uri: str) -> str:
+        """An output location as it is written: s3:// as given, a local one resolved and
+        checked again now (the container may have made a folder on the way a link)."""
+        if uri.startswith("s3://"):
+            return uri
+        return str(self.ctx.file_roots.path(uri, "output"))
 
     def _s3_for(self, uri: str) -> Any:
         return self.ctx.s3 if uri.startswith("s3://") else None
@@ -226,7 +271,7 @@ class Supervisor:
             return {}
         uri = config["S3Uri"]
         if not uri.startswith("s3://"):
-            folder = local_path(uri)
+            folder = self.ctx.file_roots.path(uri, "CheckpointConfig.S3Uri")
             folder.mkdir(parents=True, exist_ok=True)
             return {host: folder for host in hosts}
         dirs = {}
@@ -254,7 +299,7 @@ class Supervisor:
             thread = threading.Thread(target=self._follow, args=(host, cname, definitions),
                                       name=f"logs-{self.name}-{host}", daemon=True)
             thread.start()
-            self._followers.append(thread)
+            self._followers[host] = thread
         max_runtime = float(row.record["StoppingCondition"]["MaxRuntimeInSeconds"])
         started = float(runner.get("started") or records.now())
         grace = float(self.ctx.settings.stop_grace_seconds)
@@ -265,7 +310,10 @@ class Supervisor:
             running = [h for h in containers if h not in finals]
             timeout = POLL_SECONDS if len(running) == 1 else POLL_SECONDS / len(running)
             for host in running:
-                state = runtime.wait(containers[host], timeout)
+                try:
+                    state = runtime.wait(containers[host], timeout)
+                except ResourceNotFound:
+                    state = None  # removed from outside: told apart just below
                 if state is None and runtime.inspect(containers[host]) is None:
                     state = ContainerState(containers[host], False, exit_code=None,
                                            error="the container disappeared")
@@ -297,36 +345,45 @@ class Supervisor:
                         runtime.signal(cname, signal.SIGKILL)
                 kill_at = time.time() + 5  # re-send if the engine was slow to act
         self._mark("exited")
-        for thread in self._followers:
-            thread.join(timeout=10)
+        # Docker ends a follow stream once it has delivered everything an exited container
+        # printed; that can be many seconds after the exit for a chatty job.
+        await_followers(self.ctx.logs, self.kind, self.name, self._followers)
+        logged = time.time()
         if trigger is None and self.ctx.store.stop_requested(self.kind, self.name):
             trigger = STOP
-        self._mutate(lambda rec, run: run.update(
-            trigger=trigger,
-            finals={h: {"exit_code": s.exit_code, "oom_killed": s.oom_killed, "error": s.error,
-                        "finished_at": s.finished_at} for h, s in finals.items()}))
+
+        def mark_exited(rec: dict[str, Any], run: dict[str, Any]) -> None:
+            run.setdefault("timings", {})["logged"] = logged
+            run.update(trigger=trigger, finals={
+                h: {"exit_code": s.exit_code, "oom_killed": s.oom_killed, "error": s.error,
+                    "finished_at": s.finished_at} for h, s in finals.items()})
+
+        self._mutate(mark_exited)
 
     def _follow(self, host: str, cname: str, definitions: list[dict[str, Any]]) -> None:
         extractor = MetricExtractor(definitions)
         since = self.ctx.logs.last_timestamp_ns(self.kind, self.name, host)
-        pending: list[tuple[str, float, float]] = []
-        flushed = time.monotonic()
+        unparsed: list[LogLine] = []
+        parsed_at = time.monotonic()
         try:
             with self.ctx.logs.open_append(self.kind, self.name, host) as out:
                 for line in self.ctx.runtime.logs(cname, since_ns=since, follow=True):
                     out.write(line)
                     if definitions:
-                        pending.extend(extractor.extract([line]))
-                        if pending and time.monotonic() - flushed > 0.5:
-                            self.ctx.store.add_metrics(self.kind, self.name, host, pending)
-                            pending, flushed = [], time.monotonic()
+                        # Parsed in batches: one regex pass and one insert per half second.
+                        unparsed.append(line)
+                        if time.monotonic() - parsed_at > METRICS_SECONDS:
+                            self.ctx.store.add_metrics(self.kind, self.name, host,
+                                                       extractor.extract(unparsed))
+                            unparsed, parsed_at = [], time.monotonic()
         except ShipyardError as exc:
             log.warning("log stream of %s/%s ended: %s", self.name, host, exc)
         finally:
-            self.ctx.store.add_metrics(self.kind, self.name, host, pending)
+            self.ctx.store.add_metrics(self.kind, self.name, host, extractor.extract(unparsed))
 
     # -- phase: done ------------------------------------------------------------------------
     def _finish(self) -> None:
+        self.finishing.set()
         row = self.ctx.store.get_job(self.kind, self.name)
         record, runner = row.record, row.runner
         finals: dict[str, dict[str, Any]] = runner.get("finals", {})
@@ -420,11 +477,13 @@ class Supervisor:
                     merged = job_dir / "merged-model"
                     artifacts.merge_dirs([Path(OptMl.at(r).model_dir) for r in roots.values()],
                                          merged)
-                    artifacts.pack_and_upload(merged, model_uri, self._s3_for(model_uri))
+                    artifacts.pack_and_upload(merged, self._destination(model_uri),
+                                              self._s3_for(model_uri))
                 merged_out = job_dir / "merged-output"
                 artifacts.merge_dirs([Path(OptMl.at(r).output_data_dir) for r in roots.values()],
                                      merged_out)
-                artifacts.pack_and_upload(merged_out, output_uri, self._s3_for(output_uri))
+                artifacts.pack_and_upload(merged_out, self._destination(output_uri),
+                                          self._s3_for(output_uri))
                 checkpoint = record.get("CheckpointConfig")
                 if checkpoint is not None and checkpoint["S3Uri"].startswith("s3://"):
                     for host in roots:
@@ -435,7 +494,7 @@ class Supervisor:
                     uri = item["S3Output"]["S3Uri"]
                     for root in roots.values():
                         artifacts.upload_dir(processing.output_dir(root, item["OutputName"]),
-                                             uri, self._s3_for(uri))
+                                             self._destination(uri), self._s3_for(uri))
         except ShipyardError as exc:
             return f"ClientError: uploading the job's output failed: {exc}"
         return None
@@ -468,6 +527,7 @@ class Supervisor:
 
     def _fail_early(self, reason: str) -> None:
         """A failure of the platform or of the job's inputs: the job ends Failed, cleaned up."""
+        self.finishing.set()
         runner = self._runner()
         at = records.now()
 

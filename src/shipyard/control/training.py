@@ -89,9 +89,8 @@ def validate(request: dict[str, Any]) -> dict[str, Any]:
     output = require(req, "OutputDataConfig", dict)
     check_output_uri(require(output, "S3OutputPath", str, "outputDataConfig.s3OutputPath"),
                      "OutputDataConfig.S3OutputPath")
-    resources = req.setdefault("ResourceConfig", {"InstanceType": "local", "InstanceCount": 1,
-                                                  "VolumeSizeInGB": 30})
-    check_instance(resources, "resourceConfig")
+    # Required, as SageMaker requires it: defaulting to `local` ran a job with no limits.
+    check_instance(require(req, "ResourceConfig", dict), "resourceConfig")
     stopping = req.setdefault("StoppingCondition", {"MaxRuntimeInSeconds": 86400})
     check_max_runtime(stopping, 2419200)
     checkpoint = req.get("CheckpointConfig")
@@ -167,6 +166,19 @@ def submit_directory(record: dict[str, Any]) -> tuple[str, bool] | None:
     except ValueError:
         return raw, False
     return (value, True) if isinstance(value, str) else (raw, False)
+
+
+def host_locations(req: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(member, uri)`` of every location of a validated request that names a host path."""
+    found = [(f"InputDataConfig {channel['ChannelName']}", source_uri_of_channel(channel)[0])
+             for channel in req.get("InputDataConfig") or []]
+    found.append(("OutputDataConfig.S3OutputPath", req["OutputDataConfig"]["S3OutputPath"]))
+    if req.get("CheckpointConfig") is not None:
+        found.append(("CheckpointConfig.S3Uri", req["CheckpointConfig"]["S3Uri"]))
+    submit = submit_directory(req)
+    if submit is not None and platform_stages_code(submit[0]):
+        found.append((HP_SUBMIT_DIRECTORY, submit[0]))
+    return [(member, uri) for member, uri in found if not uri.startswith("s3://")]
 
 
 def platform_stages_code(uri: str) -> bool:

@@ -40,6 +40,7 @@ import logging
 import os
 import queue
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -54,7 +55,7 @@ from shipyard import contract
 from shipyard.contract.serving import EXECUTION_PARAMETERS_PATH, INVOCATIONS_PATH
 from shipyard.control import models, records, staging
 from shipyard.control.context import Context
-from shipyard.control.locations import local_path
+from shipyard.control.logs import await_followers
 from shipyard.control.s3 import iter_regular_files, parse_s3_uri
 from shipyard.control.serving import (
     Instance,
@@ -62,6 +63,7 @@ from shipyard.control.serving import (
     follow_logs,
     prepare_model_dir,
     primary_container,
+    remove_owner_network,
     start_instance,
     stop_instance,
     wait_healthy,
@@ -113,6 +115,10 @@ class TransformJob:
         self.name = name
         self._stop = threading.Event()
         self._done = threading.Event()
+        #: Set while the outcome is recorded and containers stopped (see Supervisor).
+        self.finishing = threading.Event()
+        #: Each container's log follower, by log stream (host).
+        self._followers: dict[str, threading.Thread] = {}
 
     def run(self) -> bool:
         """Drive the job to the end; False if another driver holds it."""
@@ -148,9 +154,12 @@ class TransformJob:
             if self._stop.is_set() and status != records.COMPLETED:
                 status, reason = records.STOPPED, None
             try:
-                # The outcome is known and the outputs are written: say so first, then stop
-                # the containers (SIGTERM, exit, removal: ~0.2 s) while the lock is still held,
-                # so the job is done and cleaned up by the time run() returns.
+                # The outcome is known and the outputs are written; the status waits for the
+                # containers to exit (SIGTERM, exit: ~0.2 s) and every line they printed to be
+                # stored, as SDK clients stop reading the log at it. Removal follows, while the
+                # lock is still held, so the job is cleaned up by the time run() returns.
+                self.finishing.set()
+                self._end_instances(instances)
                 self._complete(status, reason)
             finally:
                 self._clean_up(instances, job_dir)
@@ -160,6 +169,7 @@ class TransformJob:
 
     def _clean_up(self, instances: list[Instance], job_dir: Path | None) -> None:
         self._stop_instances(instances)
+        remove_owner_network(self.ctx, KIND, self.name)
         if job_dir is not None:
             shutil.rmtree(job_dir, ignore_errors=True)
         with contextlib.suppress(ShipyardError):
@@ -192,7 +202,7 @@ class TransformJob:
             # Log streams are named by host, as training's are (``<job>/algo-1-<epoch>``).
             instance = dataclasses.replace(instance, log_stream=host)
             instances.append(instance)
-            follow_logs(self.ctx, KIND, self.name, instance)
+            self._followers[host] = follow_logs(self.ctx, KIND, self.name, instance)
         objects = self._stage(record, job_dir / "staging")
         wait_healthy(self.ctx, instances, spec.startup_timeout, self._stop)
         if self._stop.is_set():
@@ -243,7 +253,7 @@ class TransformJob:
         uri, data_type = input_source(record)
         # The S3 client is built lazily: a local input never touches it.
         staged = staging.stage_input(uri, data_type, "FullyReplicated", ["algo-1"],
-                                     staging_dir, self.ctx.s3)
+                                     staging_dir, self.ctx.s3, roots=self.ctx.file_roots)
         return list(iter_regular_files(staged["algo-1"].host_path))
 
     def _deliver(self, record: dict[str, Any], rel: str, data: bytes, scratch: Path) -> None:
@@ -260,7 +270,8 @@ class TransformJob:
                 finally:
                     temp.unlink(missing_ok=True)
                 return
-            dest = local_path(base) / name
+            # Checked for every object: the folder may have been made a link meanwhile.
+            dest = self.ctx.file_roots.path(base, "TransformOutput.S3OutputPath") / name
             dest.parent.mkdir(parents=True, exist_ok=True)
             partial = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.partial")
             try:
@@ -281,6 +292,26 @@ class TransformJob:
                     return
             except ShipyardError as exc:
                 log.warning("transform job %s: cannot read stop requests: %s", self.name, exc)
+
+    def _end_instances(self, instances: list[Instance]) -> None:
+        """Stop the containers without removing them, then wait for their logs: removing a
+        container ends its log stream, delivered or not."""
+        def end(container: str) -> None:
+            try:
+                self.ctx.runtime.signal(container, signal.SIGTERM)
+                if self.ctx.runtime.wait(container, STOP_GRACE_SECONDS) is None:
+                    self.ctx.runtime.signal(container, signal.SIGKILL)
+                    self.ctx.runtime.wait(container, 10)
+            except ShipyardError as exc:
+                log.warning("transform job %s: cannot stop %s: %s", self.name, container, exc)
+
+        threads = [threading.Thread(target=end, args=(i.container,), daemon=True)
+                   for i in instances]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        await_followers(self.ctx.logs, KIND, self.name, self._followers)
 
     def _stop_instances(self, instances: list[Instance]) -> None:
         threads = [threading.Thread(target=stop_instance, daemon=True,
@@ -561,6 +592,7 @@ def sweep_finished(ctx: Context) -> list[str]:
             continue
         for leftover in ctx.runtime.list({JOB_KIND_LABEL: KIND, JOB_NAME_LABEL: row.name}):
             stop_instance(ctx, leftover, 0)
+        remove_owner_network(ctx, KIND, row.name)
         if row.runner.get("job_dir"):
             shutil.rmtree(row.runner["job_dir"], ignore_errors=True)
         ctx.store.mutate(KIND, row.name, lambda rec, run: run.update(cleaned=True))

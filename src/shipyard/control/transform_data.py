@@ -184,6 +184,7 @@ def check_environment(env: Any) -> None:
         if not isinstance(value, str) or len(value) > MAX_ENVIRONMENT_VALUE:
             raise ValidationError(f"Environment value of {key} must be a string of at most"
                                   f" {MAX_ENVIRONMENT_VALUE} characters")
+        names.check_env_value(key, value)
 
 
 def _member(key: str) -> str:
@@ -303,6 +304,13 @@ def input_source(record: dict[str, Any]) -> tuple[str, str]:
     """``(S3Uri, S3DataType)`` of a validated request or record."""
     s3 = record["TransformInput"]["DataSource"]["S3DataSource"]
     return s3["S3Uri"], s3.get("S3DataType", "S3Prefix")
+
+
+def host_locations(req: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(member, uri)`` of every location of a validated request that names a host path."""
+    found = [("TransformInput.DataSource.S3DataSource.S3Uri", input_source(req)[0]),
+             ("TransformOutput.S3OutputPath", req["TransformOutput"]["S3OutputPath"])]
+    return [(member, uri) for member, uri in found if not uri.startswith("s3://")]
 
 
 def output_name(relative_path: str) -> str:

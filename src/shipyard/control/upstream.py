@@ -11,12 +11,23 @@ container's answer and the client's. The timeout is a timer on the loop. StreamR
 StreamWriter, an async generator over the body and ``asyncio.wait_for`` (a Task per call) cost
 ~75 us of the API server's CPU per InvokeEndpoint (``benchmarks/endpoints.py``). Streamed
 answers (``stream``) keep the stream-based connection.
+
+Whether a failed request may have reached the container (``UpstreamError.sent``) is read from
+the kernel, not guessed from whether the connection was pooled: a request is "not sent" only
+when the container's TCP stack acknowledged none of its bytes (see ``_unacked``). A container
+killed while our connection to it sat idle closes it (FIN), and a request written before that
+FIN reached us gets no acknowledgement (the dead socket answers it with a reset), so it is safe
+to send elsewhere. A container that read the request and then closed or crashed acknowledged
+it, so it is never sent twice, even on a reused connection: InvokeEndpoint is a POST and the
+model may have acted on it. Where the kernel cannot say (no SIOCOUTQ), every request that was
+written counts as sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import cast
@@ -26,6 +37,34 @@ Address = tuple[str, int]
 #: Idle connections kept per container.
 _MAX_IDLE = 64
 _HEAD_LIMIT = 64 * 1024
+
+try:
+    import fcntl
+    import termios
+
+    _OUTQ: int | None = termios.TIOCOUTQ  # SIOCOUTQ on a socket
+except (ImportError, AttributeError):
+    _OUTQ = None
+
+
+def _unacked(fd: int) -> int | None:
+    """Bytes written to socket ``fd`` that its peer's TCP stack has not acknowledged (still
+    counted after a reset), or None where the kernel cannot say (not Linux, fd closed)."""
+    if _OUTQ is None or fd < 0:
+        return None
+    try:
+        raw = fcntl.ioctl(fd, _OUTQ, b"\0\0\0\0")
+    except OSError:
+        return None
+    value: int = struct.unpack("i", raw)[0]
+    return value
+
+
+def _delivered(fd: int, size: int) -> bool:
+    """Whether any of the last ``size`` bytes written to ``fd`` may have reached the peer (the
+    bytes of earlier exchanges were all acknowledged: their answers came back)."""
+    unacked = _unacked(fd)
+    return unacked is None or unacked < size
 
 
 class UpstreamError(Exception):
@@ -52,14 +91,44 @@ class Response:
 Done = Callable[["Response | None", "BaseException | None"], None]
 
 
+class _StreamProtocol(asyncio.StreamReaderProtocol):
+    """A stream connection that notes, as it drops, how much of what was written its peer
+    never acknowledged: the socket is closed right after ``connection_lost``, before the
+    reader's waiter learns of the loss."""
+
+    fd = -1
+    unacked_at_loss: int | None = None
+    lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.fd = sock.fileno()
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.unacked_at_loss = _unacked(self.fd)
+        super().connection_lost(exc)
+
+
 @dataclass
 class _Conn:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    protocol: _StreamProtocol
     reused: bool = False
 
     def close(self) -> None:
         self.writer.close()
+
+    def delivered(self, size: int) -> bool:
+        """See ``_delivered``."""
+        if not self.protocol.lost:
+            return _delivered(self.protocol.fd, size)
+        unacked = self.protocol.unacked_at_loss
+        return unacked is None or unacked < size
 
 
 class _Exchange(asyncio.Protocol):
@@ -70,6 +139,9 @@ class _Exchange(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self._buf = bytearray()
+        self._fd = -1
+        #: Bytes of the request in flight (see ``_delivered``).
+        self._size = 0
         self._done: Done | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._max_body = 0
@@ -83,6 +155,7 @@ class _Exchange(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
+            self._fd = sock.fileno()
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -92,10 +165,11 @@ class _Exchange(asyncio.Protocol):
         if self._head is not None and self._length == _TO_CLOSE:
             self._finish(Response(self._status, self._head, bytes(self._buf)), None)
         elif self._head is None:
-            # Nothing came back: on a reused connection the container most likely closed it
-            # while idle, before our request arrived, so one retry is safe.
+            # Nothing came back. The socket is still open here (the transport closes it after
+            # this call), so the kernel can say whether the container took any of the request.
             self._finish(None, UpstreamError(
-                "the container closed the connection without answering", sent=not self.reused))
+                "the container closed the connection without answering",
+                sent=_delivered(self._fd, self._size)))
         else:
             self._finish(None, UpstreamError("the container broke off its response", sent=True))
 
@@ -124,8 +198,8 @@ class _Exchange(asyncio.Protocol):
             self.fail(exc)
 
     # -- one exchange ----------------------------------------------------------------------
-    def begin(self, done: Done, max_body: int, timeout: float | None) -> None:
-        self._done, self._max_body = done, max_body
+    def begin(self, done: Done, size: int, max_body: int, timeout: float | None) -> None:
+        self._done, self._size, self._max_body = done, size, max_body
         self._head, self._status, self._length = None, 0, 0
         if timeout is not None:
             self._timer = asyncio.get_running_loop().call_later(
@@ -215,24 +289,26 @@ class Upstream:
     def __init__(self) -> None:
         self._idle: dict[Address, list[_Conn]] = {}
         self._exchanges: dict[Address, list[_Exchange]] = {}
-        self._connecting: set[asyncio.Task[tuple[asyncio.BaseTransport, _Exchange]]] = set()
+        #: Connection attempts, held until they finish (the loop keeps tasks only weakly).
+        self._connecting: dict[asyncio.Task[tuple[asyncio.BaseTransport, _Exchange]],
+                               Address] = {}
 
-    async def _connect(self, address: Address) -> _Conn:
-        idle = self._idle.get(address)
+    async def _connect(self, address: Address, *, pooled: bool = True) -> _Conn:
+        idle = self._idle.get(address) if pooled else None
         while idle:
             conn = idle.pop()
             if not conn.reader.at_eof() and not conn.writer.is_closing():
                 conn.reused = True
                 return conn
             conn.close()
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(loop=loop)
+        protocol = _StreamProtocol(reader, loop=loop)
         try:
-            reader, writer = await asyncio.open_connection(*address)
+            transport, _ = await loop.create_connection(lambda: protocol, *address)
         except OSError as exc:
             raise UpstreamError(f"cannot connect to the container: {exc}", sent=False) from exc
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return _Conn(reader, writer)
+        return _Conn(reader, asyncio.StreamWriter(transport, protocol, reader, loop), protocol)
 
     def _release(self, address: Address, conn: _Conn) -> None:
         idle = self._idle.setdefault(address, [])
@@ -242,7 +318,11 @@ class Upstream:
             conn.close()
 
     def forget(self, address: Address) -> None:
-        """Close idle connections to a container that is going away."""
+        """Close idle connections to a container that is going away, and give up connecting to
+        it: a dead container's address may take seconds to refuse (no route to host)."""
+        for task in [t for t, a in self._connecting.items() if a == address]:
+            del self._connecting[task]
+            task.cancel()
         for conn in self._idle.pop(address, []):
             conn.close()
         for exchange in self._exchanges.pop(address, []):
@@ -280,9 +360,10 @@ class Upstream:
             return
 
         def connected(task: asyncio.Task[tuple[asyncio.BaseTransport, _Exchange]]) -> None:
-            self._connecting.discard(task)
+            forgotten = self._connecting.pop(task, None) is None
             if task.cancelled():
-                done(None, asyncio.CancelledError())
+                done(None, UpstreamError("the container went away", sent=False) if forgotten
+                     else asyncio.CancelledError())
                 return
             exc = task.exception()
             if exc is not None:
@@ -293,7 +374,7 @@ class Upstream:
 
         loop = asyncio.get_running_loop()
         task = loop.create_task(loop.create_connection(_Exchange, *address))
-        self._connecting.add(task)  # the loop keeps only a weak reference to a task
+        self._connecting[task] = address
         task.add_done_callback(connected)
 
     def _send(self, address: Address, exchange: _Exchange, data: bytes, max_body: int,
@@ -320,16 +401,29 @@ class Upstream:
                     transport.close()
             done(response, None)
 
-        exchange.begin(answered, max_body, timeout)
+        exchange.begin(answered, len(data), max_body, timeout)
         transport.write(data)
 
     async def stream(self, address: Address, method: str, path: str,
                      headers: list[tuple[str, str]], body: bytes
                      ) -> tuple[int, dict[str, str], AsyncIterator[bytes]]:
-        """Status and headers at once; the body's chunks as the container sends them."""
+        """Status and headers at once; the body's chunks as the container sends them.
+
+        A pooled connection the container had closed is retried once on a fresh one."""
+        data = _request_bytes(method, path, headers, body)
         conn = await self._connect(address)
         try:
-            status, head, reader = await self._exchange(conn, method, path, headers, body)
+            status, head, reader = await self._exchange(conn, method, data)
+        except UpstreamError as exc:
+            conn.close()
+            if not conn.reused or exc.sent:
+                raise
+            conn = await self._connect(address, pooled=False)
+            try:
+                status, head, reader = await self._exchange(conn, method, data)
+            except BaseException:
+                conn.close()
+                raise
         except BaseException:
             conn.close()
             raise
@@ -348,25 +442,22 @@ class Upstream:
 
         return status, head, chunks()
 
-    async def _exchange(self, conn: _Conn, method: str, path: str,
-                        headers: list[tuple[str, str]], body: bytes
+    async def _exchange(self, conn: _Conn, method: str, data: bytes
                         ) -> tuple[int, dict[str, str], AsyncIterator[bytes]]:
         try:
-            conn.writer.write(_request_bytes(method, path, headers, body))
+            conn.writer.write(data)
             await conn.writer.drain()
         except OSError as exc:
             raise UpstreamError(f"the container closed the connection: {exc}",
-                                sent=not conn.reused) from exc
+                                sent=conn.delivered(len(data))) from exc
         try:
             raw = await conn.reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError as exc:
             raise UpstreamError("the container sent an oversized response head",
                                 sent=True) from exc
         except (asyncio.IncompleteReadError, OSError) as exc:
-            # Nothing came back: on a reused connection the container most likely closed it
-            # while idle, before our request arrived, so one retry is safe.
             raise UpstreamError("the container closed the connection without answering",
-                                sent=not conn.reused) from exc
+                                sent=conn.delivered(len(data))) from exc
         if len(raw) > _HEAD_LIMIT:
             raise UpstreamError("the container sent an oversized response head", sent=True)
         status, head = _parse_head(raw)

@@ -19,6 +19,7 @@ from shipyard.runtimes.base import (
     JOB_NAME_LABEL,
     MANAGED_LABEL,
     SCOPE_LABEL,
+    Confinement,
     ContainerSpec,
     ContainerState,
     LogLine,
@@ -35,6 +36,7 @@ __all__ = [
     "JOB_NAME_LABEL",
     "MANAGED_LABEL",
     "SCOPE_LABEL",
+    "Confinement",
     "ContainerSpec",
     "ContainerState",
     "DockerRuntime",
@@ -48,10 +50,11 @@ __all__ = [
 ]
 
 
-def default_runtime(data_dir: Path, labels: dict[str, str] | None = None) -> Runtime:
+def default_runtime(data_dir: Path, labels: dict[str, str] | None = None,
+                    confinement: Confinement | None = None) -> Runtime:
     """The local Docker engine when it answers a ping, else processes under ``data_dir``."""
     try:
-        runtime = DockerRuntime(labels=labels)
+        runtime = DockerRuntime(labels=labels, confinement=confinement)
     except (RuntimeUnavailable, ImportError):
         return ProcessRuntime(Path(data_dir) / "processes")
     try:

@@ -15,6 +15,8 @@ import abc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from shipyard.errors import ValidationError
+
 #: Every container, network and image Shipyard creates carries this label (value "true"),
 #: so cleanup only ever touches what is ours on a shared engine.
 MANAGED_LABEL = "org.shipyard.managed"
@@ -23,6 +25,41 @@ JOB_NAME_LABEL = "org.shipyard.job-name"
 HOST_LABEL = "org.shipyard.host"
 #: Free-form scope label so a test session can clean up exactly what it made.
 SCOPE_LABEL = "org.shipyard.scope"
+
+
+#: Capabilities every job and endpoint container keeps: what root in an image needs to
+#: install packages, own and write files, change user and signal its children. Docker's
+#: default set less NET_RAW (forged packets on the job's network), MKNOD, AUDIT_WRITE,
+#: SETFCAP, SETPCAP and SYS_CHROOT, which no training or serving contract step uses.
+BASE_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+                     "NET_BIND_SERVICE")
+#: An image asks for more with this label (comma-separated names, e.g. ``SYS_PTRACE``); it
+#: gets them only when the operator's ``container_extra_capabilities`` setting lists each.
+CAPABILITIES_LABEL = "org.shipyard.capabilities"
+#: Processes and threads one container may run (a fork bomb stops there, not at the host's).
+DEFAULT_PIDS_LIMIT = 8192
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """What every container gets whatever its job says: no new privileges, a pids limit,
+    :data:`BASE_CAPABILITIES` plus those of ``extra_capabilities`` its image asks for."""
+
+    pids_limit: int = DEFAULT_PIDS_LIMIT
+    extra_capabilities: frozenset[str] = frozenset()
+
+    def capabilities_for(self, image: str, requested: str) -> list[str]:
+        """The capabilities to grant an image whose label asks for ``requested``; raises
+        ``ValidationError`` naming the setting for one the operator has not allowed."""
+        asked = {c.strip().upper().removeprefix("CAP_") for c in requested.split(",")}
+        asked.discard("")
+        refused = sorted(asked - self.extra_capabilities - set(BASE_CAPABILITIES))
+        if refused:
+            raise ValidationError(
+                f"image {image} asks for the capabilities {', '.join(refused)} (label "
+                f"{CAPABILITIES_LABEL}); the operator allows them with the setting "
+                "container_extra_capabilities (SHIPYARD_CONTAINER_EXTRA_CAPABILITIES)")
+        return sorted(set(BASE_CAPABILITIES) | asked)
 
 
 @dataclass(frozen=True)
@@ -88,6 +125,10 @@ class Runtime(abc.ABC):
     """Where containers run."""
 
     kind: str = "abstract"
+
+    def check_reference(self, image: str) -> None:  # noqa: B027 - optional hook
+        """Raise ``ValidationError`` when ``image`` cannot name an image of this runtime at
+        all (whether or not it exists yet)."""
 
     @abc.abstractmethod
     def check_image(self, image: str) -> None:

@@ -6,10 +6,11 @@ entry point, ``/opt/ml`` populated, a private network where hosts resolve each o
 adapter reproduces that on the local engine, and is the one place where Docker SDK (and
 ``requests``) exceptions become ``shipyard.errors`` (see :func:`translate_errors`).
 
-Rules kept here: containers are never privileged and never get the Docker socket; they are not
-auto-removed (the exit code and ``OOMKilled`` are read after exit); memory swap equals memory so
-an over-limit job is OOM-killed (exit 137, ``OOMKilled``) as on SageMaker instead of swapping;
-published ports bind 127.0.0.1 only.
+Rules kept here: containers are never privileged and never get the Docker socket; they run
+with ``no-new-privileges``, a pids limit and a reduced capability set (:class:`Confinement`);
+they are not auto-removed (the exit code and ``OOMKilled`` are read after exit); memory swap
+equals memory so an over-limit job is OOM-killed (exit 137, ``OOMKilled``) as on SageMaker
+instead of swapping; published ports bind 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import contextlib
 import os
 import re
 import stat
+import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import (
@@ -31,16 +33,26 @@ from shipyard.errors import (
     ShipyardError,
     ValidationError,
 )
-from shipyard.runtimes.base import MANAGED_LABEL, ContainerSpec, ContainerState, LogLine, Runtime
+from shipyard.runtimes.base import (
+    CAPABILITIES_LABEL,
+    MANAGED_LABEL,
+    Confinement,
+    ContainerSpec,
+    ContainerState,
+    LogLine,
+    Runtime,
+)
 
 if TYPE_CHECKING:
     import docker
 
-__all__ = ["DockerRuntime", "parse_docker_time", "parse_log_stream"]
+__all__ = ["DockerRuntime", "check_reference", "parse_docker_time", "parse_log_stream"]
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
 _TS_RE = re.compile(rb"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z ")
 _SOCKET_PATHS = ("/var/run/docker.sock", "/run/docker.sock")
+_FRAME_LENGTH = struct.Struct(">L")
+_READ_BYTES = 1 << 16
 
 
 @contextlib.contextmanager
@@ -110,28 +122,171 @@ def parse_log_stream(chunks: Iterator[bytes], since_ns: int = 0) -> Iterator[Log
     continuation's timestamp is dropped so the line comes back whole, stamped with its first part.
     """
     carry = b""
+    seconds: dict[bytes, int] = {}
     for chunk in chunks:
-        if carry and _TS_RE.match(carry):
-            # The previous record ended without a newline: a stamp here opens its continuation.
-            match = _TS_RE.match(chunk)
-            if match is not None:
-                chunk = chunk[match.end() :]
-        carry += chunk
-        *lines, carry = carry.split(b"\n")
+        if carry:
+            if _TS_RE.match(carry):
+                # The previous record ended without a newline: a stamp here opens its
+                # continuation.
+                match = _TS_RE.match(chunk)
+                if match is not None:
+                    chunk = chunk[match.end() :]
+            chunk = carry + chunk
+        *lines, carry = chunk.split(b"\n")
         for raw in lines:
-            yield from _emit(raw, since_ns)
+            line = _record(raw, since_ns, seconds)
+            if line is not None:
+                yield line
     if carry:
-        yield from _emit(carry, since_ns)
+        line = _record(carry, since_ns, seconds)
+        if line is not None:
+            yield line
 
 
-def _emit(raw: bytes, since_ns: int) -> Iterator[LogLine]:
-    match = _TS_RE.match(raw)
-    if match is None:
-        return  # not a record (an engine notice): it has no time to resume from
-    ts = _parse_ts_ns(raw)
-    if ts is not None and ts > since_ns:
-        text = raw[match.end() :].decode("utf-8", errors="replace").rstrip("\r")
-        yield LogLine(timestamp_ns=ts, text=text)
+def _record(raw: bytes, since_ns: int, seconds: dict[bytes, int]) -> LogLine | None:
+    """One record as a line; ``None`` for what is not a record (an engine notice has no time
+    to resume from) or what is not after ``since_ns``.
+
+    A chatty job prints many lines a second, all with the same date and time of day: those are
+    parsed once (``seconds``, keyed by ``YYYY-MM-DDTHH:MM:SS``) and only the fraction per line.
+    """
+    space = raw.find(b" ", 19, 32)
+    if space < 0 or raw[space - 1] != 0x5A:  # "Z"
+        return None
+    head = raw[:19]
+    base = seconds.get(head)
+    if base is None:
+        if _TS_RE.match(raw) is None:
+            return None
+        base = _parse_ts_ns(raw[:19] + b"Z ")
+        if base is None:
+            return None
+        if len(seconds) > 64:
+            seconds.clear()
+        seconds[head] = base
+    if space == 20:
+        ts = base
+    else:
+        fraction = raw[20 : space - 1]
+        if raw[19] != 0x2E or not fraction.isdigit() or len(fraction) > 9:  # "."
+            return None
+        ts = base + int(fraction.ljust(9, b"0"))
+    if ts <= since_ns:
+        return None
+    return LogLine(timestamp_ns=ts, text=raw[space + 1 :].decode("utf-8", "replace").rstrip("\r"))
+
+
+def _body_blocks(response: Any) -> Callable[[], bytes]:
+    """A reader of the response body in blocks of whatever has arrived (``b""`` at its end).
+
+    The engine sends every record as its own HTTP chunk; read through urllib3 and http.client
+    that costs several calls per record (~8 us), more than parsing the record itself, and a
+    follower falls behind a job printing 100k lines/s. So when the body is chunked and nothing
+    of it has been read yet, the chunked framing is undone here over the connection's buffered
+    reader, a block at a time; otherwise urllib3 reads it.
+    """
+    raw = getattr(response.raw, "_fp", None)
+    fp = getattr(raw, "fp", None)
+    if (getattr(raw, "chunked", False) and getattr(raw, "chunk_left", 0) is None
+            and fp is not None and hasattr(fp, "read1")):
+        return _Dechunker(fp.read1).read
+    return lambda: response.raw.read1(_READ_BYTES)
+
+
+class _Dechunker:
+    """HTTP/1.1 chunked transfer coding undone over a ``read1``, many chunks per call."""
+
+    def __init__(self, read1: Callable[[int], bytes]) -> None:
+        self._read1 = read1
+        self._buffer = b""
+        #: Bytes of the current chunk's data still to come; -1: its closing CRLF is next.
+        self._left = 0
+        self._done = False
+
+    def read(self) -> bytes:
+        parts: list[bytes] = []
+        while not parts and not self._done:
+            data = self._read1(_READ_BYTES)
+            if not data:
+                return b""
+            buffer = self._buffer + data if self._buffer else data
+            left, pos, end = self._left, 0, len(buffer)
+            while pos < end:
+                if left > 0:
+                    take = min(left, end - pos)
+                    parts.append(buffer[pos : pos + take])
+                    pos, left = pos + take, left - take
+                    if left:
+                        break
+                    left = -1
+                if left < 0:
+                    if end - pos < 2:
+                        break
+                    pos, left = pos + 2, 0
+                line_end = buffer.find(b"\r\n", pos)
+                if line_end < 0:
+                    break
+                size = int(buffer[pos:line_end].split(b";", 1)[0], 16)
+                pos = line_end + 2
+                if size == 0:  # the last chunk; its trailers are not needed
+                    self._done = True
+                    break
+                left = size
+            self._buffer, self._left = buffer[pos:], left
+        return b"".join(parts)
+
+
+def _frames(read: Callable[[], bytes]) -> Iterator[bytes]:
+    """The payloads of a multiplexed (non-TTY) attach/logs stream: 8-byte headers (stream,
+    3 zero bytes, big-endian length) each followed by one record.
+
+    Read in blocks of whatever the engine has sent: docker-py's own reader makes two small
+    reads per record, which caps a follower at ~80k lines/s, below what one job can print.
+    """
+    buffer = b""
+    while True:
+        data = read()
+        if not data:
+            return
+        buffer = buffer + data if buffer else data
+        end, pos = len(buffer), 0
+        while end - pos >= 8:
+            (length,) = _FRAME_LENGTH.unpack_from(buffer, pos + 4)
+            stop = pos + 8 + length
+            if stop > end:
+                break
+            yield buffer[pos + 8 : stop]
+            pos = stop
+        buffer = buffer[pos:]
+
+
+# Docker's reference grammar (distribution/reference): [domain[:port]/]path[:tag][@digest],
+# path components lowercase. Checked before the engine sees a name, so `x;id` or `$(id)` is
+# the caller's error, not an engine failure.
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+# A first component is a registry only with a dot or a port, or as localhost (as Docker reads
+# it); otherwise it is part of the lowercase path.
+_DOMAIN = (rf"(?:localhost|{_LABEL}(?:\.{_LABEL})+|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+           rf"|{_LABEL}:[0-9]+")
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REFERENCE_RE = re.compile(
+    rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?")
+_IMAGE_ID_RE = re.compile(r"(?:sha256:)?[0-9a-f]{64}")
+
+
+def check_reference(image: str) -> None:
+    """Raise ``ValidationError`` unless ``image`` is a Docker image reference or image id."""
+    name = image.split("@", 1)[0]
+    if ":" in name.rsplit("/", 1)[-1]:
+        name = name.rsplit(":", 1)[0]
+    if (len(image) <= 512 and len(name) <= 255
+            and (_REFERENCE_RE.fullmatch(image) or _IMAGE_ID_RE.fullmatch(image))):
+        return
+    raise ValidationError(
+        f"Image {image[:100]!r} is not a valid image reference: expected "
+        "[registry[:port]/]name[:tag][@digest], the name in lowercase letters, digits and "
+        "the separators . _ - /")
 
 
 def _check_mount_source(source: str) -> None:
@@ -151,7 +306,8 @@ class DockerRuntime(Runtime):
     kind = "docker"
 
     def __init__(
-        self, client: docker.DockerClient | None = None, *, labels: dict[str, str] | None = None
+        self, client: docker.DockerClient | None = None, *, labels: dict[str, str] | None = None,
+        confinement: Confinement | None = None,
     ) -> None:
         self._owns_client = client is None
         if client is None:
@@ -162,6 +318,7 @@ class DockerRuntime(Runtime):
         self._client = client
         self._api = client.api
         self._labels = dict(labels or {})
+        self._confinement = confinement or Confinement()
 
     def ping(self) -> None:
         """Raise ``RuntimeUnavailable`` unless the engine answers."""
@@ -172,7 +329,11 @@ class DockerRuntime(Runtime):
         if self._owns_client:
             self._client.close()
 
+    def check_reference(self, image: str) -> None:
+        check_reference(image)
+
     def check_image(self, image: str) -> None:
+        check_reference(image)
         with translate_errors(image=image):
             self._api.inspect_image(image)
 
@@ -208,6 +369,7 @@ class DockerRuntime(Runtime):
         """Create and start. A process that cannot even be executed (bad entry point) is not an
         exception: like ``docker run`` it leaves an exited container with code 126/127 and the
         engine's error text, which :meth:`inspect` reports."""
+        check_reference(spec.image)
         for mount in spec.mounts:
             _check_mount_source(mount.source)
         api = self._api
@@ -221,6 +383,9 @@ class DockerRuntime(Runtime):
         with translate_errors(image=spec.image, name=spec.name):
             import docker.types
 
+            image_labels = (api.inspect_image(spec.image).get("Config") or {}).get("Labels")
+            capabilities = self._confinement.capabilities_for(
+                spec.image, (image_labels or {}).get(CAPABILITIES_LABEL, ""))
             host_config = api.create_host_config(
                 mounts=[
                     docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only)
@@ -232,6 +397,10 @@ class DockerRuntime(Runtime):
                 memswap_limit=spec.memory_bytes,
                 port_bindings={p: ("127.0.0.1", h or None) for p, h in spec.ports.items()} or None,
                 privileged=False,
+                security_opt=["no-new-privileges"],
+                cap_drop=["ALL"],
+                cap_add=capabilities,
+                pids_limit=self._confinement.pids_limit,
                 init=False,
                 auto_remove=False,
             )
@@ -282,22 +451,32 @@ class DockerRuntime(Runtime):
         return state
 
     def logs(self, name: str, since_ns: int = 0, follow: bool = False) -> Iterator[LogLine]:
+        api = self._api
         with translate_errors(name=name):
-            stream = self._api.logs(
-                name,
-                stdout=True,
-                stderr=True,
+            # docker-py's logs() hides the response behind a reader that is too slow for a
+            # chatty job (see _frames), so the request is made here and read in blocks.
+            response = api._get(
+                api._url("/containers/{0}/logs", name),
+                params={
+                    "stdout": 1, "stderr": 1, "timestamps": 1, "follow": int(follow),
+                    "tail": "all",
+                    # Whole seconds only, so nothing at the boundary is lost; exact filter
+                    # below.
+                    "since": int(since_ns // 1_000_000_000),
+                },
                 stream=True,
-                timestamps=True,
-                follow=follow,
-                # Whole seconds only, so nothing at the boundary is lost; exact filter below.
-                since=int(since_ns // 1_000_000_000) or None,
             )
+            api._raise_for_status(response)
+            if follow:
+                # A quiet job may print nothing for longer than the client's timeout.
+                api._disable_socket_timeout(api._get_raw_response_socket(response))
         try:
             with translate_errors(name=name):
-                yield from parse_log_stream(iter(stream), since_ns)
+                # Shipyard never gives a container a TTY, so the stream is always multiplexed.
+                yield from parse_log_stream(
+                    _frames(_body_blocks(response)), since_ns)
         finally:
-            stream.close()
+            response.close()
 
     def signal(self, name: str, signum: int) -> None:
         state = self.inspect(name)
