@@ -10,7 +10,9 @@ IMAGE=shipyard-example/quickstart:latest
 STAMP=$(date +%Y%m%d-%H%M%S)
 JOB=quickstart-train-$STAMP
 ENDPOINT=quickstart-$STAMP
-SHIPYARD=(.venv/bin/shipyard --data-dir "$WORK/state")
+# file:// locations must lie in a folder the server allows (home and /tmp by default; this
+# checkout may be anywhere): the quickstart's own folder.
+SHIPYARD=(.venv/bin/shipyard --data-dir "$WORK/state" --file-roots "$PWD/$WORK")
 rm -rf "$WORK/context" && mkdir -p "$WORK/context/wheels" "$WORK/data"
 echo "== building the example image $IMAGE"
 .venv/bin/python -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/context/wheels" .
