@@ -25,6 +25,7 @@ besides this script's own client workers, and they are stopped by pid at the end
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import multiprocessing as mp
@@ -254,7 +255,13 @@ def shipyard_server(data_dir: Path, log: Path) -> Iterator[Server]:
         wait_until(ready, proc, "the Shipyard server", log)
         url = json.loads(info.read_text())["url"]
         akid, secret = load_or_create(data_dir).default
-        yield Server("shipyard", url, proc.pid, akid, secret)
+        try:
+            yield Server("shipyard", url, proc.pid, akid, secret)
+        finally:
+            # The data plane owns the port and outlives a SIGTERM of the server: stop it.
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                plane = json.loads((data_dir / "dataplane.json").read_text())
+                os.kill(int(plane["pid"]), signal.SIGTERM)
 
 
 @contextmanager

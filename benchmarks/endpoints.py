@@ -40,6 +40,7 @@ build context, so the next run reuses it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import http.client
@@ -207,6 +208,16 @@ class Server:
     akid: str
     secret: str
     marks: Path
+    #: The data plane's process: it answers InvokeEndpoint (``api.dataplane``).
+    dataplane_pid: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    data_dir: Path | None = None
+    log: Path | None = None
+
+    def cpu(self) -> float:
+        """CPU seconds of the server and its data plane together."""
+        return cpu_seconds(self.pid) + (cpu_seconds(self.dataplane_pid)
+                                        if self.dataplane_pid else 0.0)
 
     def new_marks(self, offset: int) -> tuple[list[tuple[str, float, float]], int]:
         """Marks ``(label, start, end)`` appended since ``offset`` (bytes), and the new offset."""
@@ -257,15 +268,10 @@ def serve_with_marks(data_dir: str, marks: str) -> int:
     return int(server.main(["--data-dir", data_dir, "--host", "127.0.0.1", "--port", "0"]))
 
 
-@contextmanager
-def shipyard_server(data_dir: Path, log: Path) -> Iterator[Server]:
-    """The server in its own process (Docker runtime, bench scope); stopped by pid after."""
-    sys.path.insert(0, str(ROOT / "src"))
-    from shipyard.api.credentials import load_or_create
-
-    data_dir.mkdir(parents=True, exist_ok=True)
+def start_server(data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str, int]:
+    """The server in its own process (Docker runtime, bench scope): (process, url, data
+    plane pid). A data plane already running for ``data_dir`` is reused, as on a restart."""
     marks = data_dir / "marks.jsonl"
-    marks.touch()
     env = {**os.environ, "SHIPYARD_RUNTIME": "docker", "SHIPYARD_SCOPE": SCOPE,
            "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, str(Path(__file__).resolve()), "--serve-with-marks",
@@ -274,29 +280,53 @@ def shipyard_server(data_dir: Path, log: Path) -> Iterator[Server]:
     with open(log, "ab") as out:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 env=env, cwd=str(ROOT))
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        try:
+            data = json.loads(info.read_text())
+            if data.get("pid") == proc.pid:
+                break
+        except (OSError, ValueError):
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+            raise RuntimeError(f"the Shipyard server did not start; its log:\n{tail}")
+        time.sleep(0.02)
+    plane = json.loads((data_dir / "dataplane.json").read_text())
+    return proc, str(data["url"]), int(plane["pid"])
+
+
+def stop_process(proc: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signum)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextmanager
+def shipyard_server(data_dir: Path, log: Path) -> Iterator[Server]:
+    """The server and its data plane; both stopped by pid after."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from shipyard.api.credentials import load_or_create
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    marks = data_dir / "marks.jsonl"
+    marks.touch()
+    proc, url, dataplane_pid = start_server(data_dir, log)
+    akid, secret = load_or_create(data_dir).default
+    server = Server(url, proc.pid, akid, secret, marks, dataplane_pid=dataplane_pid, proc=proc,
+                    data_dir=data_dir, log=log)
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            try:
-                data = json.loads(info.read_text())
-                if data.get("pid") == proc.pid:
-                    break
-            except (OSError, ValueError):
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-                raise RuntimeError(f"the Shipyard server did not start; its log:\n{tail}")
-            time.sleep(0.05)
-        akid, secret = load_or_create(data_dir).default
-        yield Server(data["url"], proc.pid, akid, secret, marks)
+        yield server
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+        if server.proc is not None:
+            stop_process(server.proc)
+        # SIGTERM leaves the data plane serving for a next server: stop it too.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server.dataplane_pid, signal.SIGTERM)
 
 
 def clients(server: Server) -> tuple[Any, Any]:
@@ -396,12 +426,12 @@ def floor_deploy(api: Any, image: str, model_dir: Path, poll: float) -> dict[str
             "attempts": attempts}
 
 
-def create_endpoint(sm: Any, name: str, image: str, tarball: Path) -> None:
+def create_endpoint(sm: Any, name: str, image: str, tarball: Path, count: int = 1) -> None:
     sm.create_model(ModelName=f"{name}-model", ExecutionRoleArn=ROLE, PrimaryContainer={
         "Image": image, "ModelDataUrl": tarball.as_uri()})
     sm.create_endpoint_config(EndpointConfigName=f"{name}-config", ProductionVariants=[{
         "VariantName": "AllTraffic", "ModelName": f"{name}-model",
-        "InitialInstanceCount": 1, "InstanceType": "local"}])
+        "InitialInstanceCount": count, "InstanceType": "local"}])
     sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config")
 
 
@@ -584,14 +614,14 @@ def invoke_latency(server: Server, sm: Any, smr: Any, api: Any, image: str, tarb
         # Rotate the order, so drift on a shared machine hits all three alike.
         for label in order[r % len(order):] + order[:r % len(order)]:
             call, out = callers[label], latencies[label]
-            cpu0, own0 = cpu_seconds(server.pid), time.process_time()
+            cpu0, own0 = server.cpu(), time.process_time()
             for _ in range(per_round):
                 t0 = clock()
                 body = call()
                 out.append(clock() - t0)
                 if body != expected:
                     raise RuntimeError(f"{label}: a different answer {body!r}")
-            server_cpu[label] += cpu_seconds(server.pid) - cpu0
+            server_cpu[label] += server.cpu() - cpu0
             client_cpu[label] += time.process_time() - own0
     delete_endpoint(sm, name)
     result: dict[str, Any] = {"requests_each": per_round * rounds, "rounds": rounds,
@@ -611,6 +641,68 @@ def invoke_latency(server: Server, sm: Any, smr: Any, api: Any, image: str, tarb
 
 
 # -- 3. transform --------------------------------------------------------------------------------
+def restart_under_load(server: Server, sm: Any, image: str, tarball: Path,
+                       clients_n: int = 4, settle_s: float = 1.5) -> dict[str, Any]:
+    """InvokeEndpoint from ``clients_n`` threads without pause (boto3, retries off) while the
+    server is killed (SIGKILL), started again, stopped (SIGTERM) and started again. Target:
+    no request fails; reported with the longest wait for an answer and the time the control
+    plane was away each time."""
+    import threading
+
+    import boto3
+    from botocore.config import Config
+
+    assert server.proc is not None and server.data_dir is not None and server.log is not None
+    name = f"bench-restart-{uuid.uuid4().hex[:8]}"
+    create_endpoint(sm, name, image, tarball, count=2)
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=name,
+                                              WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    session = boto3.session.Session(aws_access_key_id=server.akid,
+                                    aws_secret_access_key=server.secret, region_name=REGION)
+    config = Config(retries={"total_max_attempts": 1, "mode": "standard"})
+    stop = threading.Event()
+    ok = [0] * clients_n
+    failed: list[str] = []
+    slowest = [0.0] * clients_n
+
+    def load(i: int) -> None:
+        rt = session.client("sagemaker-runtime", endpoint_url=server.url, config=config)
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                rt.invoke_endpoint(EndpointName=name, Body=PAYLOAD, ContentType="text/csv")
+                ok[i] += 1
+            except Exception as exc:
+                failed.append(repr(exc)[:200])
+            slowest[i] = max(slowest[i], time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(clients_n)]
+    for thread in threads:
+        thread.start()
+    away: dict[str, float] = {}
+    try:
+        time.sleep(settle_s)
+        for label, signum in (("sigkill", signal.SIGKILL), ("sigterm", signal.SIGTERM)):
+            began = time.perf_counter()
+            stop_process(server.proc, signum)
+            server.proc, url, server.dataplane_pid = start_server(server.data_dir, server.log)
+            away[label] = time.perf_counter() - began
+            server.pid = server.proc.pid
+            if url != server.url:
+                raise RuntimeError(f"the restarted server listens elsewhere: {url}")
+            time.sleep(settle_s)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    delete_endpoint(sm, name)
+    return {"clients": clients_n, "requests": sum(ok) + len(failed), "failed": len(failed),
+            "failures": failed[:5], "slowest_answer_s": round(max(slowest), 4),
+            "control_plane_away_s": {k: round(v, 3) for k, v in away.items()},
+            "target": "0 failed requests while the server restarts (SIGKILL, SIGTERM)",
+            "pass": not failed}
+
+
 def transform_input(scratch: Path) -> tuple[Path, list[list[float]]]:
     folder = scratch / "transform-in"
     folder.mkdir(parents=True, exist_ok=True)
@@ -857,8 +949,14 @@ def print_table(result: dict[str, Any]) -> None:
     for label in [k for k in ("direct", "direct_bridge_ip", "api_presigned", "boto3") if k in i]:
         print(f"  {label:<30}{i[label]['server_cpu_us_per_req']:>8.1f}"
               f"{i[label]['client_cpu_us_per_req']:>9.1f}")
+    r = result["restart"]
+    print(f"\nrestart under load ({r['clients']} boto3 clients, retries off): "
+          f"{r['requests']} requests, {r['failed']} failed, slowest answer "
+          f"{r['slowest_answer_s']:.3f} s; control plane away (s): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in r["control_plane_away_s"].items()))
     print()
-    for label, ok in (("deploy", d["pass"]), ("invoke", i["pass"]), ("transform", t["pass"])):
+    for label, ok in (("deploy", d["pass"]), ("invoke", i["pass"]), ("transform", t["pass"]),
+                      ("restart", r["pass"])):
         print(f"{verdict(ok)}: {label}")
 
 
@@ -953,15 +1051,21 @@ def main(argv: list[str] | None = None) -> int:
             transform = transform_report(tfloor, tship, args.warmups)
             sm.delete_model(ModelName=model)
 
+            # 4. invocations while the server restarts.
+            restart = restart_under_load(server, sm, image, tarball)
+            sm, smr = clients(server)
+            print(f"restart under load: {restart['requests']} requests, {restart['failed']} "
+                  f"failed, slowest answer {restart['slowest_answer_s']:.3f} s", flush=True)
+
         result = {
             "benchmark": "endpoints",
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "machine": machine(load_start),
             "command": " ".join([".venv/bin/python benchmarks/endpoints.py", *sys.argv[1:]]),
             "image": image, "poll_s": args.poll,
-            "deploy": deploy, "invoke": invoke, "transform": transform,
+            "deploy": deploy, "invoke": invoke, "transform": transform, "restart": restart,
             "sdk_local_mode": SDK_LOCAL,
-            "pass": deploy["pass"] and invoke["pass"] and transform["pass"],
+            "pass": deploy["pass"] and invoke["pass"] and transform["pass"] and restart["pass"],
         }
         print_table(result)
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,8 +32,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from shipyard.api import dataplane
 from shipyard.api.credentials import load_or_create
-from shipyard.api.server import healthy, read_info
+from shipyard.api.server import healthy, read_info, stop_data_plane
 from shipyard.control import Settings
 from shipyard.runtimes.base import JOB_NAME_LABEL, SCOPE_LABEL
 from tests.support.images import ROOT, SESSION_SCOPE, build_image
@@ -212,6 +214,8 @@ def server(tmp_path: Path, docker_client: Any, image: str) -> Iterator[Server]:
                 srv.kill(signal.SIGTERM, timeout=30)
         if srv.running():
             srv.kill(signal.SIGKILL)
+        # SIGTERM leaves the data plane serving (for the next server): stop it too.
+        stop_data_plane(srv.settings)
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -720,3 +724,105 @@ def test_cli_server_stop(server: Server) -> None:
     assert "server stopped" in result.stdout + result.stderr
     assert server.proc.wait(5) is not None
     assert read_info(server.settings) is None
+    # The data plane goes with it: nothing listens on the API's port any more.
+    assert dataplane.read_info(server.data_dir) is None
+    assert not healthy(server.url)
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_invocations_survive_a_server_restart_under_load(
+        server: Server, image: str, tmp_path: Path, signum: int) -> None:
+    """InvokeEndpoint does not depend on the control plane: the server stopped (SIGTERM or
+    kill -9) and started again while four clients invoke without pause fails none of them."""
+    name = unique("ft-dataplane")
+    deploy(server, name, image, tmp_path, "v1", count=2)
+    outcomes = {"ok": 0, "failed": []}
+    stop = threading.Event()
+    rt = server.rt
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                rt.invoke_endpoint(EndpointName=name, Body=b'{"x": 1}',
+                                   ContentType="application/json")
+                outcomes["ok"] += 1
+            except Exception as exc:
+                outcomes["failed"].append(repr(exc)[:300])
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        until("invocations flowing", lambda: outcomes["ok"] > 20)
+        server.kill(signum)
+        # No control plane: InvokeEndpoint goes on, a control-plane call is told to retry.
+        served = outcomes["ok"]
+        until("invocations without a control plane", lambda: outcomes["ok"] > served + 20)
+        with pytest.raises(ClientError) as caught:
+            server.sm.describe_endpoint(EndpointName=name)
+        assert caught.value.response["Error"]["Code"] == "ServiceUnavailable"
+        server.start()
+        served = outcomes["ok"]
+        until("invocations after the restart", lambda: outcomes["ok"] > served + 20)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert outcomes["failed"] == []
+    assert server.sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
+
+
+def test_a_data_plane_without_control_plane_stops_by_itself(tmp_path: Path) -> None:
+    srv = Server(tmp_path / "state")
+    srv.env["SHIPYARD_DATAPLANE_ORPHAN_SECONDS"] = "1"
+    srv.start()
+    try:
+        info = dataplane.read_info(srv.data_dir)
+        assert info is not None
+        srv.kill(signal.SIGKILL)
+        until("the orphaned data plane to stop",
+              lambda: dataplane.read_info(srv.data_dir) is None, timeout=30)
+    finally:
+        if srv.running():
+            srv.kill(signal.SIGKILL)
+        stop_data_plane(srv.settings)
+
+
+def test_blue_green_update_through_the_data_plane_fails_nothing(
+        server: Server, image: str, tmp_path: Path, docker_client: Any) -> None:
+    """The data plane routes and the control plane retires: the old fleet (slow to answer, so
+    requests are in flight at the switch) stops only once the data plane is done with it."""
+    name = unique("ft-bluegreen")
+    deploy(server, name, image, tmp_path, "v1", DELAY="0.3")
+    old = {c.id for c in containers(docker_client, name)}
+    create_model(server, f"{name}-m2", image, tmp_path, "v2")
+    create_config(server, f"{name}-c2", f"{name}-m2")
+    seen: set[str] = set()
+    failed: list[str] = []
+    stop = threading.Event()
+    rt = server.rt
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                answer = rt.invoke_endpoint(EndpointName=name, Body=b'{"x": 1}',
+                                            ContentType="application/json")
+                seen.add(json.loads(answer["Body"].read())["model"])
+            except Exception as exc:
+                failed.append(repr(exc)[:300])
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        until("answers from v1", lambda: "v1" in seen)
+        server.sm.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-c2")
+        wait_endpoint(server, name)
+        until("answers from v2", lambda: "v2" in seen)
+        until("the old fleet stopped",
+              lambda: not old & {c.id for c in containers(docker_client, name)}, 40)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert failed == []

@@ -57,7 +57,7 @@ class ShipyardApi:
     """``create_app``'s product: routes, authenticates, validates, dispatches."""
 
     def __init__(self, plane: ControlPlane, secrets: Mapping[str, str]) -> None:
-        self._request_ids = _RequestIds()
+        self._request_ids = RequestIds()
         self.plane = plane
         self.secrets = secrets
         self.handlers: dict[str, dict[str, Handler]] = {
@@ -146,7 +146,7 @@ class ShipyardApi:
                        error_type=exc.code)
 
 
-class _RequestIds:
+class RequestIds:
     """UUID-shaped request ids: a random prefix per server and a counter (uuid4 per request
     costs more than the rest of a request's bookkeeping)."""
 

@@ -29,14 +29,15 @@ import re
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote
 
 from shipyard.api import eventstream, sigv4
-from shipyard.control import ControlPlane
+from shipyard.control import Settings
 from shipyard.control.invocation import (
     CUSTOM_ATTRIBUTES_HEADER,
     INVOKED_VARIANT_HEADER,
+    InvokeDone,
     InvokeRequest,
     InvokeResult,
     InvokeStream,
@@ -137,10 +138,24 @@ class _Disconnected(Exception):
     """The client went away before its request body was read: nobody to answer."""
 
 
+class Invoker(Protocol):
+    """What the runtime API needs of whoever routes invocations: the control plane, or the
+    data-plane process (``api.dataplane``)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    def invoke_soon(self, request: InvokeRequest, done: InvokeDone) -> None: ...
+
+    async def invoke(self, request: InvokeRequest) -> InvokeResult: ...
+
+    async def invoke_stream(self, request: InvokeRequest) -> InvokeStream: ...
+
+
 class RuntimeApi:
     """The rest-json runtime routes; ``ShipyardApi`` hands it requests under ``/endpoints/``."""
 
-    def __init__(self, plane: ControlPlane, secrets: Mapping[str, str]) -> None:
+    def __init__(self, plane: Invoker, secrets: Mapping[str, str]) -> None:
         self.plane = plane
         self.secrets = secrets
 

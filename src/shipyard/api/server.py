@@ -16,23 +16,29 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from shipyard.api import dataplane, handoff
 from shipyard.api.credentials import load_or_create
 from shipyard.api.fastpath import fast_path_protocol
+from shipyard.api.processes import process_start, run_loop, still_runs, terminate, write_json
 from shipyard.control import ControlPlane, Settings
 from shipyard.errors import RuntimeUnavailable
+
+log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_SECONDS = 30.0
 #: How long a graceful stop lets deletions and job cleanups under way finish.
@@ -75,22 +81,6 @@ def read_info(settings: Settings) -> ServerInfo | None:
         return None
 
 
-def process_start(pid: int) -> int | None:
-    """Clock ticks since boot at which ``pid`` started; None when it does not run."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: count after the last ")".
-    fields = stat.rsplit(")", 1)[-1].split()
-    if fields[:1] in (["Z"], ["X"]):
-        return None  # exited, only not yet reaped by its parent
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
 def healthy(url: str, timeout: float = 1.0) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/shipyard/health", timeout=timeout) as response:
@@ -103,7 +93,11 @@ class ApiServer:
     """uvicorn serving the app over a control plane; runs in the foreground or a thread."""
 
     def __init__(self, settings: Settings, plane: ControlPlane | None = None, *,
-                 host: str | None = None, port: int | None = None) -> None:
+                 host: str | None = None, port: int | None = None,
+                 data_plane: bool = False) -> None:
+        """``data_plane``: the API's port belongs to a data-plane process of its own
+        (``api.dataplane``, started if none runs for the data directory), which hands this
+        server every connection that is not a plain InvokeEndpoint."""
         import uvicorn
 
         from shipyard.api.app import create_app
@@ -123,23 +117,35 @@ class ApiServer:
         self.server = uvicorn.Server(self.config)
         self.url = ""
         self._thread: threading.Thread | None = None
+        self._data_plane = data_plane
+        #: Set when the server stops for good (not a restart): the data plane stops too.
+        self.stop_data_plane = False
 
     async def run(self, ready: Callable[[str], None] | None = None) -> None:
         # uvicorn.Server.serve() minus its signal handling, so this also runs in a thread.
         if not self.config.loaded:
             self.config.load()
         self.server.lifespan = self.config.lifespan_class(self.config)
-        await self.server.startup()
-        if self.server.should_exit:
-            raise RuntimeUnavailable(f"cannot listen on {self.config.host}:{self.config.port}")
-        bound = self.server.servers[0].sockets[0].getsockname()
-        self.url = f"http://{bound[0]}:{bound[1]}"
-        _write_info(info_path(self.settings), self.url)
+        receiver = None
+        if self._data_plane:
+            receiver = await self._start_behind_data_plane()
+        else:
+            await self.server.startup()
+            if self.server.should_exit:
+                raise RuntimeUnavailable(
+                    f"cannot listen on {self.config.host}:{self.config.port}")
+            bound = self.server.servers[0].sockets[0].getsockname()
+            self.url = f"http://{bound[0]}:{bound[1]}"
+        write_json(info_path(self.settings), {
+            "url": self.url, "pid": os.getpid(), "started": time.time(),
+            "process_start": process_start(os.getpid())})
         if ready is not None:
             ready(self.url)
         try:
             await self.server.main_loop()
         finally:
+            if receiver is not None:
+                receiver.close()
             if self.server.started:
                 await self.server.shutdown()
             left: list[str] = []
@@ -147,15 +153,59 @@ class ApiServer:
                 left = self.plane.close(FINISH_SECONDS)
             info = read_info(self.settings)
             if info is not None and info.pid == os.getpid():
-                _write_json(stopped_path(self.settings), {
+                write_json(stopped_path(self.settings), {
                     "pid": os.getpid(), "at": time.time(), "left": left})
                 info_path(self.settings).unlink(missing_ok=True)
+            if self._data_plane and self.stop_data_plane:
+                stop_data_plane(self.settings)
+
+    async def _start_behind_data_plane(self) -> handoff.Receiver:
+        """Serve the connections the data plane hands over; start the data plane if none
+        runs for the data directory, else attach to the one that does (a restart)."""
+        data_dir = self.settings.data_dir
+        # Nothing listens here but uvicorn wants a socket; connections come by hand-off.
+        # Binding it also tells whether another server runs for this data directory.
+        idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            idle.bind(handoff.socket_name(data_dir, "api"))
+        except OSError as exc:
+            idle.close()
+            raise RuntimeUnavailable(f"another Shipyard server already runs for {data_dir} "
+                                     f"({exc.strerror}); stop it first") from exc
+        idle.listen(1)
+        await self.server.startup(sockets=[idle])
+        loop = asyncio.get_running_loop()
+        config, server = self.config, self.server
+
+        def protocol(initial: bytes) -> asyncio.Protocol:
+            inner = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=server.server_state,
+                app_state=server.lifespan.state)
+            return _Prefixed(inner, initial)
+
+        adopting: set[asyncio.Task[None]] = set()  # the loop keeps tasks only weakly
+
+        def adopt(sock: socket.socket, initial: bytes) -> None:
+            task = loop.create_task(_serve_handed(loop, sock, lambda: protocol(initial)))
+            adopting.add(task)
+            task.add_done_callback(adopting.discard)
+
+        def handed(sock: socket.socket, initial: bytes) -> None:
+            loop.call_soon_threadsafe(adopt, sock, initial)
+
+        receiver = handoff.Receiver(handoff.socket_name(data_dir, "control"), handed)
+        receiver.start()
+        self.plane.endpoints.drains.append(
+            lambda containers, timeout: dataplane.drain(data_dir, containers, timeout))
+        self.url = await loop.run_in_executor(
+            None, ensure_data_plane, self.settings, self.config.host, self.config.port)
+        return receiver
 
     def start_in_thread(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> str:
         """Serve from a background thread (tests, embedding); returns the URL once it listens."""
         started = threading.Event()
         self._thread = threading.Thread(
-            target=lambda: _run(self.run(lambda url: started.set())),
+            target=lambda: run_loop(self.run(lambda url: started.set())),
             name="shipyard-api", daemon=True)
         self._thread.start()
         if not started.wait(timeout):
@@ -170,16 +220,23 @@ class ApiServer:
 
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
           ready: Callable[[str], None] | None = None) -> None:
-    """Run the server in the foreground until SIGINT or SIGTERM."""
-    api = ApiServer(settings, host=host, port=port)
+    """Run the server in the foreground until SIGINT or SIGTERM.
+
+    SIGTERM (an upgrade, a service manager's restart) stops the control plane only: the data
+    plane goes on answering InvokeEndpoint and the next server attaches to it. SIGINT (Ctrl-C
+    at a terminal) stops both.
+    """
+    api = ApiServer(settings, host=host, port=port, data_plane=settings.separate_data_plane)
 
     def on_signal(signum: int, frame: object) -> None:
         api.server.should_exit = True
+        if signum == signal.SIGINT:
+            api.stop_data_plane = True
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
     _settle_heap(api)
-    _run(api.run(ready))
+    run_loop(api.run(ready))
 
 
 def _settle_heap(api: ApiServer) -> None:
@@ -205,26 +262,6 @@ def _settle_heap(api: ApiServer) -> None:
                 continue  # not in botocore's model: validated on first use, as before
     gc.collect()
     gc.freeze()
-
-
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    """``asyncio.run`` on uvloop when it is installed (about a quarter less CPU per request).
-
-    Python 3.10 lacks ``asyncio.Runner``; there the stock loop serves (uvloop's global policy
-    would also change the loop of everything else in the process).
-    """
-    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    try:
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    except ImportError:
-        pass
-    if factory is None or sys.version_info < (3, 11):
-        asyncio.run(main)
-        return
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main)
 
 
 def _http_protocol() -> type[asyncio.Protocol]:
@@ -285,16 +322,79 @@ class _CoalescingTransport:
         return getattr(self._transport, name)
 
 
-def _write_info(path: Path, url: str) -> None:
-    _write_json(path, {"url": url, "pid": os.getpid(), "started": time.time(),
-                       "process_start": process_start(os.getpid())})
+class _Prefixed(asyncio.Protocol):
+    """A handed-over connection: ``inner`` gets the bytes the data plane read of it first."""
+
+    def __init__(self, inner: asyncio.Protocol, initial: bytes) -> None:
+        self._inner = inner
+        self._initial = initial
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+        if self._initial:
+            self._inner.data_received(self._initial)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+async def _serve_handed(loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                        factory: Callable[[], asyncio.Protocol]) -> None:
+    try:
+        await loop.connect_accepted_socket(factory, sock=sock)
+    except OSError:
+        sock.close()  # the client left meanwhile
+
+
+def ensure_data_plane(settings: Settings, host: str, port: int) -> str:
+    """The URL of the data plane of this data directory, started if none runs."""
+    info = dataplane.read_info(settings.data_dir)
+    if info is not None and still_runs(info.pid, info.process_start):
+        if port and not info.url.endswith(f":{port}"):
+            log.warning("the data plane of %s already serves at %s; port %s is not used "
+                        "(shipyard server stop, then start, to move it)", settings.data_dir,
+                        info.url, port)
+        return info.url
+    log_path = settings.data_dir / "dataplane.log"
+    args = [sys.executable, "-m", "shipyard.api.dataplane", "--data-dir",
+            str(settings.data_dir), "--host", host, "--port", str(port)]
+    env = {**os.environ, **_settings_env(settings)}
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(  # our own module
+            args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            close_fds=True, env=env)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        info = dataplane.read_info(settings.data_dir)
+        if info is not None and info.pid == proc.pid:
+            return info.url
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    tail = log_path.read_text(errors="replace").splitlines()[-10:]
+    raise RuntimeUnavailable("the Shipyard data plane did not start; its log ends with:\n"
+                             + "\n".join(tail))
+
+
+def stop_data_plane(settings: Settings) -> bool:
+    """Stop the data plane of this data directory; False when none ran."""
+    info = dataplane.read_info(settings.data_dir)
+    if info is None or not still_runs(info.pid, info.process_start):
+        return False
+    terminate(info.pid, info.process_start, dataplane.STOP_GRACE_SECONDS + 5)
+    return True
 
 
 def ensure_server(settings: Settings) -> ServerInfo:
@@ -335,11 +435,8 @@ def _settings_env(settings: Settings) -> dict[str, str]:
 def _is_our_server(info: ServerInfo) -> bool:
     """The server recorded in ``server.json`` still runs (pids are reused: the start time
     recorded with it must match; an older record is judged by its command line)."""
-    started = process_start(info.pid)
-    if started is None:
-        return False
     if info.process_start is not None:
-        return started == info.process_start
+        return still_runs(info.pid, info.process_start)
     try:
         cmdline = Path(f"/proc/{info.pid}/cmdline").read_bytes()
     except OSError:
@@ -350,19 +447,15 @@ def _is_our_server(info: ServerInfo) -> bool:
 def stop_server(settings: Settings, timeout: float = FINISH_SECONDS + 15.0
                 ) -> StopReport | None:
     """Stop the server of this data directory, however it was started (``shipyard server``
-    in a terminal, or in the background by a CLI command); None when none was running."""
+    in a terminal, or in the background by a CLI command), and its data plane; None when
+    neither was running."""
     info = read_info(settings)
     if info is None or not _is_our_server(info):
-        return None
+        return StopReport(graceful=True, left=[]) if stop_data_plane(settings) else None
     stopped_path(settings).unlink(missing_ok=True)
-    os.kill(info.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _is_our_server(info):
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(info.pid, signal.SIGKILL)
+    graceful = terminate(info.pid, info.process_start, timeout)
+    stop_data_plane(settings)
+    if not graceful:
         return StopReport(graceful=False, left=[])
     try:
         report = json.loads(stopped_path(settings).read_text(encoding="utf-8"))

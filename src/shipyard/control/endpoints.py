@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import threading
@@ -122,6 +123,12 @@ class EndpointManager:
         self._cancel: dict[str, threading.Event] = {}
         self._mme_locks: dict[str, threading.Lock] = {}
         self._finishing: dict[threading.Thread, str] = {}
+        #: Other routers of these endpoints (the data-plane process): a retiring fleet is
+        #: stopped once each says it routes nothing to it any more (containers, timeout).
+        self.drains: list[Callable[[list[str], float], None]] = []
+        #: Routes adopted from the store by ``adopt_routes``, by endpoint: runner state text.
+        self._adopted: dict[str, str] = {}
+        self._adopting = threading.Lock()
         self._monitor: threading.Thread | None = None
         self._closed = threading.Event()
         self._upstreams: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Upstream] = (
@@ -390,6 +397,12 @@ class EndpointManager:
                 if not any(self._inflight.get(i.container) for i in instances):
                     break
             time.sleep(0.02)
+        for drain in self.drains:
+            try:
+                drain([i.container for i in instances], max(0.0, deadline - time.monotonic()))
+            except Exception as exc:  # a router that cannot say: stop the fleet anyway
+                log.warning("endpoint fleet %s: could not drain it elsewhere: %s",
+                            deployment.uid, exc)
         self._forget(instances)
         threads = [threading.Thread(target=stop_instance, args=(
             self.ctx, i.container, SERVING_STOP_GRACE_SECONDS), daemon=True) for i in instances]
@@ -539,6 +552,52 @@ class EndpointManager:
             return f"endpoint {name}: deployment restarted"
         return None
 
+    # -- routing without deploying (the data-plane process) ---------------------------------
+    def adopt_routes(self) -> None:
+        """Route to what the store says each InService (or Updating) endpoint runs, as the
+        managing plane recorded it: for a process that answers InvokeEndpoint and manages
+        nothing. Endpoints whose record did not change keep their objects."""
+        # One read-and-install at a time: an older read never replaces a newer one.
+        with self._adopting:
+            self._adopt_routes()
+
+    def _adopt_routes(self) -> None:
+        rows = self.ctx.store.list_jobs(KIND, statuses=(IN_SERVICE, UPDATING), limit=100_000)
+        live: dict[str, Deployment] = {}
+        adopted: dict[str, str] = {}
+        for row in rows:
+            if not row.runner.get("uid"):
+                continue
+            text = json.dumps([row.runner.get(k) for k in _ROUTE_KEYS], sort_keys=True)
+            with self._lock:
+                same = self._adopted.get(row.name) == text and row.name in self._live
+                current = self._live.get(row.name)
+            try:
+                live[row.name] = (current if same and current is not None
+                                  else deployment_of(self.ctx.settings.data_dir, row.name,
+                                                     row.runner))
+            except (TypeError, KeyError, ValueError) as exc:
+                log.warning("endpoint %s: cannot route from its record: %s", row.name, exc)
+                continue
+            adopted[row.name] = text
+        with self._lock:
+            gone = [i for name, d in self._live.items() for i in d.instances()
+                    if live.get(name) is not d]
+            self._live, self._adopted = live, adopted
+        self._forget([i for i in gone if i.container not in {
+            j.container for d in live.values() for j in d.instances()}])
+
+    def routes(self, endpoint: str) -> bool:
+        """Whether ``endpoint`` has a route (no lock: the table is replaced, never edited in
+        place, by ``adopt_routes``)."""
+        return endpoint in self._live
+
+    def routes_to(self, containers: list[str]) -> bool:
+        """Whether any of ``containers`` is still routed to or has a request in flight."""
+        with self._lock:
+            routed = {i.container for d in self._live.values() for i in d.instances()}
+            return any(c in routed or self._inflight.get(c) for c in containers)
+
     def _cleanup_pending(self, name: str, runner: dict[str, Any]) -> None:
         for uid in runner.get("pending") or []:
             for container in self.ctx.runtime.list({JOB_NAME_LABEL: name,
@@ -554,17 +613,11 @@ class EndpointManager:
     def _reattach(self, name: str, runner: dict[str, Any], status: str) -> str:
         self._cleanup_pending(name, runner)
         uid = runner["uid"]
-        base = self.ctx.settings.data_dir / "endpoints" / name / uid
-        deployment = Deployment(uid, runner.get("config", ""), {})
+        deployment = deployment_of(self.ctx.settings.data_dir, name, runner)
         dead: list[tuple[Variant, Instance]] = []
-        for data in runner.get("specs") or []:
-            spec = VariantSpec.from_json(data)
-            workdir = base / spec.name
-            model_dir = Path(runner.get("model_dirs", {}).get(spec.name) or workdir / "model")
-            variant = Variant(spec, workdir, model_dir)
-            deployment.variants[spec.name] = variant
-            for raw in runner.get("instances", {}).get(spec.name, []):
-                instance = Instance(**raw)
+        for variant in deployment.variants.values():
+            recorded, variant.instances = variant.instances, []
+            for instance in recorded:
                 state = self.ctx.runtime.inspect(instance.container)
                 if state is not None and instance.host == "127.0.0.1":
                     # The engine may have published the port anew (an engine restart).
@@ -1037,6 +1090,25 @@ def _variant_summaries(specs: list[VariantSpec], current: int | None,
             "CurrentInstanceCount": count, "DesiredInstanceCount": spec.count,
         })
     return summaries
+
+
+#: The runner state keys a route is made of (``_runner_of``).
+_ROUTE_KEYS = ("uid", "config", "specs", "model_dirs", "instances")
+
+
+def deployment_of(data_dir: Path, name: str, runner: dict[str, Any]) -> Deployment:
+    """The deployment an endpoint's runner state records (``_runner_of``), as it was recorded:
+    no container is asked whether it still runs."""
+    uid = runner["uid"]
+    base = data_dir / "endpoints" / name / uid
+    deployment = Deployment(uid, runner.get("config", ""), {})
+    for data in runner.get("specs") or []:
+        spec = VariantSpec.from_json(data)
+        workdir = base / spec.name
+        model_dir = Path(runner.get("model_dirs", {}).get(spec.name) or workdir / "model")
+        deployment.variants[spec.name] = Variant(spec, workdir, model_dir, [
+            Instance(**raw) for raw in runner.get("instances", {}).get(spec.name, [])])
+    return deployment
 
 
 def _runner_of(deployment: Deployment) -> dict[str, Any]:

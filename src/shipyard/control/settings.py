@@ -78,6 +78,11 @@ class Settings:
     #: checkpoints, code, model data). The data directory and system folders are refused
     #: whatever this says (``control.confinement``).
     file_roots: tuple[Path, ...] = field(default_factory=_default_file_roots)
+    #: InvokeEndpoint answered by a process of its own that outlives the server's restarts
+    #: (``shipyard server``; docs/dataplane.md). Off: one process answers everything.
+    separate_data_plane: bool = True
+    #: A data plane left without a control plane this long stops by itself.
+    dataplane_orphan_seconds: float = 600.0
     #: Processes and threads one job or endpoint container may run (docs/security.md).
     container_pids_limit: int = DEFAULT_PIDS_LIMIT
     #: Capabilities beyond the base set that an image may ask for with the label
@@ -176,6 +181,8 @@ def _cast(name: str, raw: Any) -> Any:
         "invoke_max_payload_bytes": _positive_int,
         "invoke_timeout_seconds": _positive_seconds,
         "file_roots": _folders,
+        "separate_data_plane": lambda v: v if isinstance(v, bool) else _bool(str(v)),
+        "dataplane_orphan_seconds": _positive_seconds,
         "container_pids_limit": _positive_int,
         "container_extra_capabilities": _capabilities,
     }

@@ -118,6 +118,12 @@ class Store:
             self._local.conn = conn
         return conn
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits (SQLite's
+        ``data_version``): a cheap way to notice what another process wrote."""
+        with _translate("reading state"):
+            return int(self._conn().execute("PRAGMA data_version").fetchone()[0])
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
