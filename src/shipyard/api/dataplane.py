@@ -93,14 +93,20 @@ def drain(data_dir: Path, containers: list[str], timeout: float) -> None:
             return  # none runs: nothing routes there
         request = {"op": "drain", "containers": containers, "timeout": timeout}
         sock.sendall(json.dumps(request).encode() + b"\n")
-        answer = b""
-        while not answer.endswith(b"\n"):
-            more = sock.recv(4096)
-            if not more:
-                break
-            answer += more
+        answer = _read_line(sock)
     if not json.loads(answer or b"{}").get("drained"):
         raise TimeoutError(f"the data plane still routes to {', '.join(containers)}")
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    """One JSON line of the admin protocol; what came before the peer closed otherwise."""
+    data = b""
+    while not data.endswith(b"\n"):
+        more = sock.recv(65536)
+        if not more:
+            break
+        data += more
+    return data
 
 
 class _ServerState:
@@ -243,12 +249,9 @@ class DataPlane:
                 if not handoff.peer_is_us(conn):
                     return
                 conn.settimeout(5.0)
-                raw = b""
-                while not raw.endswith(b"\n"):
-                    more = conn.recv(65536)
-                    if not more:
-                        return
-                    raw += more
+                raw = _read_line(conn)
+                if not raw:
+                    return
                 request = json.loads(raw)
                 drained = True
                 if request.get("op") == "drain":

@@ -29,7 +29,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from shipyard.api import dataplane, handoff
 from shipyard.api.credentials import load_or_create
@@ -41,6 +41,7 @@ from shipyard.errors import RuntimeUnavailable
 log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_SECONDS = 30.0
+T = TypeVar("T")
 #: How long a graceful stop lets deletions and job cleanups under way finish.
 FINISH_SECONDS = 20.0
 
@@ -367,25 +368,13 @@ def ensure_data_plane(settings: Settings, host: str, port: int) -> str:
                         "(shipyard server stop, then start, to move it)", settings.data_dir,
                         info.url, port)
         return info.url
-    log_path = settings.data_dir / "dataplane.log"
-    args = [sys.executable, "-m", "shipyard.api.dataplane", "--data-dir",
-            str(settings.data_dir), "--host", host, "--port", str(port)]
-    env = {**os.environ, **_settings_env(settings)}
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen(  # our own module
-            args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-            close_fds=True, env=env)
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
+
+    def started(pid: int) -> str | None:
         info = dataplane.read_info(settings.data_dir)
-        if info is not None and info.pid == proc.pid:
-            return info.url
-        if proc.poll() is not None:
-            break
-        time.sleep(0.02)
-    tail = log_path.read_text(errors="replace").splitlines()[-10:]
-    raise RuntimeUnavailable("the Shipyard data plane did not start; its log ends with:\n"
-                             + "\n".join(tail))
+        return info.url if info is not None and info.pid == pid else None
+
+    return _spawn(settings, "shipyard.api.dataplane", ["--host", host, "--port", str(port)],
+                  "dataplane.log", "data plane", started)
 
 
 def stop_data_plane(settings: Settings) -> bool:
@@ -402,24 +391,36 @@ def ensure_server(settings: Settings) -> ServerInfo:
     info = read_info(settings)
     if info is not None and healthy(info.url):
         return info
-    log_path = settings.data_dir / "server.log"
+
+    def started(pid: int) -> ServerInfo | None:
+        info = read_info(settings)
+        return info if info is not None and info.pid == pid and healthy(info.url) else None
+
+    return _spawn(settings, "shipyard.api.server", [], "server.log", "server", started)
+
+
+def _spawn(settings: Settings, module: str, args: list[str], log_name: str, what: str,
+           started: Callable[[int], T | None]) -> T:
+    """Run ``python -m module --data-dir DIR ARGS`` in a session of its own (it outlives
+    this process), with this command's settings; ``started(pid)`` says when it is up."""
+    log_path = settings.data_dir / log_name
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "shipyard.api.server", "--data-dir", str(settings.data_dir)]
+    command = [sys.executable, "-m", module, "--data-dir", str(settings.data_dir), *args]
     env = {**os.environ, **_settings_env(settings)}
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(  # our own module
-            args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
             close_fds=True, env=env)
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
-        info = read_info(settings)
-        if info is not None and info.pid == proc.pid and healthy(info.url):
-            return info
+        up = started(proc.pid)
+        if up is not None:
+            return up
         if proc.poll() is not None:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     tail = log_path.read_text(errors="replace").splitlines()[-10:]
-    raise RuntimeUnavailable("the Shipyard server did not start; its log ends with:\n"
+    raise RuntimeUnavailable(f"the Shipyard {what} did not start; its log ends with:\n"
                              + "\n".join(tail))
 
 
