@@ -287,6 +287,11 @@ def test_container_confinement_settings(tmp_path: Path) -> None:
     assert settings.container_pids_limit == 512
     again = Settings.load(json.loads(json.dumps(settings.as_overrides())), environ={})
     assert again == settings
+    # What a background server gets: the value as explain() shows it.
+    shown = settings.explain()["container_extra_capabilities"]["value"]
+    assert Settings.load({"data_dir": tmp_path}, environ={
+        "SHIPYARD_CONTAINER_EXTRA_CAPABILITIES": shown}).container_extra_capabilities == (
+        "SYS_PTRACE", "NET_ADMIN")
     assert Settings.load({"data_dir": tmp_path}, environ={}).container_extra_capabilities == ()
 
 

@@ -221,9 +221,9 @@ def _folders(raw: Any) -> tuple[Path, ...]:
 
 
 def _capabilities(raw: Any) -> tuple[str, ...]:
-    """Linux capability names (``SYS_PTRACE`` or ``CAP_SYS_PTRACE``), a list or a
-    comma-separated string."""
-    items = raw.split(",") if isinstance(raw, str) else raw
+    """Linux capability names (``SYS_PTRACE`` or ``CAP_SYS_PTRACE``), a list or a string
+    separated by commas (or by ``os.pathsep``, the form ``explain`` shows)."""
+    items = raw.replace(os.pathsep, ",").split(",") if isinstance(raw, str) else raw
     if not isinstance(items, (list, tuple)):
         raise ValueError(f"must be a list of capability names, not {raw!r}")
     names = []
