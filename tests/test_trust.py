@@ -86,11 +86,16 @@ def test_resource_config_is_required_and_local_is_accepted_when_named(
 
 
 @pytest.mark.docker
-def test_the_data_directory_is_the_owners_alone(api: Api) -> None:
+def test_the_data_directory_is_the_owners_alone(api: Api, images: dict[str, str],
+                                                tmp_path: Path) -> None:
+    api.sm.create_training_job(**training("private-log", images["behaviours"], tmp_path))
+    wait_done(api, "private-log")
     data_dir = api.server.settings.data_dir
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     for name in ("state.db", "credentials.json"):
         assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
+    logs = list((data_dir / "logs").rglob("*.log"))
+    assert logs and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in logs)
 
 
 def test_merging_again_after_a_resume_reports_no_clash(

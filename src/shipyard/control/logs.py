@@ -140,6 +140,11 @@ def _drop_unfinished_line(path: Path) -> None:
         return
 
 
+def _private(path: str, flags: int) -> int:
+    # Logs hold what jobs print, secrets included: readable by the server's user only.
+    return os.open(path, flags, 0o600)
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -164,7 +169,7 @@ class LogStore:
             f"{line.timestamp_ns}\t{line.text.replace(chr(10), ' ')}\n" for line in lines
         )
         if data:
-            with open(path, "a", encoding="utf-8") as fh:
+            with open(path, "a", encoding="utf-8", opener=_private) as fh:
                 fh.write(data)
 
     @contextlib.contextmanager
@@ -173,7 +178,7 @@ class LogStore:
         path = self.path(kind, name, host)
         path.parent.mkdir(parents=True, exist_ok=True)
         _drop_unfinished_line(path)
-        with open(path, "ab") as fh:
+        with open(path, "ab", opener=_private) as fh:
             writer = LogWriter(fh)
             try:
                 yield writer
