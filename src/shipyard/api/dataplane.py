@@ -135,7 +135,6 @@ class DataPlane:
         self._control = handoff.socket_name(settings.data_dir, "control")
         self._stop = threading.Event()
         self._routes_changed = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
         #: The read of the routes under way for invocations that found no route, and the one
         #: those that came meanwhile wait for.
         self._reload: asyncio.Future[None] | None = None
@@ -180,7 +179,7 @@ class DataPlane:
 
     # -- running ---------------------------------------------------------------------------
     async def run(self, host: str, port: int) -> None:
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         self.endpoints.adopt_routes()
         self.state.refresh()
         server = await loop.create_server(self._protocol, host=host, port=port)
