@@ -4,6 +4,7 @@ ephemeral port, with real containers behind it."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -254,6 +255,11 @@ def test_documented_error_paths(api: Api, images: dict[str, str], tmp_path: Path
     assert status == 400 and body["__type"] == "SerializationException"
     status, body = api.raw("SageMaker.CreateTotallyMadeUpThing", b"{}")
     assert status == 400 and body["__type"] == "UnknownOperationException"
+    # AWS leaves the message empty; Shipyard says what it lacks.
+    assert body["message"] == ("Shipyard does not implement sagemaker:CreateTotallyMadeUpThing"
+                               " (docs/api.md lists what it implements)")
+    status, body = api.raw("Monitoring.GetMetricData", b"{}")
+    assert status == 400 and "does not implement Monitoring:GetMetricData" in body["message"]
     wait_done(api, "dup-job")
 
 
@@ -353,3 +359,14 @@ def test_stop_processing_job(api: Api, images: dict[str, str], tmp_path: Path) -
     with pytest.raises(ClientError) as err:
         api.sm.stop_processing_job(ProcessingJobName="never-was")
     assert err.value.response["Error"]["Message"] == "Requested resource not found."
+
+
+def test_an_unimplemented_operation_is_logged_once(api: Api,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="shipyard.api.app"):
+        for _ in range(3):
+            status, _ = api.raw("SageMaker.CreateHyperParameterTuningJobX", b"{}")
+            assert status == 400
+    said = [r for r in caplog.records if "CreateHyperParameterTuningJobX" in r.getMessage()]
+    assert len(said) == 1
+    assert "sagemaker:CreateHyperParameterTuningJobX" in said[0].getMessage()

@@ -66,6 +66,8 @@ class ShipyardApi:
             "shipyard": dict(extensions.HANDLERS),
         }
         self.runtime = runtime_api.RuntimeApi(plane, secrets)
+        #: Operations called but not implemented, each logged once.
+        self._unimplemented_seen: set[str] = set()
 
     def new_request_id(self) -> str:
         return self._request_ids()
@@ -113,13 +115,19 @@ class ShipyardApi:
     def _route(self, method: str, target: str) -> tuple[str, str]:
         prefix, _, operation = target.partition(".")
         service = TARGET_PREFIXES.get(prefix)
-        if method != "POST" or service is None:
-            raise UnknownOperation("")
-        if operation not in self.handlers[service]:
-            # Known to AWS but not (yet) to Shipyard, or unknown altogether: AWS's answer for
-            # an operation a service does not have.
-            raise UnknownOperation("")
+        if method != "POST" or service is None or operation not in self.handlers[service]:
+            # AWS's code for an operation a service does not have, with a message AWS leaves
+            # empty: a user must tell "not implemented" from "my setup is wrong".
+            raise UnknownOperation(self._not_implemented(service or prefix or "?", operation))
         return service, operation
+
+    def _not_implemented(self, service: str, operation: str) -> str:
+        what = f"{service}:{operation}"
+        if what not in self._unimplemented_seen:
+            self._unimplemented_seen.add(what)
+            log.warning("a client called %s, which Shipyard does not implement "
+                        "(docs/api.md lists what it does)", what)
+        return f"Shipyard does not implement {what} (docs/api.md lists what it implements)"
 
     async def _query(self, send: Send, body: bytes, access_key: str, request_id: str) -> None:
         params = sts.parse_query_body(body)
@@ -157,6 +165,30 @@ class RequestIds:
     def __call__(self) -> str:
         p = self._prefix
         return f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-{next(self._next):012x}"
+
+
+def operations_doc() -> str:
+    """docs/api.md: every operation the server answers, from the tables it routes by."""
+    tables = {"sagemaker": sagemaker_api.HANDLERS, "logs": logs_api.HANDLERS,
+              "shipyard": extensions.HANDLERS}
+    protocols = {"sagemaker": "awsJson1.1, `X-Amz-Target: SageMaker.<Operation>`",
+                 "logs": "awsJson1.1, `X-Amz-Target: Logs_20140328.<Operation>`",
+                 "shipyard": "awsJson1.1, `X-Amz-Target: Shipyard.<Operation>` "
+                             "(Shipyard's own)"}
+    lines = ["# Operations the API implements", "",
+             "Generated from the server's routing tables (`shipyard.api.app.operations_doc`; "
+             "tests/test_api_docs.py fails when this file drifts). Any other operation is "
+             "answered `UnknownOperationException` with the message "
+             "`Shipyard does not implement <service>:<Operation>`, and logged once.", ""]
+    for service, table in tables.items():
+        lines += [f"## {service} ({protocols[service]})", ""]
+        lines += [f"- {name}" for name in sorted(table)]
+        lines.append("")
+    lines += ["## sagemaker-runtime (rest-json, `POST /endpoints/<EndpointName>/<path>`)", ""]
+    lines += [f"- {name} (`{path}`)" for path, name in sorted(runtime_api.OPERATIONS.items(),
+                                                             key=lambda kv: kv[1])]
+    lines += ["", "## sts (query protocol, `Action=<Operation>`)", "", "- GetCallerIdentity", ""]
+    return "\n".join(lines)
 
 
 def create_app(plane: ControlPlane, secrets: Mapping[str, str]) -> ShipyardApi:

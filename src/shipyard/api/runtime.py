@@ -274,7 +274,8 @@ def route(method: str, raw_path: str) -> tuple[str, str]:
     parts = raw_path.split("/")
     operation = OPERATIONS.get(parts[-1]) if len(parts) == 4 else None
     if operation is None or method != "POST":
-        raise UnknownOperation("")
+        raise UnknownOperation(f"Shipyard does not implement sagemaker-runtime {method} "
+                               f"{raw_path[:200]} (docs/api.md lists what it implements)")
     # The name is a URI label: percent-encoded on the wire (botocore quotes it).
     return operation, unquote(parts[2])
 
