@@ -736,39 +736,19 @@ def test_invocations_survive_a_server_restart_under_load(
     kill -9) and started again while four clients invoke without pause fails none of them."""
     name = unique("ft-dataplane")
     deploy(server, name, image, tmp_path, "v1", count=2)
-    outcomes = {"ok": 0, "failed": []}
-    stop = threading.Event()
-    rt = server.rt
-
-    def load() -> None:
-        while not stop.is_set():
-            try:
-                rt.invoke_endpoint(EndpointName=name, Body=b'{"x": 1}',
-                                   ContentType="application/json")
-                outcomes["ok"] += 1
-            except Exception as exc:
-                outcomes["failed"].append(repr(exc)[:300])
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
-        until("invocations flowing", lambda: outcomes["ok"] > 20)
+    with InvocationLoad(server, name) as load:
+        until("invocations flowing", lambda: load.ok > 20)
         server.kill(signum)
         # No control plane: InvokeEndpoint goes on, a control-plane call is told to retry.
-        served = outcomes["ok"]
-        until("invocations without a control plane", lambda: outcomes["ok"] > served + 20)
+        served = load.ok
+        until("invocations without a control plane", lambda: load.ok > served + 20)
         with pytest.raises(ClientError) as caught:
             server.sm.describe_endpoint(EndpointName=name)
         assert caught.value.response["Error"]["Code"] == "ServiceUnavailable"
         server.start()
-        served = outcomes["ok"]
-        until("invocations after the restart", lambda: outcomes["ok"] > served + 20)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-    assert outcomes["failed"] == []
+        served = load.ok
+        until("invocations after the restart", lambda: load.ok > served + 20)
+    assert load.failed == []
     assert server.sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
 
 
@@ -797,32 +777,44 @@ def test_blue_green_update_through_the_data_plane_fails_nothing(
     old = {c.id for c in containers(docker_client, name)}
     create_model(server, f"{name}-m2", image, tmp_path, "v2")
     create_config(server, f"{name}-c2", f"{name}-m2")
-    seen: set[str] = set()
-    failed: list[str] = []
-    stop = threading.Event()
-    rt = server.rt
-
-    def load() -> None:
-        while not stop.is_set():
-            try:
-                answer = rt.invoke_endpoint(EndpointName=name, Body=b'{"x": 1}',
-                                            ContentType="application/json")
-                seen.add(json.loads(answer["Body"].read())["model"])
-            except Exception as exc:
-                failed.append(repr(exc)[:300])
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
-        until("answers from v1", lambda: "v1" in seen)
+    with InvocationLoad(server, name) as load:
+        until("answers from v1", lambda: "v1" in load.models)
         server.sm.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-c2")
         wait_endpoint(server, name)
-        until("answers from v2", lambda: "v2" in seen)
+        until("answers from v2", lambda: "v2" in load.models)
         until("the old fleet stopped",
               lambda: not old & {c.id for c in containers(docker_client, name)}, 40)
-    finally:
-        stop.set()
-        for thread in threads:
+    assert load.failed == []
+
+
+class InvocationLoad:
+    """Four threads invoking an endpoint without pause (the server's runtime client, retries
+    off) for as long as the ``with`` block runs; what they got is counted."""
+
+    def __init__(self, srv: Server, name: str, threads: int = 4) -> None:
+        self.ok = 0
+        self.failed: list[str] = []
+        self.models: set[str] = set()
+        self._rt, self._name = srv.rt, name
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def __enter__(self) -> InvocationLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
             thread.join()
-    assert failed == []
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                answer = self._rt.invoke_endpoint(EndpointName=self._name, Body=b'{"x": 1}',
+                                                  ContentType="application/json")
+                self.models.add(json.loads(answer["Body"].read())["model"])
+                self.ok += 1
+            except Exception as exc:
+                self.failed.append(repr(exc)[:300])

@@ -5,7 +5,7 @@ SageMaker's data plane does not depend on its control plane; neither does Shipya
 
 - This process listens on the API's address. On each connection, the listener's protocol
   (``api.fastpath``) answers the plain form of InvokeEndpoint itself, routing by what the
-  control plane recorded in the state database (``EndpointManager.adopt_routes``, reloaded
+  control plane recorded in the state database (``Router.adopt_routes``, reloaded
   within 50 ms of any change, noticed through SQLite's ``data_version``).
 - Any other request passes its whole connection, with the bytes read of it, to the control
   plane (``api.handoff``), which serves it as if it had accepted it. While no control plane
@@ -43,8 +43,8 @@ from shipyard.api.processes import process_start, run_loop, write_json
 from shipyard.api.runtime import RuntimeApi
 from shipyard.control import Settings
 from shipyard.control.context import Context, runtime_for
-from shipyard.control.endpoints import EndpointManager
 from shipyard.control.invocation import InvokeDone, InvokeRequest, InvokeResult, InvokeStream
+from shipyard.control.router import Router
 
 __all__ = ["DataPlane", "DataPlaneInfo", "drain", "info_path", "main", "read_info"]
 
@@ -128,7 +128,8 @@ class DataPlane:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.ctx = Context.build(settings, runtime_for(settings))
-        self.endpoints = EndpointManager(self.ctx)
+        # Routes only: deploying and healing belong to the control plane.
+        self.endpoints = Router(self.ctx)
         self.runtime = RuntimeApi(self, load_or_create(settings.data_dir).secrets)
         self.state = _ServerState()
         self._ids = RequestIds()
