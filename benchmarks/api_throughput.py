@@ -105,7 +105,8 @@ def completed_record(i: int, created: float) -> dict[str, Any]:
     (Starting), staging (Downloading), containers started (Training), exited (Uploading),
     done (final metrics, end time, Completed).
     """
-    from shipyard.control import records, training
+    from shipyard.control.jobs import training
+    from shipyard.control.state import records
 
     req = training.validate(create_request(i))
     arn = records.job_arn("training", req["TrainingJobName"], REGION, ACCOUNT)
@@ -137,8 +138,8 @@ def seed_shipyard(data_dir: Path, jobs: int) -> dict[str, Any]:
     The first job goes through ``Store.insert_job``; the rest are the same INSERT, with the
     same serialisation, in one transaction (``insert_job`` commits each row on its own).
     """
-    from shipyard.control import records
-    from shipyard.control.store import Store
+    from shipyard.control.state import records
+    from shipyard.control.state.store import Store
 
     t0 = time.perf_counter()
     base = time.time() - 30 * 86400

@@ -107,22 +107,22 @@ DOCKERFILE_BODY = "ENV PYTHONUNBUFFERED=1\n"
 
 #: Deployment and transform steps timed in the server (module, attribute, mark name).
 MARKED = (
-    ("shipyard.control.endpoints", "EndpointManager.create", "ep.create"),
-    ("shipyard.control.endpoints", "prepare_model_dir", "ep.extract"),
-    ("shipyard.control.endpoints", "start_instance", "ep.start_instance"),
-    ("shipyard.control.endpoints", "wait_healthy", "ep.health"),
-    ("shipyard.control.endpoints", "EndpointManager._commit", "ep.commit"),
+    ("shipyard.control.endpoints.deployments", "EndpointManager.create", "ep.create"),
+    ("shipyard.control.endpoints.deployments", "prepare_model_dir", "ep.extract"),
+    ("shipyard.control.endpoints.deployments", "start_instance", "ep.start_instance"),
+    ("shipyard.control.endpoints.deployments", "wait_healthy", "ep.health"),
+    ("shipyard.control.endpoints.deployments", "EndpointManager._commit", "ep.commit"),
     ("shipyard.runtimes.docker", "DockerRuntime.start", "docker.start"),
-    ("shipyard.control.serving", "ping", "ping"),
-    ("shipyard.control.transform", "TransformJob.run", "tj.run"),
-    ("shipyard.control.transform", "prepare_model_dir", "tj.extract"),
-    ("shipyard.control.transform", "start_instance", "tj.start_instance"),
-    ("shipyard.control.transform", "TransformJob._stage", "tj.stage"),
-    ("shipyard.control.transform", "wait_healthy", "tj.health"),
-    ("shipyard.control.transform", "_execution_parameters", "tj.exec_params"),
-    ("shipyard.control.transform", "_Dispatcher.run", "tj.dispatch"),
-    ("shipyard.control.transform", "TransformJob._stop_instances", "tj.stop"),
-    ("shipyard.control.transform", "TransformJob._complete", "tj.complete"),
+    ("shipyard.control.endpoints.serving", "ping", "ping"),
+    ("shipyard.control.transform.job", "TransformJob.run", "tj.run"),
+    ("shipyard.control.transform.job", "prepare_model_dir", "tj.extract"),
+    ("shipyard.control.transform.job", "start_instance", "tj.start_instance"),
+    ("shipyard.control.transform.job", "TransformJob._stage", "tj.stage"),
+    ("shipyard.control.transform.job", "wait_healthy", "tj.health"),
+    ("shipyard.control.transform.job", "_execution_parameters", "tj.exec_params"),
+    ("shipyard.control.transform.job", "_Dispatcher.run", "tj.dispatch"),
+    ("shipyard.control.transform.job", "TransformJob._stop_instances", "tj.stop"),
+    ("shipyard.control.transform.job", "TransformJob._complete", "tj.complete"),
 )
 
 
@@ -573,7 +573,7 @@ class Boto3:
 
 def endpoint_address(api: Any, endpoint: str) -> tuple[int, str]:
     """The endpoint container's published port, and its address on the Docker bridge."""
-    from shipyard.runtimes.base import JOB_NAME_LABEL
+    from shipyard.contract.labels import JOB_NAME_LABEL
 
     found = api.containers(filters={"label": [f"{JOB_NAME_LABEL}={endpoint}",
                                               f"org.shipyard.scope={SCOPE}"]})

@@ -133,7 +133,7 @@ def shipyard_run(plane: Any, image: str, data_dir: Path, out_dir: Path) -> Shipy
     }
     t0_wall = time.time()
     t0 = time.perf_counter()
-    plane.create_training_job(request)
+    plane.create("training", request)
     record = plane.wait("training", name, timeout=120, poll=0.01)
     wall = time.perf_counter() - t0
     returned = t0_wall + wall
@@ -233,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be >= 1 and --warmups >= 0")
 
     sys.path.insert(0, str(ROOT / "src"))
-    from shipyard.control import ControlPlane, Settings
+    from shipyard.control import ControlPlane
     from shipyard.runtimes import DockerRuntime
+    from shipyard.settings import Settings
 
     client = ensure_engine()
     image = build_image(client)

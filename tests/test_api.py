@@ -10,96 +10,22 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.config import Config
-from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from shipyard.api.server import ApiServer, read_info
-from shipyard.control import ControlPlane, Settings
-from shipyard.runtimes import DockerRuntime
-from tests.support.images import SESSION_SCOPE
+from shipyard.api.server import read_info
+from shipyard.settings import Settings
+from tests.support import api as support_api
+from tests.support.api import Api, session, training, wait_done
+from tests.support.cli import shipyard_env
+from tests.support.jobs import ROLE
 
 pytestmark = pytest.mark.docker
-ROLE = "arn:aws:iam::000000000000:role/shipyard"
-
-
-class Api:
-    def __init__(self, server: ApiServer, url: str) -> None:
-        self.server = server
-        self.url = url
-        self.akid, self.secret = server.keys.default
-        self.session = boto3.session.Session(aws_access_key_id=self.akid,
-                                             aws_secret_access_key=self.secret,
-                                             region_name="us-east-1")
-        config = Config(retries={"max_attempts": 1})
-        self.sm = self.session.client("sagemaker", endpoint_url=url, config=config)
-        self.logs = self.session.client("logs", endpoint_url=url, config=config)
-        self.sts = self.session.client("sts", endpoint_url=url, config=config)
-
-    def raw(self, target: str, body: bytes, *, sign: bool = True,
-            secret: str | None = None) -> tuple[int, dict[str, Any]]:
-        """A hand-made awsJson1.1 request: bodies botocore itself would refuse to send."""
-        request = AWSRequest(method="POST", url=f"{self.url}/", data=body, headers={
-            "X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1"})
-        if sign:
-            SigV4Auth(Credentials(self.akid, secret or self.secret), "sagemaker",
-                      "us-east-1").add_auth(request)
-        prepared = urllib.request.Request(f"{self.url}/", data=body, method="POST",
-                                          headers=dict(request.headers.items()))
-        try:
-            with urllib.request.urlopen(prepared, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
-
-
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterator[Api]:
-    data = tmp_path_factory.mktemp("api")
-    settings = Settings.load({"data_dir": str(data / "state"), "stop_grace_seconds": 3,
-                              "api_port": 0}, environ={})
-    runtime = DockerRuntime(docker_client, labels={"org.shipyard.scope": SESSION_SCOPE})
-    plane = ControlPlane(settings, runtime)
-    server = ApiServer(settings, plane)
-    url = server.start_in_thread()
-    yield Api(server, url)
-    server.stop()
-    plane.close()
-
-
-def training(name: str, image: str, tmp: Path, **extra: Any) -> dict[str, Any]:
-    data = tmp / "data"
-    data.mkdir(exist_ok=True)
-    (data / "a.csv").write_text("1\n")
-    req: dict[str, Any] = {
-        "TrainingJobName": name,
-        "RoleArn": ROLE,
-        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
-        "InputDataConfig": [{"ChannelName": "training", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": data.as_uri()}}}],
-        "OutputDataConfig": {"S3OutputPath": (tmp / "out").as_uri()},
-        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1,
-                           "VolumeSizeInGB": 10},
-        "StoppingCondition": {"MaxRuntimeInSeconds": 600},
-    }
-    req.update(extra)
-    return req
-
-
-def wait_done(api: Api, name: str) -> dict[str, Any]:
-    api.sm.get_waiter("training_job_completed_or_stopped").wait(
-        TrainingJobName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
-    return api.sm.describe_training_job(TrainingJobName=name)
+api = support_api.docker_api  # a server over real containers, started once for this module
 
 
 def test_training_job_create_describe_wait(api: Api, images: dict[str, str],
@@ -251,25 +177,24 @@ def test_documented_error_paths(api: Api, images: dict[str, str], tmp_path: Path
                                ResourceArn="arn:aws:sagemaker:us-east-1:000000000000:"
                                            "training-job/ghost")
     assert code == "ValidationException"
-    status, body = api.raw("SageMaker.DescribeTrainingJob", b"{not json")
+    status, body = api.post_target("SageMaker.DescribeTrainingJob", b"{not json")
     assert status == 400 and body["__type"] == "SerializationException"
-    status, body = api.raw("SageMaker.CreateTotallyMadeUpThing", b"{}")
+    status, body = api.post_target("SageMaker.CreateTotallyMadeUpThing", b"{}")
     assert status == 400 and body["__type"] == "UnknownOperationException"
     # AWS leaves the message empty; Shipyard says what it lacks.
     assert body["message"] == ("Shipyard does not implement sagemaker:CreateTotallyMadeUpThing"
                                " (docs/api.md lists what it implements)")
-    status, body = api.raw("Monitoring.GetMetricData", b"{}")
+    status, body = api.post_target("Monitoring.GetMetricData", b"{}")
     assert status == 400 and "does not implement Monitoring:GetMetricData" in body["message"]
     wait_done(api, "dup-job")
 
 
 def test_signatures_are_checked(api: Api) -> None:
-    status, body = api.raw("SageMaker.ListTrainingJobs", b"{}", sign=False)
+    status, body = api.post_target("SageMaker.ListTrainingJobs", b"{}", sign=False)
     assert status == 403 and body["__type"] == "MissingAuthenticationTokenException"
-    status, body = api.raw("SageMaker.ListTrainingJobs", b"{}", secret="wrong" * 8)
+    status, body = api.post_target("SageMaker.ListTrainingJobs", b"{}", secret="wrong" * 8)
     assert status == 403 and body["__type"] == "InvalidSignatureException"
-    stranger = boto3.session.Session(aws_access_key_id="AKIAUNKNOWNUNKNOWN00",
-                                     aws_secret_access_key="x" * 40, region_name="us-east-1")
+    stranger = session("AKIAUNKNOWNUNKNOWN00", "x" * 40)
     with pytest.raises(ClientError) as err:
         stranger.client("sagemaker", endpoint_url=api.url,
                         config=Config(retries={"max_attempts": 1})).list_training_jobs()
@@ -292,11 +217,29 @@ def test_tags_round_trip(api: Api, images: dict[str, str], tmp_path: Path) -> No
     wait_done(api, "tagged")
 
 
+def test_a_create_with_bad_tags_is_refused_in_aws_words(api: Api, images: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    # The plane checks a create at its door once the tags are taken off; the API checks those.
+    request = training("bad-tags", images["seed000"], tmp_path)
+    with pytest.raises(ClientError) as err:
+        api.sm.create_training_job(**request, Tags=[{"Key": "a!", "Value": "1"}])
+    assert err.value.response["Error"]["Message"] == (
+        "1 validation error detected: Value 'a!' at 'tags.1.member.key' failed to satisfy "
+        "constraint: Member must satisfy regular expression pattern: "
+        "^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$")
+    # botocore would not send a tag without its key: as another client might.
+    status, body = api.post_target("SageMaker.CreateTrainingJob", json.dumps(
+        {**request, "Tags": [{"Value": "1"}]}).encode())
+    assert (status, body["__type"]) == (400, "ValidationException")
+    assert body["message"] == ("1 validation error detected: Value null at 'tags.1.member.key' "
+                               "failed to satisfy constraint: Member must not be null")
+    with pytest.raises(ClientError, match="Requested resource not found"):
+        api.sm.describe_training_job(TrainingJobName="bad-tags")
+
+
 def test_server_restart_while_a_job_runs(tmp_path: Path, images: dict[str, str]) -> None:
     """Kill the server process mid-job; a new server reattaches and finishes the job."""
-    env = {**os.environ, "SHIPYARD_DATA_DIR": str(tmp_path / "state"),
-           "SHIPYARD_API_PORT": "0", "SHIPYARD_SCOPE": SESSION_SCOPE,
-           "SHIPYARD_RUNTIME": "docker"}
+    env = {**os.environ, **shipyard_env(tmp_path / "state")}
     settings = Settings.load(environ=env)
 
     def start() -> subprocess.Popen[bytes]:
@@ -365,7 +308,7 @@ def test_an_unimplemented_operation_is_logged_once(api: Api,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="shipyard.api.app"):
         for _ in range(3):
-            status, _ = api.raw("SageMaker.CreateHyperParameterTuningJobX", b"{}")
+            status, _ = api.post_target("SageMaker.CreateHyperParameterTuningJobX", b"{}")
             assert status == 400
     said = [r for r in caplog.records if "CreateHyperParameterTuningJobX" in r.getMessage()]
     assert len(said) == 1

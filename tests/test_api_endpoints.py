@@ -1,6 +1,6 @@
 """Models, endpoint configs, endpoints and transform jobs through boto3's ``sagemaker`` client,
 against a real server on an ephemeral port. Endpoints run on the process runtime (the stdlib
-``serve`` program of ``test_api_runtime``), so no container engine is needed."""
+``serve`` program of tests/support/workloads.py), so no container engine is needed."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError, WaiterError
 
-from shipyard.api.server import ApiServer
-from shipyard.control import ControlPlane, Settings
-from tests.test_api_runtime import ACCOUNT, ROLE, Api, delete_endpoints, serve_project
+from shipyard.control import ControlPlane
+from shipyard.settings import Settings
+from tests.support.api import Api, delete_endpoints, serving, session
+from tests.support.jobs import ACCOUNT, ROLE
+from tests.support.workloads import serve_project
 
 ARN = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}"
 
@@ -49,14 +50,11 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ctx]:
                               "runtime": "process", "stop_grace_seconds": 2,
                               "endpoint_startup_timeout_seconds": 20}, environ={})
     plane = ControlPlane(settings)
-    server = ApiServer(settings, plane)
-    api = Api(server, server.start_in_thread())
-    try:
-        yield Ctx(api, plane, serve_project(data / "project"), data)
-    finally:
-        delete_endpoints(api, plane)
-        server.stop()
-        plane.close()
+    with serving(settings, plane) as api:
+        try:
+            yield Ctx(api, plane, serve_project(data / "project"), data)
+        finally:
+            delete_endpoints(api, plane)
 
 
 def error_of(exc: ClientError) -> tuple[str, str]:
@@ -202,9 +200,7 @@ def test_endpoint_lifecycle(ctx: Ctx) -> None:
 
     # Each instance's output: log group /aws/sagemaker/Endpoints/<name>, stream
     # <variant>/<instance id>, as on AWS.
-    logs = boto3.session.Session(
-        aws_access_key_id=ctx.api.akid, aws_secret_access_key=ctx.api.secret,
-        region_name="us-east-1").client("logs", endpoint_url=ctx.api.url)
+    logs = session(ctx.api.akid, ctx.api.secret).client("logs", endpoint_url=ctx.api.url)
     group = "/aws/sagemaker/Endpoints/Life-Ep"
     deadline = time.monotonic() + 10
     while True:

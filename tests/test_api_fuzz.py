@@ -10,24 +10,20 @@ from __future__ import annotations
 
 import copy
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shipyard.api import sagemaker as sagemaker_api
 from shipyard.api.logs import HANDLERS as LOGS_HANDLERS
-from shipyard.api.server import ApiServer
-from shipyard.control import ControlPlane, Settings
+from shipyard.control import ControlPlane
 from shipyard.runtimes import FakeBehaviour, FakeRuntime
+from shipyard.settings import Settings
+from tests.support.api import post_json, serving
 
 IMAGE = "fuzz/image:1"
 TARGETS = ([f"SageMaker.{op}" for op in sagemaker_api.HANDLERS]
@@ -40,19 +36,7 @@ class Target:
         self.url, self.akid, self.secret = url, akid, secret
 
     def post(self, target: str, body: bytes) -> tuple[int, bytes, str]:
-        headers = {"Content-Type": "application/x-amz-json-1.1"}
-        if target:
-            headers["X-Amz-Target"] = target
-        request = AWSRequest(method="POST", url=f"{self.url}/", data=body, headers=headers)
-        SigV4Auth(Credentials(self.akid, self.secret), "sagemaker", "us-east-1").add_auth(
-            request)
-        prepared = urllib.request.Request(f"{self.url}/", data=body, method="POST",
-                                          headers=dict(request.headers.items()))
-        try:
-            with urllib.request.urlopen(prepared, timeout=30) as response:
-                return response.status, response.read(), response.headers["content-type"]
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read(), exc.headers["content-type"]
+        return post_json(self.url, target, body, (self.akid, self.secret))
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +47,8 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     runtime = FakeRuntime(lambda spec: FakeBehaviour(logs=("line",)), images=[IMAGE])
     settings = Settings.load({"data_dir": str(data / "state"), "api_port": 0,
                               "stop_grace_seconds": 0.1}, environ={})
-    plane = ControlPlane(settings, runtime)
-    server = ApiServer(settings, plane)
-    url = server.start_in_thread()
-    yield Target(url, *server.keys.default)
-    server.stop()
-    plane.close()
+    with serving(settings, ControlPlane(settings, runtime)) as api:
+        yield Target(api.url, api.akid, api.secret)
 
 
 def assert_well_formed(status: int, body: bytes, content_type: str) -> None:

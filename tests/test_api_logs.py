@@ -11,7 +11,6 @@ in sagemaker-python-sdk (``session.py`` ``_flush_log_streams``, ``logs.py``
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,13 +22,12 @@ import boto3
 import botocore.parsers
 import botocore.session
 import pytest
-import uvicorn
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from shipyard.api import logs, sts
 from shipyard.api.logs import MAX_RESPONSE_BYTES
-from shipyard.control import ControlPlane, Settings
+from shipyard.control import ControlPlane
 from shipyard.errors import InvalidParameter, LogsResourceNotFound, ShipyardError
 from shipyard.runtimes import (
     HOST_LABEL,
@@ -38,6 +36,9 @@ from shipyard.runtimes import (
     FakeRuntime,
 )
 from shipyard.runtimes.base import ContainerSpec, LogLine
+from shipyard.settings import Settings
+from tests.support.asgi import read_body, serve_in_thread
+from tests.support.jobs import training_request
 
 IMAGE = "example/logs:1"
 TRAINING = "/aws/sagemaker/TrainingJobs"
@@ -71,20 +72,8 @@ def _behaviour(spec: ContainerSpec) -> FakeBehaviour:
 
 
 def _training(name: str, tmp: Path, hosts: int = 1) -> dict[str, Any]:
-    data = tmp / "data"
-    data.mkdir(exist_ok=True)
-    (data / "part-0.csv").write_text("1,2\n")
-    return {
-        "TrainingJobName": name,
-        "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/shipyard",
-        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
-        "InputDataConfig": [{"ChannelName": "training", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": data.as_uri()}}}],
-        "OutputDataConfig": {"S3OutputPath": (tmp / "out").as_uri()},
-        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": hosts,
-                           "VolumeSizeInGB": 1},
-        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-    }
+    return training_request(name, tmp, image=IMAGE, instance_count=hosts,
+                            role=f"arn:aws:iam::{ACCOUNT}:role/shipyard")
 
 
 def _processing(name: str, tmp: Path, hosts: int) -> dict[str, Any]:
@@ -129,8 +118,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     jobs = [("multi", 3), ("multi-2", 1), ("single", 1), ("big", 1), ("timed", 1),
             ("quiet", 1)]
     for name, hosts in jobs:
-        plane.create_training_job(_training(name, tmp, hosts))
-    plane.create_processing_job(_processing("proc", tmp, 2))
+        plane.create("training", _training(name, tmp, hosts))
+    plane.create("processing", _processing("proc", tmp, 2))
     for name, _ in jobs:
         assert plane.wait("training", name, timeout=60)["TrainingJobStatus"] == "Completed"
     assert plane.wait("processing", "proc", timeout=60)["ProcessingJobStatus"] == "Completed"
@@ -160,12 +149,7 @@ class LogsApp:
                 else:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         target = headers.get("x-amz-target", "")
         if not target:
@@ -202,21 +186,8 @@ async def _send(send: Any, status: int, payload: bytes, content_type: bytes) -> 
 
 @pytest.fixture(scope="module")
 def endpoint(world: World) -> Iterator[str]:
-    config = uvicorn.Config(LogsApp(world.plane), host="127.0.0.1", port=0,
-                            log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="logs-test-server", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_in_thread(LogsApp(world.plane), lifespan="on") as url:
+        yield url
 
 
 def _client(endpoint: str, service: str) -> Any:
@@ -616,7 +587,7 @@ def test_sdk_loop_on_a_finished_job(world: World, client: Any) -> None:
 
 def test_sdk_loop_tails_a_running_job(world: World, client: Any, tmp_path: Path) -> None:
     plane, runtime = world.plane, world.runtime
-    plane.create_training_job(_training("live", tmp_path, hosts=2))
+    plane.create("training", _training("live", tmp_path, hosts=2))
     deadline = time.monotonic() + 10
     while len([s for s in runtime.started if s.labels[JOB_NAME_LABEL] == "live"]) < 2:
         assert time.monotonic() < deadline

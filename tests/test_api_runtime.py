@@ -1,6 +1,7 @@
 """sagemaker-runtime through boto3's own client, against a real server on an ephemeral port and
 a real endpoint behind it: the process runtime runs a stdlib ``serve`` program (no engine
-needed), which echoes what it received, fails, or streams chunks as the body asks."""
+needed; ``ECHO_SERVE`` in tests/support/workloads.py), which echoes what it received, fails,
+or streams chunks as the body asks."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
 import botocore.session
 import pytest
 from botocore.auth import SigV4Auth
@@ -26,155 +26,16 @@ from botocore.exceptions import ClientError, EventStreamError
 from shipyard.api import runtime
 from shipyard.api.fastpath import FastPathProtocol
 from shipyard.api.server import ApiServer
-from shipyard.control import ControlPlane, Settings
+from shipyard.control import ControlPlane
 from shipyard.runtimes import ProcessRuntime
+from shipyard.settings import Settings
+from tests.support.api import Api, delete_endpoints, deploy, serving, session
+from tests.support.jobs import ACCOUNT
+from tests.support.workloads import serve_project
 
-ACCOUNT = "000000000000"
-ROLE = f"arn:aws:iam::{ACCOUNT}:role/shipyard"
 ENDPOINT = "rt-ep"
 #: Small, so the over-the-limit tests send little.
 PAYLOAD_LIMIT = 64 * 1024
-
-# An inference server in the contract's shape, written its own way (stdlib only). The body
-# picks the behaviour: ``fail`` -> 400, ``stream:N`` -> N chunks, ``stream:N:break`` -> N
-# chunks then the connection drops mid-body, ``sleep:S`` -> echoed after S seconds; anything
-# else is echoed with the headers seen.
-SERVE = r'''#!/usr/bin/env python3
-import hashlib, json, os, socket, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def answer(self, status, body, ctype, extra=()):
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in extra:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):
-        self.answer(200 if self.path == "/ping" else 404, b"", "text/plain")
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if body == b"fail":
-            return self.answer(400, b"bad input: fail", "text/plain")
-        if body.startswith(b"sleep:"):
-            time.sleep(float(body[6:]))
-        if body.startswith(b"stream:"):
-            parts = body.decode().split(":")
-            self.send_response(200)
-            self.send_header("Content-Type", "text/x-tokens")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            for i in range(int(parts[1])):
-                chunk = f"token {i};".encode()
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                self.wfile.flush()
-                time.sleep(0.01)
-            if parts[2:] == ["break"]:
-                self.wfile.write(b"ff\r\nhalf a ch")
-                self.wfile.flush()
-                self.connection.shutdown(socket.SHUT_RDWR)
-                self.close_connection = True
-                return
-            self.wfile.write(b"0\r\n\r\n")
-            return
-        seen = {name: self.headers.get(name) for name in (
-            "Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes",
-            "X-Amzn-SageMaker-Target-Model", "X-Amzn-SageMaker-Inference-Id")}
-        # Big bodies come back as their size and digest: replies have a size limit too.
-        reply = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest(), "headers": seen}
-        if len(body) <= 4096:
-            reply["body"] = body.decode("latin-1")
-        self.answer(200, json.dumps(reply).encode(), "application/x-echo",
-                    [("X-Amzn-SageMaker-Custom-Attributes", "seen=1")])
-
-
-port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
-print(f"serve: listening on {port}", flush=True)
-ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
-'''
-
-
-def serve_project(folder: Path) -> Path:
-    """A process-runtime "image": a folder whose executable ``serve`` is the server."""
-    folder.mkdir(parents=True, exist_ok=True)
-    serve = folder / "serve"
-    serve.write_text(SERVE)
-    serve.chmod(0o755)
-    return folder
-
-
-class Api:
-    def __init__(self, server: ApiServer, url: str) -> None:
-        self.server = server
-        self.url = url
-        self.akid, self.secret = server.keys.default
-        session = boto3.session.Session(aws_access_key_id=self.akid,
-                                        aws_secret_access_key=self.secret,
-                                        region_name="us-east-1")
-        config = Config(retries={"max_attempts": 1})
-        self.sm = session.client("sagemaker", endpoint_url=url, config=config)
-        self.rt = session.client("sagemaker-runtime", endpoint_url=url, config=config)
-
-    def raw(self, path: str, body: bytes = b"", *, method: str = "POST",
-            headers: dict[str, str] | None = None, secret: str | None = None,
-            chunked: bool = False) -> tuple[int, dict[str, str], bytes]:
-        """A hand-made request: what botocore itself would refuse to send."""
-        request = AWSRequest(method=method, url=f"{self.url}{path}", data=body,
-                             headers=dict(headers or {}))
-        SigV4Auth(Credentials(self.akid, secret or self.secret), "sagemaker",
-                  "us-east-1").add_auth(request)
-        sent = dict(request.headers.items())
-        address = urlsplit(self.url)
-        conn = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
-        try:
-            if chunked:
-                conn.putrequest(method, path, skip_accept_encoding=True)
-                for name, value in sent.items():
-                    conn.putheader(name, value)
-                conn.putheader("Transfer-Encoding", "chunked")
-                conn.endheaders()
-                for start in range(0, len(body), 8192):
-                    piece = body[start:start + 8192]
-                    conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
-                conn.send(b"0\r\n\r\n")
-            else:
-                conn.request(method, path, body=body, headers=sent)
-            response = conn.getresponse()
-            return (response.status, {k.lower(): v for k, v in response.getheaders()},
-                    response.read())
-        finally:
-            conn.close()
-
-
-def deploy(api: Api, name: str, project: Path) -> dict[str, Any]:
-    api.sm.create_model(ModelName=f"{name}-model", ExecutionRoleArn=ROLE,
-                        PrimaryContainer={"Image": str(project)})
-    api.sm.create_endpoint_config(EndpointConfigName=f"{name}-config", ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": f"{name}-model",
-        "InitialInstanceCount": 1, "InstanceType": "local"}])
-    api.sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config")
-    api.sm.get_waiter("endpoint_in_service").wait(
-        EndpointName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
-    return dict(api.sm.describe_endpoint(EndpointName=name))
-
-
-def delete_endpoints(api: Api, plane: ControlPlane, timeout: float = 30) -> None:
-    """Delete every endpoint and wait until they (and their processes) are gone."""
-    for summary in api.sm.list_endpoints(MaxResults=100)["Endpoints"]:
-        api.sm.delete_endpoint(EndpointName=summary["EndpointName"])
-    deadline = time.monotonic() + timeout
-    while plane.ctx.store.list_jobs("endpoint") and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -186,16 +47,13 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
                               "invoke_timeout_seconds": 10}, environ={})
     plane = ControlPlane(settings)
     assert isinstance(plane.ctx.runtime, ProcessRuntime)
-    server = ApiServer(settings, plane)
-    client = Api(server, server.start_in_thread())
-    try:
-        record = deploy(client, ENDPOINT, serve_project(data / "project"))
-        assert record["EndpointStatus"] == "InService", record.get("FailureReason")
-        yield client
-    finally:
-        delete_endpoints(client, plane)
-        server.stop()
-        plane.close()
+    with serving(settings, plane) as client:
+        try:
+            record = deploy(client, ENDPOINT, serve_project(data / "project"))
+            assert record["EndpointStatus"] == "InService", record.get("FailureReason")
+            yield client
+        finally:
+            delete_endpoints(client, plane)
 
 
 def error_of(exc: ClientError) -> tuple[int, str, str]:
@@ -309,8 +167,7 @@ def test_bad_signature_is_refused_in_rest_json_form(api: Api) -> None:
     assert headers["x-amzn-errortype"] == "InvalidSignatureException"
     assert headers["content-type"] == "application/json"
     assert "signature we calculated does not match" in json.loads(body)["message"]
-    bad = boto3.session.Session(aws_access_key_id=api.akid, aws_secret_access_key="wrong",
-                                region_name="us-east-1").client(
+    bad = session(api.akid, "wrong").client(
         "sagemaker-runtime", endpoint_url=api.url, config=Config(retries={"max_attempts": 1}))
     with pytest.raises(ClientError) as err:
         bad.invoke_endpoint(EndpointName=ENDPOINT, Body=b"x")

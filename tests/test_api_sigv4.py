@@ -12,11 +12,9 @@ import hashlib
 import json
 import os
 import re
-import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -51,6 +49,7 @@ from shipyard.errors import (
     UnrecognizedClient,
     ValidationError,
 )
+from tests.support.asgi import read_body, serve_in_thread
 
 AKID = "SYAKTESTTESTTEST0001"
 SECRET = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t-0001"
@@ -466,12 +465,7 @@ class _App:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
             name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
@@ -531,28 +525,10 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    import uvicorn
-
     store = load_or_create(tmp_path_factory.mktemp("keys"))
     app = _App(store.secrets)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                            ws="none", http="h11")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        host, port = sock.getsockname()
-        yield Served(f"http://{host}:{port}", app, store)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serve_in_thread(app, access_log=False, lifespan="off", ws="none", http="h11") as url:
+        yield Served(url, app, store)
 
 
 def _client(served: Served, service: str, *, akid: str | None = None,

@@ -1,4 +1,6 @@
-"""Request validation against botocore's real service models, in AWS's own words.
+"""Request validation against botocore's real service models, in AWS's own words: the
+checker (``control.shapes``), the body parser (``api.validation``) and the control plane's
+door (``shapes.check_request``).
 
 Expected messages are copied from real AWS answers where one was published (sources in
 docs/api-validation.md); requests are built with botocore's real serializer.
@@ -22,10 +24,13 @@ from botocore.serialize import create_serializer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shipyard.api.validation import (
+from shipyard.api import validation
+from shipyard.api.validation import parse_json_body
+from shipyard.control import CHECKED_AT_DOOR
+from shipyard.control.shapes import (
+    check_request,
     compile_java_pattern,
     operation_model,
-    parse_json_body,
     skipped_patterns,
     validate,
 )
@@ -341,6 +346,116 @@ def test_botocore_without_client_validation_is_caught_server_side() -> None:
     assert "Member must have length less than or equal to 63; " in message
 
 
+# ------------------------------------------------------------------ resource names
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a", "A", "7", "my-job", "a--b", "Job-2024-01-01-12-00-00-123", "a" * 63,
+     "a" + "-" * 61 + "b"],
+    ids=["one-letter", "upper", "digit", "hyphen", "double-hyphen", "sdk-style", "63-chars",
+         "63-with-hyphens"],
+)
+def test_job_names_sagemaker_accepts(name: str) -> None:
+    validate("sagemaker", "CreateTrainingJob", {**BASE, "TrainingJobName": name})
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["my_job", "-job", "job-", "job.1", "job name", "a" * 64, "ä", ""],
+    ids=["underscore", "leading-hyphen", "trailing-hyphen", "dot", "space", "64-chars",
+         "non-ascii", "empty"],
+)
+def test_job_names_sagemaker_refuses(name: str) -> None:
+    message = message_of("sagemaker", "CreateProcessingJob", {"ProcessingJobName": name})
+    assert re.match(r"[0-9]+ validation errors? detected: Value '", message), message
+    assert f"Value '{name}' at 'processingJobName' failed to satisfy constraint: Member must "\
+        "satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}" in message
+
+
+def test_a_name_of_hyphens_is_still_limited_to_63_characters() -> None:
+    # The pattern alone lets runs of hyphens through at any length; the model caps names at 63.
+    name = "a" + "-" * 62 + "b"
+    assert message_of("sagemaker", "CreateTrainingJob", {**BASE, "TrainingJobName": name}) == (
+        f"1 validation error detected: Value '{name}' at 'trainingJobName' failed to satisfy "
+        "constraint: Member must have length less than or equal to 63")
+
+
+def test_channel_names_and_environment_keys() -> None:
+    def channel(name: str) -> dict[str, Any]:
+        return {**BASE, "InputDataConfig": [{"ChannelName": name, "DataSource": {
+            "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/d"}}}]}
+
+    validate("sagemaker", "CreateTrainingJob", channel("train_2.v-1"))
+    assert "inputDataConfig.1.member.channelName" in message_of(
+        "sagemaker", "CreateTrainingJob", channel("a/b"))
+    assert "less than or equal to 64" in message_of(
+        "sagemaker", "CreateTrainingJob", channel("c" * 65))
+    validate("sagemaker", "CreateTrainingJob", {**BASE, "Environment": {"MY_VAR_1": "x"}})
+    assert message_of("sagemaker", "CreateTrainingJob", {**BASE, "Environment": {
+        "1BAD": "x"}}) == (
+        "1 validation error detected: Value '{1BAD=x}' at 'environment' failed to satisfy "
+        "constraint: Map keys must satisfy constraint: [Member must have length less than or "
+        "equal to 512, Member must have length greater than or equal to 0, Member must satisfy "
+        "regular expression pattern: [a-zA-Z_][a-zA-Z0-9_]*]")
+
+
+# ------------------------------------------------------------------ the control plane's door
+
+
+def test_the_door_returns_a_copy_without_nulls() -> None:
+    request = {**SDK_CREATE_TRAINING_JOB, "VpcConfig": None,
+               "ResourceConfig": {**SDK_CREATE_TRAINING_JOB["ResourceConfig"],
+                                  "VolumeKmsKeyId": None}}
+    checked = check_request("CreateTrainingJob", request)
+    assert "VpcConfig" not in checked and "VolumeKmsKeyId" not in checked["ResourceConfig"]
+    checked["ResourceConfig"]["InstanceCount"] = 2
+    checked["InputDataConfig"][0]["ChannelName"] = "changed"
+    assert request["ResourceConfig"]["InstanceCount"] == 1, "the caller's request is not changed"
+    assert request["InputDataConfig"][0]["ChannelName"] == "train"
+    assert request["VpcConfig"] is None
+
+
+def test_the_door_answers_in_aws_words() -> None:
+    with pytest.raises(ValidationError) as info:
+        check_request("CreateEndpoint", {"EndpointName": "e_1"})
+    assert info.value.message == (
+        "2 validation errors detected: Value 'e_1' at 'endpointName' failed to satisfy "
+        "constraint: Member must satisfy regular expression pattern: "
+        "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}; Value null at 'endpointConfigName' failed to "
+        "satisfy constraint: Member must not be null")
+    with pytest.raises(SerializationError, match="^STRING_VALUE can not be converted to an "
+                       "Integer$"):
+        check_request("CreateTransformJob", {"MaxPayloadInMB": "6"})
+    # Only a Python caller can hand over something that is not an object.
+    with pytest.raises(ValidationError, match="^CreateModel request must be a JSON object, "
+                       "not list$"):
+        check_request("CreateModel", [])  # type: ignore[arg-type]
+
+
+def test_only_checks_the_members_named() -> None:
+    # The API checks just the tags of the operations the plane checks at its door.
+    assert {"CreateTrainingJob", "CreateEndpoint", "UpdateEndpoint"} <= CHECKED_AT_DOOR
+    validate("sagemaker", "CreateTrainingJob", {"TrainingJobName": "bad_name"}, only=["Tags"])
+    with pytest.raises(ValidationError) as info:
+        validate("sagemaker", "CreateTrainingJob",
+                 {"TrainingJobName": "bad_name", "Tags": [{"Key": "a!", "Value": "b"}, {}]},
+                 only=["Tags"])
+    assert info.value.message == (
+        "3 validation errors detected: Value 'a!' at 'tags.1.member.key' failed to satisfy "
+        "constraint: Member must satisfy regular expression pattern: "
+        "^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$; "
+        "Value null at 'tags.2.member.key' failed to satisfy constraint: Member must not be null; "
+        "Value null at 'tags.2.member.value' failed to satisfy constraint: Member must not be "
+        "null")
+    validate("sagemaker", "UpdateEndpoint", {}, only=["Tags"])  # it has none
+
+
+def test_the_api_module_serves_the_same_checker() -> None:
+    assert validation.validate is validate
+    assert validation.operation_model is operation_model
+
+
 # ------------------------------------------------------------------ parsing and routing
 
 
@@ -475,7 +590,7 @@ def test_validation_is_fast() -> None:
 
 def test_importing_loads_no_model() -> None:
     # botocore's models load on first use, not at import (style rule 8): checked in a fresh process.
-    probe = ("import shipyard.api.validation as v; "
+    probe = ("import shipyard.api.validation, shipyard.control.shapes as v; "
              "print(v._load_service_model.cache_info().currsize, v._category_runs.cache_info().currsize)")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True, timeout=60)

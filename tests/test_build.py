@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import base64
-import http.client
 import importlib.metadata
 import json
 import os
@@ -48,11 +47,17 @@ from shipyard.build.recipe import (
 )
 from shipyard.build.records import read_records
 from shipyard.build.reference import parse_ref
-from shipyard.build.wheelhouse import TOOLKIT_SCRIPTS, Target, lock_text, toolkit_wheel
+from shipyard.build.wheelhouse import Target, lock_text, toolkit_wheel
 from shipyard.cli.build import build
-from shipyard.control import ControlPlane, Settings
-from tests import test_control_docker
+from shipyard.control import ControlPlane
+from shipyard.settings import Settings
+from shipyard.toolkit.image import TOOLKIT_FILES, TOOLKIT_SCRIPTS
+from tests.support import planes
+from tests.support.containers import wait_for_ping
 from tests.support.images import LABELS, wheelhouse
+from tests.support.jobs import training_request
+from tests.support.net import http_request
+from tests.support.processes import terminate
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 #: Built images are shared by test sessions (reused by content hash), as tests/support's are.
@@ -199,6 +204,8 @@ def test_toolkit_wheel_is_deterministic_and_installs(tmp_path: Path) -> None:
         names = wheel.namelist()
         scripts = wheel.read("shipyard-0.1.0.dist-info/entry_points.txt").decode()
     assert "shipyard/toolkit/train.py" in names and "shipyard/build/entrypoint.py" in names
+    # The wheel is what the toolkit declares, file by file.
+    assert {f for f in TOOLKIT_FILES if not f.endswith("/")} <= set(names)
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert "shipyard-entry = shipyard.build.entrypoint:main" in scripts
     # train and serve are the project's own console scripts, declared in pyproject.toml.
@@ -450,59 +457,20 @@ def test_make_base_keeps_an_existing_base(docker_client: Any, base_image: str) -
         "ca-certificates"]
 
 
-plane = test_control_docker.plane
+plane = planes.docker_jobs_plane
 
 
 def _training_request(name: str, image: str, tmp: Path) -> dict[str, Any]:
-    data = tmp / "data"
-    data.mkdir(exist_ok=True)
-    for i in range(1, 4):
-        (data / f"part-{i}.csv").write_text(f"{i},{2 * i}\n")
-    return {
-        "TrainingJobName": name,
-        "RoleArn": "arn:aws:iam::000000000000:role/shipyard",
-        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
-        "InputDataConfig": [{"ChannelName": "training", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": data.as_uri()}}}],
-        "OutputDataConfig": {"S3OutputPath": (tmp / "out").as_uri()},
-        "ResourceConfig": {"InstanceType": "local", "InstanceCount": 1, "VolumeSizeInGB": 1},
-        "StoppingCondition": {"MaxRuntimeInSeconds": 300},
-    }
-
-
-def _http(port: int, method: str, path: str, body: bytes | None = None,
-          headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-def _wait_for_ping(container: Any, timeout: float = 60) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        container.reload()
-        assert container.status in ("created", "running"), container.logs().decode()
-        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get("8080/tcp")
-        if bindings:
-            port = int(bindings[0]["HostPort"])
-            try:
-                if _http(port, "GET", "/ping")[0] == 200:
-                    return port
-            except OSError:
-                pass
-        time.sleep(0.1)
-    raise AssertionError(f"/ping never answered 200:\n{container.logs().decode()}")
+    rows = {f"part-{i}.csv": f"{i},{2 * i}\n" for i in range(1, 4)}
+    return training_request(name, tmp, image=image, files=rows, instance_type="local",
+                            max_runtime_s=300)
 
 
 @pytest.mark.docker
 def test_train_then_serve_the_same_image(built: Built, plane: ControlPlane, docker_client: Any,
                                          scope_labels: dict[str, str], tmp_path: Path) -> None:
     # `docker run IMAGE train`, through the control plane: /opt/ml mounted, channels staged.
-    plane.create_training_job(_training_request("built-train", built.tag, tmp_path))
+    plane.create("training", _training_request("built-train", built.tag, tmp_path))
     record = plane.wait("training", "built-train", timeout=120)
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
     model_dir = tmp_path / "model"
@@ -518,9 +486,9 @@ def test_train_then_serve_the_same_image(built: Built, plane: ControlPlane, dock
         volumes={str(model_dir): {"bind": "/opt/ml/model", "mode": "ro"}},
         environment={"SAGEMAKER_MODEL_SERVER_WORKERS": "1"})
     try:
-        port = _wait_for_ping(container)
-        status, body = _http(port, "POST", "/invocations", b"[1, 2.5, 3]",
-                             {"Content-Type": "application/json"})
+        port = wait_for_ping(container)
+        status, body = http_request(port, "POST", "/invocations", b"[1, 2.5, 3]",
+                                    {"Content-Type": "application/json"})
         assert status == 200, body
         assert json.loads(body) == {"predictions": [2.0, 5.0, 6.0], "uid": 1000}
         # The toolkit is PID 1 (exec form, no shell or init in front): SIGTERM reaches it.
@@ -564,7 +532,7 @@ def test_gpu_variant_builds_without_driver_and_refuses_to_train_without_gpu(
                "ldconfig -p | grep -c 'libcudart.so.12 ';",
                "find / -xdev -name 'libcuda.so*' -o -name 'libnvidia-ml.so*' | wc -l")
     assert out.split() == ["1", "0"]  # the CUDA runtime resolves; no driver in the image
-    plane.create_training_job(_training_request("gpu-train", tag, tmp_path))
+    plane.create("training", _training_request("gpu-train", tag, tmp_path))
     record = plane.wait("training", "gpu-train", timeout=120)
     assert record["TrainingJobStatus"] == "Failed"
     assert record["FailureReason"].startswith("GpuUnavailable: this image was built with --gpu")
@@ -629,12 +597,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
                 time.sleep(0.05)
         yield Registry(host=f"127.0.0.1:{port}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
 
 
 @pytest.mark.docker

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from shipyard.cli import cli
-from shipyard.control import Settings
+from shipyard.settings import Settings
 from tests.support.images import LABELS, SESSION_SCOPE
 from tests.test_check import TIMEOUT_FLAGS
 

@@ -4,19 +4,16 @@ for Ctrl-C (detach must leave the job running)."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from shipyard.api.server import stop_server
-from shipyard.cli import cli
-from shipyard.control import Settings
-from tests.support.cli import interrupt
-from tests.support.images import SESSION_SCOPE
+from shipyard.settings import Settings
+from tests.support.cli import interrupt, run, shipyard_env
+from tests.support.polling import until
 
 pytestmark = pytest.mark.docker
 
@@ -24,9 +21,7 @@ pytestmark = pytest.mark.docker
 @pytest.fixture
 def env(tmp_path: Path, docker_client: Any) -> Iterator[dict[str, str]]:
     """Settings for the CLI; the server it starts in the background is stopped afterwards."""
-    values = {"SHIPYARD_DATA_DIR": str(tmp_path / "state"), "SHIPYARD_RUNTIME": "docker",
-              "SHIPYARD_SCOPE": SESSION_SCOPE, "SHIPYARD_STOP_GRACE_SECONDS": "5",
-              "SHIPYARD_API_PORT": "0"}
+    values = shipyard_env(tmp_path / "state", stop_grace_seconds="5")
     yield values
     stop_server(Settings.load(environ=values))
 
@@ -38,10 +33,6 @@ def data(tmp_path: Path) -> Path:
     for i in range(4):
         (folder / f"{i}.csv").write_text(f"{i}\n")
     return folder
-
-
-def run(args: list[str], env: dict[str, str]) -> Any:
-    return CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
 
 
 def test_train_describe_ls_logs(env: dict[str, str], data: Path, tmp_path: Path,
@@ -140,9 +131,5 @@ def test_config_show_explains_sources(env: dict[str, str], tmp_path: Path) -> No
 
 
 def _wait_for_log(env: dict[str, str], name: str, text: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in run(["jobs", "logs", name], env).output:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{text!r} never logged by {name}")
+    until(f"{text!r} logged by {name}", lambda: text in run(["jobs", "logs", name], env).output,
+          timeout)

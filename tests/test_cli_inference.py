@@ -3,33 +3,27 @@ background by the CLI, as for a user) and real containers of the ``plain-serve``
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
 from shipyard.api.server import stop_server
-from shipyard.cli import cli
 from shipyard.client import Client
-from shipyard.control import Settings
-from shipyard.runtimes.base import JOB_NAME_LABEL
-from tests.support.cli import interrupt
-from tests.support.images import SESSION_SCOPE
+from shipyard.settings import Settings
+from tests.support.cli import interrupt, run, shipyard_env
+from tests.support.containers import containers
+from tests.support.files import model_tarball
 
 pytestmark = pytest.mark.docker
 
 @pytest.fixture
 def env(tmp_path: Path, docker_client: Any) -> Iterator[dict[str, str]]:
     """Settings for the CLI; endpoints left by a test are deleted, then the server stopped."""
-    values = {"SHIPYARD_DATA_DIR": str(tmp_path / "state"), "SHIPYARD_RUNTIME": "docker",
-              "SHIPYARD_SCOPE": SESSION_SCOPE, "SHIPYARD_API_PORT": "0",
-              "SHIPYARD_ENDPOINT_STARTUP_TIMEOUT_SECONDS": "30",
-              "SHIPYARD_INVOKE_TIMEOUT_SECONDS": "5"}
+    values = shipyard_env(tmp_path / "state", endpoint_startup_timeout_seconds="30",
+                          invoke_timeout_seconds="5")
     yield values
     settings = Settings.load(environ=values)
     if settings.data_dir.exists():
@@ -38,33 +32,13 @@ def env(tmp_path: Path, docker_client: Any) -> Iterator[dict[str, str]]:
     stop_server(settings)
 
 
-def run(args: list[str], env: dict[str, str], stdin: bytes | None = None) -> Result:
-    return CliRunner().invoke(cli, args, env=env, input=stdin, catch_exceptions=False)
-
-
 def client_of(env: dict[str, str]) -> Client:
     return Client.for_settings(Settings.load(environ=env))
 
 
-def model_tarball(tmp: Path, name: str, text: str) -> Path:
-    path = tmp / f"{name}.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        data = text.encode()
-        info = tarfile.TarInfo("model.txt")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-def containers_of(docker_client: Any, name: str) -> list[Any]:
-    return list(docker_client.containers.list(
-        all=True, filters={"label": [f"{JOB_NAME_LABEL}={name}",
-                                     f"org.shipyard.scope={SESSION_SCOPE}"]}))
-
-
 def test_deploy_invoke_update_ls_describe_delete(env: dict[str, str], images: dict[str, str],
                                                  tmp_path: Path, docker_client: Any) -> None:
-    v1 = model_tarball(tmp_path, "v1", "v1")
+    v1 = model_tarball(tmp_path, "v1", {"model.txt": "v1"})
     result = run(["deploy", images["plain-serve"], "--name", "cli-ep", "--model-data", str(v1),
                   "--instance-count", "2"], env)
     assert result.exit_code == 0, result.output
@@ -73,7 +47,7 @@ def test_deploy_invoke_update_ls_describe_delete(env: dict[str, str], images: di
     assert lines["Endpoint"].strip() == "cli-ep"
     assert lines["URL"].strip() == f"{client_of(env).url}/endpoints/cli-ep/invocations"
     assert "invoke cli-ep --file payload.json" in lines["Invoke"]
-    assert len(containers_of(docker_client, "cli-ep")) == 2
+    assert len(containers(docker_client, "cli-ep")) == 2
 
     result = run(["invoke", "cli-ep", "--body", "hello", "--content-type", "text/plain",
                   "--accept", "application/json", "--custom-attributes", "trace=1", "-v"], env)
@@ -112,7 +86,7 @@ def test_deploy_invoke_update_ls_describe_delete(env: dict[str, str], images: di
     # model and config (made by deploy) are removed.
     result = run(["deploy", images["plain-serve"], "--name", "cli-ep"], env)
     assert result.exit_code == 2 and "--update" in result.output
-    v2 = model_tarball(tmp_path, "v2", "v2")
+    v2 = model_tarball(tmp_path, "v2", {"model.txt": "v2"})
     result = run(["deploy", images["plain-serve"], "--name", "cli-ep", "--model-data", str(v2),
                   "--update"], env)
     assert result.exit_code == 0, result.output
@@ -131,7 +105,7 @@ def test_deploy_invoke_update_ls_describe_delete(env: dict[str, str], images: di
     assert run(["endpoints", "describe", "cli-ep"], env).exit_code == 3
     assert client.call("ListEndpointConfigs")["EndpointConfigs"] == []
     assert client.call("ListModels")["Models"] == []
-    assert containers_of(docker_client, "cli-ep") == []
+    assert containers(docker_client, "cli-ep") == []
 
 
 def test_failed_deploy_exits_1_with_the_reason(env: dict[str, str],
@@ -164,7 +138,7 @@ def test_no_wait_and_ctrl_c_leave_the_deployment_going(env: dict[str, str],
 
 def test_failed_update_keeps_the_old_fleet(env: dict[str, str], images: dict[str, str],
                                            tmp_path: Path) -> None:
-    v1 = model_tarball(tmp_path, "v1", "v1")
+    v1 = model_tarball(tmp_path, "v1", {"model.txt": "v1"})
     assert run(["deploy", images["plain-serve"], "--name", "cli-up", "--model-data", str(v1)],
                env).exit_code == 0
     result = run(["deploy", images["plain-serve"], "--name", "cli-up", "--env", "MODE=exit",
@@ -205,7 +179,7 @@ def test_transform_of_a_small_csv(env: dict[str, str], images: dict[str, str],
                                   tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "rows.csv").write_text("1,2\n3,4\n5,6\n")
-    model = model_tarball(tmp_path, "m", "v1")
+    model = model_tarball(tmp_path, "m", {"model.txt": "v1"})
     # An image: a model named after the job is made for it; one request per line.
     result = run(["transform", images["plain-serve"], "--name", "cli-tj", "--model-data",
                   str(model), "--input", str(tmp_path / "in"), "--output",

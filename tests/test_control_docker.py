@@ -17,60 +17,39 @@ from typing import Any
 
 import pytest
 
-from shipyard.control import ControlPlane, Settings
+from shipyard.control import ControlPlane
 from shipyard.runtimes import DockerRuntime
-from tests.support import s3server
+from shipyard.settings import Settings
+from tests.support import planes, s3server
+from tests.support.files import tar_files
+from tests.support.jobs import training_request
+from tests.support.planes import docker_plane
+from tests.support.polling import until, until_final
 
 pytestmark = pytest.mark.docker
 s3_server = s3server.s3_server
 s3_bucket = s3server.s3_bucket
-
-
-@pytest.fixture
-def plane(tmp_path: Path, docker_client: Any, scope_labels: dict[str, str]
-          ) -> Iterator[ControlPlane]:
-    runtime = DockerRuntime(docker_client, labels=scope_labels)
-    cp = ControlPlane(Settings.load({"data_dir": str(tmp_path / "state"),
-                                     "stop_grace_seconds": 3}, environ={}), runtime)
-    yield cp
-    cp.close()
+plane = planes.docker_jobs_plane
 
 
 @pytest.fixture
 def s3_plane(tmp_path: Path, docker_client: Any, scope_labels: dict[str, str],
              s3_server: Any) -> Iterator[ControlPlane]:
     """A control plane whose s3:// locations live on the test's S3-compatible server."""
-    settings = Settings.load({"data_dir": str(tmp_path / "state"),
-                              "s3_endpoint_url": s3_server.url,
-                              "s3_access_key_id": "testing",
-                              "s3_secret_access_key": "testing"}, environ={})
-    cp = ControlPlane(settings, DockerRuntime(docker_client, labels=scope_labels))
+    cp = docker_plane(tmp_path, docker_client, scope_labels, s3_endpoint_url=s3_server.url,
+                      s3_access_key_id="testing", s3_secret_access_key="testing")
     yield cp
     cp.close()
 
 
 def request(name: str, image: str, tmp: Path, **extra: Any) -> dict[str, Any]:
-    data = tmp / "data"
-    data.mkdir(exist_ok=True)
-    for i in range(3):
-        (data / f"part-{i}.csv").write_text(f"{i},{i * 2}\n")
-    req: dict[str, Any] = {
-        "TrainingJobName": name,
-        "RoleArn": "arn:aws:iam::000000000000:role/shipyard",
-        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
-        "InputDataConfig": [{"ChannelName": "training", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": data.as_uri()}}}],
-        "OutputDataConfig": {"S3OutputPath": (tmp / "out").as_uri()},
-        "ResourceConfig": {"InstanceType": "local", "InstanceCount": 1, "VolumeSizeInGB": 1},
-        "StoppingCondition": {"MaxRuntimeInSeconds": 600},
-    }
-    req.update(extra)
-    return req
+    rows = {f"part-{i}.csv": f"{i},{i * 2}\n" for i in range(3)}
+    return training_request(name, tmp, image=image, files=rows, instance_type="local",
+                            max_runtime_s=600, **extra)
 
 
 def model_files(tmp: Path, name: str) -> dict[str, bytes]:
-    with tarfile.open(tmp / "out" / name / "output" / "model.tar.gz") as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    return tar_files(tmp / "out" / name / "output" / "model.tar.gz")
 
 
 def logs_of(plane: ControlPlane, kind: str, name: str) -> list[str]:
@@ -79,17 +58,13 @@ def logs_of(plane: ControlPlane, kind: str, name: str) -> list[str]:
 
 def wait_for_log(plane: ControlPlane, kind: str, name: str, text: str, timeout: float = 30
                  ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(text in line for line in logs_of(plane, kind, name)):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} never appeared in the logs of {name}")
+    until(f"{text!r} in the logs of {name}",
+          lambda: any(text in line for line in logs_of(plane, kind, name)), timeout, poll=0.05)
 
 
 def test_seed_000_script_unchanged(plane: ControlPlane, images: dict[str, str],
                                    tmp_path: Path) -> None:
-    plane.create_training_job(request("seed-000", images["seed000"], tmp_path))
+    plane.create("training", request("seed-000", images["seed000"], tmp_path))
     record = plane.wait("training", "seed-000", timeout=120)
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
     assert json.loads(model_files(tmp_path, "seed-000")["model.json"]) == {"training_files": 3}
@@ -108,7 +83,7 @@ def test_seed_002_style_numpy_with_hard_coded_paths(plane: ControlPlane, images:
     algo = {"TrainingImage": images["seed002"], "TrainingInputMode": "File",
             "MetricDefinitions": [{"Name": "train:loss", "Regex": r"train_loss=([0-9.e-]+)"},
                                   {"Name": "validation:loss", "Regex": r"val_loss=([0-9.e-]+)"}]}
-    plane.create_training_job(request(
+    plane.create("training", request(
         "seed-002", images["seed002"], tmp_path, InputDataConfig=channels,
         AlgorithmSpecification=algo,
         HyperParameters={"learning-rate": "0.05", "epochs": "200"}))
@@ -125,7 +100,7 @@ def test_seed_002_style_numpy_with_hard_coded_paths(plane: ControlPlane, images:
 
 def test_failure_file_becomes_failure_reason(plane: ControlPlane, images: dict[str, str],
                                              tmp_path: Path) -> None:
-    plane.create_training_job(request("fails", images["behaviours"], tmp_path,
+    plane.create("training", request("fails", images["behaviours"], tmp_path,
                                       Environment={"MODE": "failure-file"}))
     record = plane.wait("training", "fails", timeout=60)
     assert record["TrainingJobStatus"] == "Failed"
@@ -135,7 +110,7 @@ def test_failure_file_becomes_failure_reason(plane: ControlPlane, images: dict[s
 
 def test_exit_code_without_failure_file(plane: ControlPlane, images: dict[str, str],
                                         tmp_path: Path) -> None:
-    plane.create_training_job(request("exit-3", images["behaviours"], tmp_path,
+    plane.create("training", request("exit-3", images["behaviours"], tmp_path,
                                       Environment={"MODE": "exit-3"}))
     record = plane.wait("training", "exit-3", timeout=60)
     assert record["TrainingJobStatus"] == "Failed"
@@ -145,7 +120,7 @@ def test_exit_code_without_failure_file(plane: ControlPlane, images: dict[str, s
 
 def test_toolkit_failure_keeps_user_exit_code_in_reason(
         plane: ControlPlane, images: dict[str, str], tmp_path: Path) -> None:
-    plane.create_training_job(request("tk-exit-3", images["toolkit-behaviours"], tmp_path,
+    plane.create("training", request("tk-exit-3", images["toolkit-behaviours"], tmp_path,
                                       Environment={"MODE": "exit-3"}))
     record = plane.wait("training", "tk-exit-3", timeout=60)
     assert record["TrainingJobStatus"] == "Failed"
@@ -156,7 +131,7 @@ def test_toolkit_failure_keeps_user_exit_code_in_reason(
 def test_oom_killed_container(plane: ControlPlane, images: dict[str, str],
                               tmp_path: Path) -> None:
     # ml.t3.medium = 4 GiB: the script asks for 10 GiB.
-    plane.create_training_job(request(
+    plane.create("training", request(
         "oom", images["behaviours"], tmp_path, Environment={"MODE": "oom"},
         ResourceConfig={"InstanceType": "ml.t3.medium", "InstanceCount": 1}))
     record = plane.wait("training", "oom", timeout=120)
@@ -166,12 +141,12 @@ def test_oom_killed_container(plane: ControlPlane, images: dict[str, str],
 
 def test_stop_reaches_script_through_toolkit_and_keeps_checkpoint(
         plane: ControlPlane, images: dict[str, str], tmp_path: Path) -> None:
-    plane.create_training_job(request("stop-ckpt", images["toolkit-behaviours"], tmp_path,
+    plane.create("training", request("stop-ckpt", images["toolkit-behaviours"], tmp_path,
                                       Environment={"MODE": "checkpoint-on-sigterm"}))
     wait_for_log(plane, "training", "stop-ckpt", "ready")
     started = time.monotonic()
-    plane.stop_training_job("stop-ckpt")
-    assert plane.describe_training_job("stop-ckpt")["TrainingJobStatus"] == "Stopping"
+    plane.stop("training", "stop-ckpt")
+    assert plane.describe("training", "stop-ckpt")["TrainingJobStatus"] == "Stopping"
     record = plane.wait("training", "stop-ckpt", timeout=60)
     assert time.monotonic() - started < 3  # well inside the grace period: it exited itself
     assert record["TrainingJobStatus"] == "Stopped"
@@ -185,11 +160,11 @@ def test_stop_reaches_script_through_toolkit_and_keeps_checkpoint(
 
 def test_stop_kills_script_that_ignores_sigterm(plane: ControlPlane, images: dict[str, str],
                                                 tmp_path: Path) -> None:
-    plane.create_training_job(request("stop-deaf", images["behaviours"], tmp_path,
+    plane.create("training", request("stop-deaf", images["behaviours"], tmp_path,
                                       Environment={"MODE": "ignore-sigterm"}))
     wait_for_log(plane, "training", "stop-deaf", "ready")
     started = time.monotonic()
-    plane.stop_training_job("stop-deaf")
+    plane.stop("training", "stop-deaf")
     record = plane.wait("training", "stop-deaf", timeout=60)
     elapsed = time.monotonic() - started
     assert record["TrainingJobStatus"] == "Stopped"
@@ -197,7 +172,7 @@ def test_stop_kills_script_that_ignores_sigterm(plane: ControlPlane, images: dic
 
 
 def test_max_runtime(plane: ControlPlane, images: dict[str, str], tmp_path: Path) -> None:
-    plane.create_training_job(request(
+    plane.create("training", request(
         "too-slow", images["behaviours"], tmp_path, Environment={"MODE": "sleep"},
         StoppingCondition={"MaxRuntimeInSeconds": 1}))
     record = plane.wait("training", "too-slow", timeout=60)
@@ -211,7 +186,7 @@ def test_metrics_from_live_logs(plane: ControlPlane, images: dict[str, str],
     algo = {"TrainingImage": images["behaviours"], "TrainingInputMode": "File",
             "MetricDefinitions": [{"Name": "loss", "Regex": r"loss=(\S+)"},
                                   {"Name": "accuracy", "Regex": r"accuracy=(\S+)"}]}
-    plane.create_training_job(request("metrics", images["behaviours"], tmp_path,
+    plane.create("training", request("metrics", images["behaviours"], tmp_path,
                                       AlgorithmSpecification=algo,
                                       Environment={"MODE": "metrics"}))
     record = plane.wait("training", "metrics", timeout=60)
@@ -223,7 +198,7 @@ def test_metrics_from_live_logs(plane: ControlPlane, images: dict[str, str],
 
 def test_two_instances_reach_each_other(plane: ControlPlane, images: dict[str, str],
                                         tmp_path: Path) -> None:
-    plane.create_training_job(request(
+    plane.create("training", request(
         "peers", images["behaviours"], tmp_path, Environment={"MODE": "peers"},
         ResourceConfig={"InstanceType": "local", "InstanceCount": 2}))
     record = plane.wait("training", "peers", timeout=120)
@@ -237,7 +212,7 @@ def test_two_instances_reach_each_other(plane: ControlPlane, images: dict[str, s
 
 
 def test_network_isolation(plane: ControlPlane, images: dict[str, str], tmp_path: Path) -> None:
-    plane.create_training_job(request("isolated", images["behaviours"], tmp_path,
+    plane.create("training", request("isolated", images["behaviours"], tmp_path,
                                       Environment={"MODE": "network"},
                                       EnableNetworkIsolation=True))
     plane.wait("training", "isolated", timeout=60)
@@ -249,7 +224,7 @@ def test_network_isolation(plane: ControlPlane, images: dict[str, str], tmp_path
 def test_network_isolation_with_peers(plane: ControlPlane, images: dict[str, str],
                                       tmp_path: Path, docker_client: Any) -> None:
     """Isolated hosts still reach each other (SageMaker's rule) on an internal network."""
-    plane.create_training_job(request(
+    plane.create("training", request(
         "isolated-peers", images["behaviours"], tmp_path, Environment={"MODE": "network"},
         EnableNetworkIsolation=True,
         ResourceConfig={"InstanceType": "local", "InstanceCount": 2}))
@@ -273,7 +248,7 @@ def test_processing_two_inputs_one_output(plane: ControlPlane, images: dict[str,
             path = tmp_path / name / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-    arn = plane.create_processing_job({
+    arn = plane.create("processing", {
         "ProcessingJobName": "proc",
         "RoleArn": "arn:aws:iam::000000000000:role/shipyard",
         "AppSpecification": {"ImageUri": images["processing"],
@@ -306,7 +281,7 @@ def test_s3_in_and_out(s3_plane: ControlPlane, s3_server: Any, s3_bucket: str,
     boto = s3_server.boto()
     for i in range(5):
         boto.put_object(Bucket=s3_bucket, Key=f"datasets/train/part-{i}.csv", Body=b"1,2\n")
-    s3_plane.create_training_job(request(
+    s3_plane.create("training", request(
         "s3-job", images["seed000"], tmp_path,
         InputDataConfig=[{"ChannelName": "training", "DataSource": {"S3DataSource": {
             "S3DataType": "S3Prefix", "S3Uri": f"s3://{s3_bucket}/datasets/train"}}}],
@@ -323,7 +298,7 @@ def test_s3_in_and_out(s3_plane: ControlPlane, s3_server: Any, s3_bucket: str,
 
 def test_missing_s3_data_fails_before_the_container_runs(
         s3_plane: ControlPlane, s3_bucket: str, images: dict[str, str], tmp_path: Path) -> None:
-    s3_plane.create_training_job(request(
+    s3_plane.create("training", request(
         "s3-missing", images["seed000"], tmp_path,
         InputDataConfig=[{"ChannelName": "training", "DataSource": {"S3DataSource": {
             "S3DataType": "S3Prefix", "S3Uri": f"s3://{s3_bucket}/nothing-here/"}}}]))
@@ -342,9 +317,9 @@ def test_control_plane_restart_while_job_runs(docker_client: Any, scope_labels: 
                              environ={})
     runtime = DockerRuntime(docker_client, labels=scope_labels)
     first = ControlPlane(settings, runtime, launch="process")
-    first.create_training_job(request("restart-running", images["behaviours"], tmp_path,
+    first.create("training", request("restart-running", images["behaviours"], tmp_path,
                                       Environment={"MODE": "sleep", "SLEEP": "4"}))
-    first.create_training_job(request("restart-exited", images["behaviours"], tmp_path,
+    first.create("training", request("restart-exited", images["behaviours"], tmp_path,
                                       Environment={"MODE": "sleep", "SLEEP": "1"}))
     for name in ("restart-running", "restart-exited"):
         wait_for_log(first, "training", name, "mode sleep")
@@ -403,7 +378,7 @@ def _sdk_hyperparameters(submit_uri: str) -> dict[str, str]:
 def test_submit_directory_tarball_from_file_uri(plane: ControlPlane, images: dict[str, str],
                                                 tmp_path: Path) -> None:
     archive = _sourcedir(tmp_path)
-    plane.create_training_job(request("sourcedir-file", images["toolkit"], tmp_path,
+    plane.create("training", request("sourcedir-file", images["toolkit"], tmp_path,
                                       HyperParameters=_sdk_hyperparameters(archive.as_uri())))
     record = plane.wait("training", "sourcedir-file", timeout=60)
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
@@ -416,7 +391,7 @@ def test_submit_directory_tarball_from_s3(s3_plane: ControlPlane, s3_server: Any
                                           tmp_path: Path) -> None:
     archive = _sourcedir(tmp_path)
     s3_server.boto().upload_file(str(archive), s3_bucket, "code/sourcedir.tar.gz")
-    s3_plane.create_training_job(request(
+    s3_plane.create("training", request(
         "sourcedir-s3", images["toolkit"], tmp_path,
         HyperParameters=_sdk_hyperparameters(f"s3://{s3_bucket}/code/sourcedir.tar.gz")))
     record = s3_plane.wait("training", "sourcedir-s3", timeout=60)
@@ -430,22 +405,21 @@ def test_submit_directory_tarball_from_s3(s3_plane: ControlPlane, s3_server: Any
 MARKER = "END-OF-LOG final_loss=0.125"
 
 
+def _python(code: str) -> list[str]:
+    """``python3 -c`` running ``code``, escaped onto one line: SageMaker's model allows no line
+    break in an entrypoint argument (pattern ``.*``)."""
+    return ["python3", "-c", f"exec({code!r})"]
+
+
 def _chatty(lines: int) -> list[str]:
     """A python3 command printing ``line <i>`` for every i, then the marker."""
-    code = (f"import sys\nw = sys.stdout.write\nfor i in range({lines}):\n    w(f'line {{i}}\\n')\n"
-            f"print({MARKER!r})\n")
-    return ["python3", "-c", code]
+    return _python(f"import sys\nw = sys.stdout.write\nfor i in range({lines}):\n"
+                   f"    w(f'line {{i}}\\n')\nprint({MARKER!r})\n")
 
 
 def _describe_until_ended(describe: Any, field: str, timeout: float = 120) -> dict[str, Any]:
     """DescribeXJob polled as a client does, returning the first answer with a final status."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = describe()
-        if record[field] in ("Completed", "Failed", "Stopped"):
-            return record  # type: ignore[no-any-return]
-        time.sleep(0.01)
-    raise AssertionError(f"no final status after {timeout} s")
+    return until_final(describe, field, timeout, poll=0.01)
 
 
 def test_training_completed_only_with_every_log_line_and_metric(
@@ -454,9 +428,9 @@ def test_training_completed_only_with_every_log_line_and_metric(
     algo = {"TrainingImage": base_image, "TrainingInputMode": "File",
             "ContainerEntrypoint": _chatty(lines),
             "MetricDefinitions": [{"Name": "loss", "Regex": r"final_loss=(\S+)"}]}
-    plane.create_training_job(request("chatty", base_image, tmp_path,
+    plane.create("training", request("chatty", base_image, tmp_path,
                                       AlgorithmSpecification=algo))
-    record = _describe_until_ended(lambda: plane.describe_training_job("chatty"),
+    record = _describe_until_ended(lambda: plane.describe("training", "chatty"),
                                    "TrainingJobStatus")
     # Read at once, as the SDK's logs=True does after its last DescribeTrainingJob.
     got = logs_of(plane, "training", "chatty")
@@ -471,7 +445,7 @@ def test_training_completed_only_with_every_log_line_and_metric(
 def test_processing_completed_only_with_every_log_line(plane: ControlPlane, base_image: str,
                                                        tmp_path: Path) -> None:
     lines = 50_000
-    plane.create_processing_job({
+    plane.create("processing", {
         "ProcessingJobName": "chatty-proc",
         "RoleArn": "arn:aws:iam::000000000000:role/shipyard",
         "AppSpecification": {"ImageUri": base_image, "ContainerEntrypoint": _chatty(lines)},
@@ -479,7 +453,7 @@ def test_processing_completed_only_with_every_log_line(plane: ControlPlane, base
                                                   "InstanceCount": 1, "VolumeSizeInGB": 5}},
         "StoppingCondition": {"MaxRuntimeInSeconds": 600},
     })
-    record = _describe_until_ended(lambda: plane.describe_processing_job("chatty-proc"),
+    record = _describe_until_ended(lambda: plane.describe("processing", "chatty-proc"),
                                    "ProcessingJobStatus")
     got = logs_of(plane, "processing", "chatty-proc")
     assert record["ProcessingJobStatus"] == "Completed", record.get("FailureReason")
@@ -500,8 +474,8 @@ def test_resumed_supervisor_completes_only_with_every_log_line(
             "        time.sleep(1)\n"
             f"print({MARKER!r})\n")
     algo = {"TrainingImage": base_image, "TrainingInputMode": "File",
-            "ContainerEntrypoint": ["python3", "-c", code]}
-    first.create_training_job(request("chatty-restart", base_image, tmp_path,
+            "ContainerEntrypoint": _python(code)}
+    first.create("training", request("chatty-restart", base_image, tmp_path,
                                       AlgorithmSpecification=algo))
     wait_for_log(first, "training", "chatty-restart", "line 1000")
     for proc in first.processes:
@@ -510,7 +484,7 @@ def test_resumed_supervisor_completes_only_with_every_log_line(
     first.close()
     second = ControlPlane(settings, runtime, launch="thread")
     try:
-        record = _describe_until_ended(lambda: second.describe_training_job("chatty-restart"),
+        record = _describe_until_ended(lambda: second.describe("training", "chatty-restart"),
                                        "TrainingJobStatus")
         got = logs_of(second, "training", "chatty-restart")
         assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")

@@ -16,54 +16,34 @@ from typing import Any
 
 import pytest
 
-from shipyard.control import ControlPlane, Settings
+from shipyard import kinds
+from shipyard.control import CHECKED_AT_DOOR, ControlPlane
 from shipyard.errors import (
     DataSourceError,
     ImageNotFound,
     ResourceInUse,
+    SerializationError,
     UnsafeArchiveError,
     ValidationError,
 )
 from shipyard.runtimes import ContainerSpec, FakeBehaviour, FakeRuntime
-
-IMAGE = "example/train:1"
-
-
-def training_request(name: str, tmp: Path, **extra: Any) -> dict[str, Any]:
-    data = tmp / "data"
-    data.mkdir(exist_ok=True)
-    (data / "part-0.csv").write_text("1,2\n")
-    request: dict[str, Any] = {
-        "TrainingJobName": name,
-        "RoleArn": "arn:aws:iam::000000000000:role/shipyard",
-        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
-        "InputDataConfig": [{"ChannelName": "training", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": data.as_uri()}}}],
-        "OutputDataConfig": {"S3OutputPath": (tmp / "out").as_uri()},
-        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1,
-                           "VolumeSizeInGB": 1},
-        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-    }
-    request.update(extra)
-    return request
-
-
-def make_plane(tmp: Path, handler: Any = None, **settings: Any) -> tuple[ControlPlane, FakeRuntime]:
-    runtime = FakeRuntime(handler, images=[IMAGE])
-    values = {"data_dir": str(tmp / "state"), "stop_grace_seconds": 0.3, **settings}
-    return ControlPlane(Settings.load(values, environ={}), runtime), runtime
+from tests.support.files import write_tar_gz
+from tests.support.jobs import FAKE_IMAGE as IMAGE
+from tests.support.jobs import training_request
+from tests.support.planes import fake_plane
+from tests.support.polling import until
 
 
 @pytest.fixture
 def plane(tmp_path: Path) -> Iterator[tuple[ControlPlane, FakeRuntime]]:
-    made = make_plane(tmp_path)
+    made = fake_plane(tmp_path)
     yield made
     made[0].close()
 
 
 def test_completed_job_has_sagemaker_record(tmp_path: Path) -> None:
-    plane, runtime = make_plane(tmp_path, lambda spec: FakeBehaviour(logs=("hello",)))
-    arn = plane.create_training_job(training_request("job-ok", tmp_path))["TrainingJobArn"]
+    plane, runtime = fake_plane(tmp_path, lambda spec: FakeBehaviour(logs=("hello",)))
+    arn = plane.create("training", training_request("job-ok", tmp_path))["TrainingJobArn"]
     assert arn == "arn:aws:sagemaker:us-east-1:000000000000:training-job/job-ok"
     record = plane.wait("training", "job-ok", timeout=10)
     assert record["TrainingJobStatus"] == "Completed"
@@ -91,16 +71,16 @@ def test_container_arguments_replace_train(tmp_path: Path, plane: Any) -> None:
     cp, runtime = plane
     algo = {"TrainingImage": IMAGE, "TrainingInputMode": "File",
             "ContainerEntrypoint": ["python3", "-m", "mine"], "ContainerArguments": ["--x"]}
-    cp.create_training_job(training_request("job-args", tmp_path, AlgorithmSpecification=algo))
+    cp.create("training", training_request("job-args", tmp_path, AlgorithmSpecification=algo))
     cp.wait("training", "job-args", timeout=10)
     assert runtime.started[0].entrypoint == ["python3", "-m", "mine"]
     assert runtime.started[0].command == ["--x"]
 
 
 def test_failure_reason_has_exit_code_and_log_tail(tmp_path: Path) -> None:
-    plane, _ = make_plane(tmp_path, lambda spec: FakeBehaviour(
+    plane, _ = fake_plane(tmp_path, lambda spec: FakeBehaviour(
         exit_code=3, logs=("step 1", "Traceback: boom")))
-    plane.create_training_job(training_request("job-bad", tmp_path))
+    plane.create("training", training_request("job-bad", tmp_path))
     record = plane.wait("training", "job-bad", timeout=10)
     assert record["TrainingJobStatus"] == "Failed"
     assert record["SecondaryStatus"] == "Failed"
@@ -112,18 +92,18 @@ def test_failure_reason_has_exit_code_and_log_tail(tmp_path: Path) -> None:
 
 
 def test_oom_gets_sagemaker_reason(tmp_path: Path) -> None:
-    plane, _ = make_plane(tmp_path, lambda spec: FakeBehaviour(exit_code=137, oom_killed=True))
-    plane.create_training_job(training_request("job-oom", tmp_path))
+    plane, _ = fake_plane(tmp_path, lambda spec: FakeBehaviour(exit_code=137, oom_killed=True))
+    plane.create("training", training_request("job-oom", tmp_path))
     record = plane.wait("training", "job-oom", timeout=10)
     assert record["FailureReason"].startswith("OutOfMemoryError")
 
 
 def test_stop_sends_sigterm_then_stopped(tmp_path: Path) -> None:
-    plane, runtime = make_plane(tmp_path, lambda spec: FakeBehaviour(duration=None))
-    plane.create_training_job(training_request("job-stop", tmp_path))
-    _wait_for(lambda: runtime.started)
-    plane.stop_training_job("job-stop")
-    assert plane.describe_training_job("job-stop")["TrainingJobStatus"] in {"Stopping",
+    plane, runtime = fake_plane(tmp_path, lambda spec: FakeBehaviour(duration=None))
+    plane.create("training", training_request("job-stop", tmp_path))
+    until("a container started", lambda: runtime.started, 5.0, poll=0.01)
+    plane.stop("training", "job-stop")
+    assert plane.describe("training", "job-stop")["TrainingJobStatus"] in {"Stopping",
                                                                             "Stopped"}
     record = plane.wait("training", "job-stop", timeout=10)
     assert record["TrainingJobStatus"] == "Stopped"
@@ -132,23 +112,23 @@ def test_stop_sends_sigterm_then_stopped(tmp_path: Path) -> None:
     # Stopped jobs still upload their model, as SageMaker does.
     assert (tmp_path / "out" / "job-stop" / "output" / "model.tar.gz").is_file()
     with pytest.raises(ValidationError, match="status Stopped"):
-        plane.stop_training_job("job-stop")
+        plane.stop("training", "job-stop")
 
 
 def test_stop_kills_after_grace_when_sigterm_ignored(tmp_path: Path) -> None:
-    plane, runtime = make_plane(tmp_path, lambda spec: FakeBehaviour(duration=None,
+    plane, runtime = fake_plane(tmp_path, lambda spec: FakeBehaviour(duration=None,
                                                                      on_sigterm=None))
-    plane.create_training_job(training_request("job-deaf", tmp_path))
-    _wait_for(lambda: runtime.started)
-    plane.stop_training_job("job-deaf")
+    plane.create("training", training_request("job-deaf", tmp_path))
+    until("a container started", lambda: runtime.started, 5.0, poll=0.01)
+    plane.stop("training", "job-deaf")
     record = plane.wait("training", "job-deaf", timeout=10)
     assert record["TrainingJobStatus"] == "Stopped"
     assert [s for _, s in runtime.signals][:2] == [signal.SIGTERM, signal.SIGKILL]
 
 
 def test_max_runtime_fails_job(tmp_path: Path) -> None:
-    plane, runtime = make_plane(tmp_path, lambda spec: FakeBehaviour(duration=None))
-    plane.create_training_job(training_request(
+    plane, runtime = fake_plane(tmp_path, lambda spec: FakeBehaviour(duration=None))
+    plane.create("training", training_request(
         "job-slow", tmp_path, StoppingCondition={"MaxRuntimeInSeconds": 1}))
     record = plane.wait("training", "job-slow", timeout=10)
     assert record["TrainingJobStatus"] == "Failed"
@@ -159,11 +139,11 @@ def test_max_runtime_fails_job(tmp_path: Path) -> None:
 
 def test_metrics_time_series_and_final_values(tmp_path: Path) -> None:
     lines = tuple(f"epoch={i} loss={1.0 / (i + 1):.4f} acc=0.{i}" for i in range(5))
-    plane, _ = make_plane(tmp_path, lambda spec: FakeBehaviour(logs=lines))
+    plane, _ = fake_plane(tmp_path, lambda spec: FakeBehaviour(logs=lines))
     algo = {"TrainingImage": IMAGE, "TrainingInputMode": "File", "MetricDefinitions": [
         {"Name": "train:loss", "Regex": r"loss=([0-9.]+)"},
         {"Name": "train:acc", "Regex": r"acc=([0-9.]+)"}]}
-    plane.create_training_job(training_request("job-metrics", tmp_path,
+    plane.create("training", training_request("job-metrics", tmp_path,
                                                AlgorithmSpecification=algo))
     record = plane.wait("training", "job-metrics", timeout=10)
     final = {m["MetricName"]: m["Value"] for m in record["FinalMetricDataList"]}
@@ -178,8 +158,8 @@ def test_one_failing_host_stops_the_others(tmp_path: Path) -> None:
             return FakeBehaviour(exit_code=2, logs=("host 2 broke",))
         return FakeBehaviour(duration=None)
 
-    plane, runtime = make_plane(tmp_path, handler)
-    plane.create_training_job(training_request(
+    plane, runtime = fake_plane(tmp_path, handler)
+    plane.create("training", training_request(
         "job-multi", tmp_path, ResourceConfig={"InstanceType": "local", "InstanceCount": 3}))
     record = plane.wait("training", "job-multi", timeout=10)
     assert record["TrainingJobStatus"] == "Failed"
@@ -194,8 +174,8 @@ def test_one_failing_host_stops_the_others(tmp_path: Path) -> None:
 @pytest.mark.parametrize("isolated", [False, True], ids=["open", "isolated"])
 def test_multi_host_network_is_internal_under_isolation(tmp_path: Path,
                                                         isolated: bool) -> None:
-    plane, runtime = make_plane(tmp_path)
-    plane.create_training_job(training_request(
+    plane, runtime = fake_plane(tmp_path)
+    plane.create("training", training_request(
         "job-net", tmp_path, EnableNetworkIsolation=isolated,
         ResourceConfig={"InstanceType": "local", "InstanceCount": 2}))
     plane.wait("training", "job-net", timeout=10)
@@ -208,17 +188,24 @@ def test_multi_host_network_is_internal_under_isolation(tmp_path: Path,
     [
         ({"TrainingJobName": "bad_name"}, ValidationError, "regular expression"),
         ({"TrainingJobName": "x" * 64}, ValidationError, "regular expression"),
-        ({"HyperParameters": {"lr": 0.1}}, ValidationError, "strings to strings"),
-        ({"HyperParameters": "lr=0.1"}, ValidationError, "map of string"),
+        ({"HyperParameters": {"lr": 0.1}}, SerializationError,
+         "^NUMBER_VALUE can not be converted to a String$"),
+        ({"HyperParameters": "lr=0.1"}, SerializationError, "^Expected map or null$"),
         ({"RoleArn": None}, ValidationError, "roleArn"),
         ({"ResourceConfig": {"InstanceType": "ml.huge", "InstanceCount": 1}},
          ValidationError, "instanceType"),
         ({"ResourceConfig": {"InstanceType": "local", "InstanceCount": 0}},
          ValidationError, "instanceCount"),
-        ({"AlgorithmSpecification": {"TrainingImage": "missing/image:1"}},
+        ({"AlgorithmSpecification": {"TrainingImage": "missing/image:1",
+                                     "TrainingInputMode": "File"}},
          ImageNotFound, "missing/image"),
-        ({"AlgorithmSpecification": {"TrainingImage": IMAGE, "MetricDefinitions": [
-            {"Name": "m", "Regex": "("}]}}, ValidationError, "invalid Regex"),
+        ({"AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File",
+                                     "MetricDefinitions": [{"Name": "m", "Regex": "("}]}},
+         ValidationError, "invalid Regex"),
+        ({"AlgorithmSpecification": {"TrainingImage": IMAGE}}, ValidationError,
+         "Value null at 'algorithmSpecification.trainingInputMode'"),
+        ({"AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "Pipe"}},
+         ValidationError, "Pipe input mode is not supported"),
         ({"InputDataConfig": [{"ChannelName": "training", "DataSource": {"S3DataSource": {
             "S3DataType": "S3Prefix", "S3Uri": f"{tempfile.gettempdir()}/shipyard-nonexistent/data"}}}]},
          DataSourceError, "no such file"),
@@ -227,12 +214,16 @@ def test_multi_host_network_is_internal_under_isolation(tmp_path: Path,
         ({"InputDataConfig": [{"ChannelName": "t", "DataSource": {}}]},
          ValidationError, "S3DataSource"),
         ({"Environment": {"1BAD": "x"}}, ValidationError, "pattern"),
-        ({"OutputDataConfig": {"S3OutputPath": "ftp://x"}}, ValidationError, "s3://"),
+        ({"OutputDataConfig": {"S3OutputPath": "ftp://x"}}, ValidationError,
+         r"at 'outputDataConfig.s3OutputPath' .*regular expression pattern"),
+        ({"OutputDataConfig": {"S3OutputPath": "https://host/x"}}, ValidationError,
+         "must be an s3:// or file:// URI"),
         ({"StoppingCondition": {"MaxRuntimeInSeconds": 0}}, ValidationError, "maxRuntime"),
     ],
     ids=["underscore", "too-long", "hp-not-string", "hp-not-map", "no-role", "bad-instance",
-         "zero-instances", "missing-image", "bad-regex", "missing-data", "bad-channel",
-         "no-source", "bad-env-key", "bad-output", "zero-runtime"],
+         "zero-instances", "missing-image", "bad-regex", "no-input-mode", "pipe-mode",
+         "missing-data", "bad-channel", "no-source", "bad-env-key", "bad-output", "https-output",
+         "zero-runtime"],
 )
 def test_bad_input_is_rejected_before_anything_runs(
     tmp_path: Path, plane: Any, change: dict[str, Any], error: type[Exception], match: str
@@ -241,55 +232,64 @@ def test_bad_input_is_rejected_before_anything_runs(
     request = training_request("job-x", tmp_path)
     request.update(change)
     with pytest.raises(error, match=match):
-        cp.create_training_job(request)
+        cp.create("training", request)
     assert runtime.started == []
-    assert cp.list_jobs("training") == []
+    assert cp.list_resources("training") == []
+
+
+@pytest.mark.parametrize("operation", sorted(CHECKED_AT_DOOR))
+def test_the_door_checks_what_the_api_leaves_to_it(plane: Any, operation: str) -> None:
+    # The API does not check these requests against botocore's model: the plane must.
+    cp, runtime = plane
+    creates = {f"Create{kind.resource}": kind.key for kind in kinds.ALL}
+    request = {"Unknown": 1, "Tags": [{"Key": "k", "Value": "v"}]}
+    with pytest.raises(ValidationError, match=r"^[0-9] validation errors? detected: Value null "
+                       r"at '[a-zA-Z]+' failed to satisfy constraint: Member must not be null"):
+        if operation in creates:
+            cp.create(creates[operation], request)
+        else:
+            cp.update_endpoint(request)
+    assert runtime.started == []
 
 
 def test_unsafe_submit_directory_tarball_is_rejected(tmp_path: Path, plane: Any) -> None:
-    import io
-
     cp, runtime = plane
-    archive = tmp_path / "sourcedir.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        info = tarfile.TarInfo("../../etc/evil.py")
-        info.size = 4
-        tar.addfile(info, io.BytesIO(b"x=1\n"))
+    archive = write_tar_gz(tmp_path / "sourcedir.tar.gz", {"../../etc/evil.py": b"x=1\n"})
     request = training_request("job-tar", tmp_path, HyperParameters={
         "sagemaker_submit_directory": archive.as_uri(), "sagemaker_program": "evil.py"})
     with pytest.raises(UnsafeArchiveError, match="escapes"):
-        cp.create_training_job(request)
-    assert runtime.started == [] and cp.list_jobs("training") == []
+        cp.create("training", request)
+    assert runtime.started == [] and cp.list_resources("training") == []
 
 
 def test_duplicate_name_is_resource_in_use(tmp_path: Path, plane: Any) -> None:
     cp, _ = plane
-    cp.create_training_job(training_request("job-dup", tmp_path))
+    cp.create("training", training_request("job-dup", tmp_path))
     with pytest.raises(ResourceInUse, match="already exists"):
-        cp.create_training_job(training_request("job-dup", tmp_path))
+        cp.create("training", training_request("job-dup", tmp_path))
 
 
 def test_unknown_job_gets_sagemaker_not_found(plane: Any) -> None:
     cp, _ = plane
     with pytest.raises(ValidationError, match="^Requested resource not found.$"):
-        cp.describe_training_job("nope")
+        cp.describe("training", "nope")
     with pytest.raises(ValidationError, match="^Requested resource not found.$"):
-        cp.stop_training_job("nope")
+        cp.stop("training", "nope")
 
 
 def test_list_filters_and_sorting(tmp_path: Path, plane: Any) -> None:
     cp, _ = plane
     for name in ("b-job", "a-job", "c-other"):
-        cp.create_training_job(training_request(name, tmp_path))
+        cp.create("training", training_request(name, tmp_path))
         cp.wait("training", name, timeout=10)
-    newest_first = [r["TrainingJobName"] for r in cp.list_jobs("training")]
+    newest_first = [r["TrainingJobName"] for r in cp.list_resources("training")]
     assert newest_first == ["c-other", "a-job", "b-job"]
-    by_name = cp.list_jobs("training", sort_by="Name", descending=False)
+    by_name = cp.list_resources("training", sort_by="Name", descending=False)
     assert [r["TrainingJobName"] for r in by_name] == ["a-job", "b-job", "c-other"]
-    assert [r["TrainingJobName"] for r in cp.list_jobs("training", name_contains="job")] == [
+    assert [r["TrainingJobName"] for r in cp.list_resources("training", name_contains="job")] == [
         "a-job", "b-job"]
-    assert len(cp.list_jobs("training", statuses=("Completed",))) == 3
-    assert cp.list_jobs("training", statuses=("Failed",)) == []
+    assert len(cp.list_resources("training", statuses=("Completed",))) == 3
+    assert cp.list_resources("training", statuses=("Failed",)) == []
 
 
 def processing_request(name: str, tmp: Path, **extra: Any) -> dict[str, Any]:
@@ -321,7 +321,7 @@ def processing_request(name: str, tmp: Path, **extra: Any) -> dict[str, Any]:
 
 def test_processing_layout(tmp_path: Path, plane: Any) -> None:
     cp, runtime = plane
-    arn = cp.create_processing_job(processing_request("proc-1", tmp_path))["ProcessingJobArn"]
+    arn = cp.create("processing", processing_request("proc-1", tmp_path))["ProcessingJobArn"]
     assert arn.endswith(":processing-job/proc-1")
     record = cp.wait("processing", "proc-1", timeout=10)
     assert record["ProcessingJobStatus"] == "Completed"
@@ -346,15 +346,5 @@ def test_processing_local_paths_checked(tmp_path: Path, plane: Any, path: str,
     request = processing_request("proc-bad", tmp_path)
     request["ProcessingInputs"][0]["S3Input"]["LocalPath"] = path
     with pytest.raises(ValidationError, match=match):
-        cp.create_processing_job(request)
+        cp.create("processing", request)
     assert runtime.started == []
-
-
-def _wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import tarfile
 import time
 from pathlib import Path
 
-from shipyard.control import ControlPlane, Settings
+from shipyard.control import ControlPlane
 from shipyard.runtimes import ProcessRuntime
+from shipyard.settings import Settings
+from tests.support.files import tar_files, write_tar_gz
 
 HARD_CODED = '''import json, os
 rows = sorted(os.listdir("/opt/ml/input/data/training"))
@@ -65,10 +66,7 @@ def _request(name: str, project: Path, tmp: Path, **extra: object) -> dict[str, 
 
 
 def _model(tmp: Path, name: str, member: str) -> bytes:
-    with tarfile.open(tmp / "out" / name / "output" / "model.tar.gz") as tar:
-        extracted = tar.extractfile(member)
-        assert extracted is not None
-        return extracted.read()
+    return tar_files(tmp / "out" / name / "output" / "model.tar.gz")[member]
 
 
 def test_project_folder_with_toolkit_style_script(tmp_path: Path) -> None:
@@ -76,7 +74,7 @@ def test_project_folder_with_toolkit_style_script(tmp_path: Path) -> None:
     project.mkdir()
     (project / "train.py").write_text(TOOLKIT_STYLE)
     plane = _plane(tmp_path)
-    plane.create_training_job(_request("proc-rt", project, tmp_path))
+    plane.create("training", _request("proc-rt", project, tmp_path))
     record = plane.wait("training", "proc-rt", timeout=60)
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
     assert json.loads(_model(tmp_path, "proc-rt", "model.json")) == {
@@ -89,7 +87,7 @@ def test_script_with_hard_coded_opt_ml_paths(tmp_path: Path) -> None:
     (project / "train.py").write_text(HARD_CODED)
     plane = _plane(tmp_path)
     assert plane.ctx.runtime.private_mount_namespace  # type: ignore[attr-defined]
-    plane.create_training_job(_request("proc-hard", project, tmp_path))
+    plane.create("training", _request("proc-hard", project, tmp_path))
     record = plane.wait("training", "proc-hard", timeout=60)
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
     assert json.loads(_model(tmp_path, "proc-hard", "model.json")) == {
@@ -101,14 +99,14 @@ def test_stop_on_process_runtime(tmp_path: Path) -> None:
     project.mkdir()
     (project / "train.py").write_text(TOOLKIT_STYLE)
     plane = _plane(tmp_path)
-    plane.create_training_job(_request("proc-stop", project, tmp_path,
+    plane.create("training", _request("proc-stop", project, tmp_path,
                                        HyperParameters={"mode": "wait-for-stop"}))
     deadline = time.monotonic() + 30
     while not any(e.message == "ready" for e in plane.follow_logs("training", "proc-stop",
                                                                    follow=False)):
         assert time.monotonic() < deadline, "the job never became ready"
         time.sleep(0.05)
-    plane.stop_training_job("proc-stop")
+    plane.stop("training", "proc-stop")
     record = plane.wait("training", "proc-stop", timeout=30)
     assert record["TrainingJobStatus"] == "Stopped"
     assert _model(tmp_path, "proc-stop", "stopped") == b"SIGTERM"
@@ -123,7 +121,7 @@ def test_multi_host_needs_an_engine(tmp_path: Path) -> None:
     project.mkdir()
     plane = _plane(tmp_path)
     with pytest.raises(ValidationError, match="container engine"):
-        plane.create_training_job(_request(
+        plane.create("training", _request(
             "proc-multi", project, tmp_path,
             ResourceConfig={"InstanceType": "local", "InstanceCount": 2}))
 
@@ -131,9 +129,8 @@ def test_multi_host_needs_an_engine(tmp_path: Path) -> None:
 def test_endpoint_on_the_process_runtime(tmp_path: Path) -> None:
     """`serve` from a project folder, no engine: the port is moved with SAGEMAKER_BIND_TO_PORT."""
     import asyncio
-    import io
 
-    from shipyard.control.invocation import InvokeRequest
+    from shipyard.control.endpoints.invocation import InvokeRequest
 
     project = tmp_path / "project"
     project.mkdir()
@@ -142,28 +139,24 @@ def test_endpoint_on_the_process_runtime(tmp_path: Path) -> None:
         "    return open(model_dir + '/w.txt').read()\n"
         "def predict_fn(data, model):\n"
         "    return {'w': model, 'n': len(data)}\n")
-    archive = tmp_path / "model.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        info = tarfile.TarInfo("w.txt")
-        info.size = 2
-        tar.addfile(info, io.BytesIO(b"w9"))
+    archive = write_tar_gz(tmp_path / "model.tar.gz", {"w.txt": b"w9"})
     plane = _plane(tmp_path)
     loop = asyncio.new_event_loop()
     try:
-        plane.create_model({"ModelName": "pm", "PrimaryContainer": {
+        plane.create("model", {"ModelName": "pm", "PrimaryContainer": {
             "Image": str(project), "ModelDataUrl": str(archive),
             "Environment": {"SAGEMAKER_PROGRAM": "inference.py",
                             "SAGEMAKER_MODEL_SERVER_WORKERS": "1"}}})
-        plane.create_endpoint_config({"EndpointConfigName": "pc", "ProductionVariants": [
+        plane.create("endpoint-config", {"EndpointConfigName": "pc", "ProductionVariants": [
             {"VariantName": "AllTraffic", "ModelName": "pm", "InitialInstanceCount": 2}]})
-        plane.create_endpoint({"EndpointName": "pe", "EndpointConfigName": "pc"})
+        plane.create("endpoint", {"EndpointName": "pe", "EndpointConfigName": "pc"})
         record = plane.wait_endpoint("pe", timeout=60)
         assert record["EndpointStatus"] == "InService", record.get("FailureReason")
         for _ in range(4):
             result = loop.run_until_complete(plane.invoke(InvokeRequest(
                 endpoint="pe", body=b"[1, 2, 3]", content_type="application/json")))
             assert json.loads(result.body) == {"w": "w9", "n": 3}
-        plane.delete_endpoint("pe")
+        plane.delete("endpoint", "pe")
         deadline = time.monotonic() + 60
         while plane.ctx.store.list_jobs("endpoint") and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -7,10 +7,7 @@ toolkit) whose behaviour the request body picks (``fail``, ``crash``, ``hang``, 
 
 from __future__ import annotations
 
-import asyncio
-import io
 import json
-import tarfile
 import threading
 import time
 from collections import Counter
@@ -20,83 +17,27 @@ from typing import Any
 
 import pytest
 
-from shipyard.control import ControlPlane, Settings
-from shipyard.control.invocation import InvokeRequest
+from shipyard.contract.labels import JOB_NAME_LABEL
+from shipyard.control import ControlPlane
+from shipyard.control.endpoints.invocation import InvokeRequest
 from shipyard.errors import InvokeValidationError, ModelError, ValidationError
-from shipyard.runtimes import DockerRuntime
-from shipyard.runtimes.base import JOB_NAME_LABEL, ContainerSpec
+from shipyard.runtimes.base import ContainerSpec
+from tests.support.files import model_tarball
+from tests.support.planes import Invoker, deploy, docker_plane, remove_endpoints
 
 pytestmark = pytest.mark.docker
 
-ROLE = "arn:aws:iam::000000000000:role/shipyard"
 WAIT_S = 60
-
-
-def make_plane(tmp_path: Path, docker_client: Any, scope_labels: dict[str, str],
-               **settings: Any) -> ControlPlane:
-    runtime = DockerRuntime(docker_client, labels=scope_labels)
-    return ControlPlane(Settings.load({"data_dir": str(tmp_path / "state"), **settings},
-                                      environ={}), runtime)
 
 
 @pytest.fixture
 def plane(tmp_path: Path, docker_client: Any, scope_labels: dict[str, str]
           ) -> Iterator[ControlPlane]:
-    cp = make_plane(tmp_path, docker_client, scope_labels, endpoint_startup_timeout_seconds=30,
-                    invoke_timeout_seconds=3)
+    cp = docker_plane(tmp_path, docker_client, scope_labels,
+                      endpoint_startup_timeout_seconds=30, invoke_timeout_seconds=3)
     yield cp
-    for row in cp.ctx.store.list_jobs("endpoint"):
-        cp.delete_endpoint(row.name)
-    deadline = time.monotonic() + WAIT_S
-    while cp.ctx.store.list_jobs("endpoint") and time.monotonic() < deadline:
-        time.sleep(0.1)
+    remove_endpoints(cp, WAIT_S)
     cp.close()
-
-
-def model_tarball(tmp: Path, name: str, files: dict[str, str]) -> Path:
-    path = tmp / f"{name}.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for member, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-def deploy(plane: ControlPlane, name: str, image: str, model_url: str | None, *,
-           count: int = 1, env: dict[str, str] | None = None,
-           variants: list[dict[str, Any]] | None = None, wait: bool = True) -> dict[str, Any]:
-    container: dict[str, Any] = {"Image": image, "Environment": env or {}}
-    if model_url:
-        container["ModelDataUrl"] = model_url
-    plane.create_model({"ModelName": f"{name}-model", "ExecutionRoleArn": ROLE,
-                        "PrimaryContainer": container})
-    plane.create_endpoint_config({
-        "EndpointConfigName": f"{name}-config",
-        "ProductionVariants": variants or [{
-            "VariantName": "AllTraffic", "ModelName": f"{name}-model",
-            "InitialInstanceCount": count, "InstanceType": "local"}]})
-    plane.create_endpoint({"EndpointName": name, "EndpointConfigName": f"{name}-config"})
-    return plane.wait_endpoint(name, timeout=WAIT_S) if wait else {}
-
-
-class Invoker:
-    """Invocations from one event loop, as the API server makes them."""
-
-    def __init__(self, plane: ControlPlane) -> None:
-        self.plane = plane
-        self.loop = asyncio.new_event_loop()
-
-    def __call__(self, endpoint: str, body: bytes, **headers: Any) -> Any:
-        return self.loop.run_until_complete(
-            self.plane.invoke(InvokeRequest(endpoint=endpoint, body=body, **headers)))
-
-    def json(self, endpoint: str, body: bytes = b"{}", **headers: Any) -> dict[str, Any]:
-        return dict(json.loads(self(endpoint, body, **headers).body))
-
-    def close(self) -> None:
-        self.loop.close()
 
 
 @pytest.fixture
@@ -160,7 +101,7 @@ def test_toolkit_endpoint_with_inference_code_in_the_tarball(
 def test_container_that_never_passes_ping_fails_the_endpoint(
         tmp_path: Path, docker_client: Any, scope_labels: dict[str, str],
         images: dict[str, str]) -> None:
-    plane = make_plane(tmp_path, docker_client, scope_labels,
+    plane = docker_plane(tmp_path, docker_client, scope_labels,
                        endpoint_startup_timeout_seconds=2)
     try:
         record = deploy(plane, "ep-never", images["plain-serve"], None,
@@ -171,12 +112,12 @@ def test_container_that_never_passes_ping_fails_the_endpoint(
         with pytest.raises(ValidationError, match="in status Failed"):
             plane.update_endpoint({"EndpointName": "ep-never",
                                    "EndpointConfigName": "ep-never-config"})
-        plane.delete_endpoint("ep-never")
+        plane.delete("endpoint", "ep-never")
         deadline = time.monotonic() + WAIT_S
         while plane.ctx.store.list_jobs("endpoint") and time.monotonic() < deadline:
             time.sleep(0.1)
         with pytest.raises(ValidationError, match="Could not find endpoint"):
-            plane.describe_endpoint("ep-never")
+            plane.describe("endpoint", "ep-never")
     finally:
         plane.close()
 
@@ -231,7 +172,7 @@ def test_container_errors_crashes_and_hangs(plane: ControlPlane, invoke: Invoker
         except Exception:
             assert time.monotonic() < deadline, "the crashed instance was never replaced"
             time.sleep(0.2)
-    assert plane.describe_endpoint("ep-err")["ProductionVariants"][0][
+    assert plane.describe("endpoint", "ep-err")["ProductionVariants"][0][
         "CurrentInstanceCount"] == 1
 
 
@@ -333,14 +274,14 @@ def test_a_request_that_reached_the_model_is_never_sent_twice(
 def test_response_over_the_limit_is_a_model_error(
         tmp_path: Path, docker_client: Any, scope_labels: dict[str, str],
         images: dict[str, str]) -> None:
-    plane = make_plane(tmp_path, docker_client, scope_labels, invoke_max_payload_bytes=1000)
+    plane = docker_plane(tmp_path, docker_client, scope_labels, invoke_max_payload_bytes=1000)
     invoker = Invoker(plane)
     try:
         deploy(plane, "ep-big", images["plain-serve"], None)
         assert len(invoker("ep-big", b"big:1000").body) == 1000
         with pytest.raises(ModelError, match="over the 1000 byte limit"):
             invoker("ep-big", b"big:1001")
-        plane.delete_endpoint("ep-big")
+        plane.delete("endpoint", "ep-big")
         deadline = time.monotonic() + WAIT_S
         while plane.ctx.store.list_jobs("endpoint") and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -352,12 +293,12 @@ def test_response_over_the_limit_is_a_model_error(
 def test_weighted_variants_and_target_variant(plane: ControlPlane, invoke: Invoker,
                                               images: dict[str, str]) -> None:
     for tag in ("a", "b"):
-        plane.create_model({"ModelName": f"wv-{tag}", "PrimaryContainer": {
+        plane.create("model", {"ModelName": f"wv-{tag}", "PrimaryContainer": {
             "Image": images["plain-serve"], "Environment": {"VARIANT_TAG": tag}}})
-    plane.create_endpoint_config({"EndpointConfigName": "wv-config", "ProductionVariants": [
+    plane.create("endpoint-config", {"EndpointConfigName": "wv-config", "ProductionVariants": [
         {"VariantName": "A", "ModelName": "wv-a", "InitialVariantWeight": 1},
         {"VariantName": "B", "ModelName": "wv-b", "InitialVariantWeight": 3}]})
-    plane.create_endpoint({"EndpointName": "ep-wv", "EndpointConfigName": "wv-config"})
+    plane.create("endpoint", {"EndpointName": "ep-wv", "EndpointConfigName": "wv-config"})
     assert plane.wait_endpoint("ep-wv", timeout=WAIT_S)["EndpointStatus"] == "InService"
     seen = Counter(invoke("ep-wv", b"x").variant for _ in range(400))
     assert 0.15 < seen["A"] / 400 < 0.35, seen  # 1:3 -> 25 %
@@ -372,9 +313,9 @@ def test_update_endpoint_blue_green_under_load(plane: ControlPlane, images: dict
     v2 = model_tarball(tmp_path, "v2", {"model.txt": "v2"}).as_uri()
     deploy(plane, "ep-bg", images["plain-serve"], v1, count=2)
     old = set(containers_of(plane, "ep-bg"))
-    plane.create_model({"ModelName": "ep-bg-model-2", "PrimaryContainer": {
+    plane.create("model", {"ModelName": "ep-bg-model-2", "PrimaryContainer": {
         "Image": images["plain-serve"], "ModelDataUrl": v2}})
-    plane.create_endpoint_config({"EndpointConfigName": "ep-bg-config-2", "ProductionVariants": [
+    plane.create("endpoint-config", {"EndpointConfigName": "ep-bg-config-2", "ProductionVariants": [
         {"VariantName": "AllTraffic", "ModelName": "ep-bg-model-2",
          "InitialInstanceCount": 2}]})
 
@@ -399,7 +340,7 @@ def test_update_endpoint_blue_green_under_load(plane: ControlPlane, images: dict
     try:
         time.sleep(0.3)
         plane.update_endpoint({"EndpointName": "ep-bg", "EndpointConfigName": "ep-bg-config-2"})
-        assert plane.describe_endpoint("ep-bg")["EndpointStatus"] == "Updating"
+        assert plane.describe("endpoint", "ep-bg")["EndpointStatus"] == "Updating"
         record = plane.wait_endpoint("ep-bg", timeout=WAIT_S)
         deadline = time.monotonic() + WAIT_S
         while old & set(containers_of(plane, "ep-bg")) and time.monotonic() < deadline:
@@ -420,13 +361,13 @@ def test_update_endpoint_blue_green_under_load(plane: ControlPlane, images: dict
 def test_failed_update_keeps_the_old_fleet(
         tmp_path: Path, docker_client: Any, scope_labels: dict[str, str],
         images: dict[str, str]) -> None:
-    plane = make_plane(tmp_path, docker_client, scope_labels)
+    plane = docker_plane(tmp_path, docker_client, scope_labels)
     invoker = Invoker(plane)
     try:
         deploy(plane, "ep-rb", images["plain-serve"], None)
-        plane.create_model({"ModelName": "rb-broken", "PrimaryContainer": {
+        plane.create("model", {"ModelName": "rb-broken", "PrimaryContainer": {
             "Image": images["plain-serve"], "Environment": {"MODE": "exit"}}})
-        plane.create_endpoint_config({"EndpointConfigName": "rb-broken", "ProductionVariants": [
+        plane.create("endpoint-config", {"EndpointConfigName": "rb-broken", "ProductionVariants": [
             {"VariantName": "AllTraffic", "ModelName": "rb-broken"}]})
         plane.update_endpoint({"EndpointName": "ep-rb", "EndpointConfigName": "rb-broken"})
         record = plane.wait_endpoint("ep-rb", timeout=WAIT_S)
@@ -435,7 +376,7 @@ def test_failed_update_keeps_the_old_fleet(
         assert "exit code 2" in record["FailureReason"]
         assert invoker.json("ep-rb", b"ok")["body"] == "ok"
         assert len(containers_of(plane, "ep-rb")) == 1
-        plane.delete_endpoint("ep-rb")
+        plane.delete("endpoint", "ep-rb")
         deadline = time.monotonic() + WAIT_S
         while plane.ctx.store.list_jobs("endpoint") and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -448,7 +389,7 @@ def test_failed_update_keeps_the_old_fleet(
 def test_endpoints_survive_a_control_plane_restart(
         tmp_path: Path, docker_client: Any, scope_labels: dict[str, str],
         images: dict[str, str]) -> None:
-    first = make_plane(tmp_path, docker_client, scope_labels)
+    first = docker_plane(tmp_path, docker_client, scope_labels)
     deploy(first, "ep-keep", images["plain-serve"], None, count=2)
     before = sorted(containers_of(first, "ep-keep"))
     first.close()
@@ -460,7 +401,7 @@ def test_endpoints_survive_a_control_plane_restart(
         name=stray, image=images["plain-serve"], command=["serve"],
         labels={"org.shipyard.job-kind": "endpoint", JOB_NAME_LABEL: "ep-keep",
                 "org.shipyard.job-uid": "old"}))
-    second = make_plane(tmp_path, docker_client, scope_labels)
+    second = docker_plane(tmp_path, docker_client, scope_labels)
     invoker = Invoker(second)
     try:
         runner = second.ctx.store.get_job("endpoint", "ep-keep").runner
@@ -468,7 +409,7 @@ def test_endpoints_survive_a_control_plane_restart(
         assert runner["reconciled"]["restarted"] == 1
         assert invoker.json("ep-keep", b"after restart")["body"] == "after restart"
         deadline = time.monotonic() + WAIT_S
-        while second.describe_endpoint("ep-keep")["ProductionVariants"][0][
+        while second.describe("endpoint", "ep-keep")["ProductionVariants"][0][
                 "CurrentInstanceCount"] < 2:
             assert time.monotonic() < deadline
             time.sleep(0.1)
@@ -477,7 +418,7 @@ def test_endpoints_survive_a_control_plane_restart(
             time.sleep(0.1)
         after = containers_of(second, "ep-keep")
         assert before[1] in after and before[0] not in after and len(after) == 2
-        second.delete_endpoint("ep-keep")
+        second.delete("endpoint", "ep-keep")
         while second.ctx.store.list_jobs("endpoint") and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
@@ -488,17 +429,17 @@ def test_endpoints_survive_a_control_plane_restart(
 def test_model_and_config_errors(plane: ControlPlane, images: dict[str, str]) -> None:
     with pytest.raises(ValidationError, match='Could not find model "arn:aws:sagemaker:'
                        'us-east-1:000000000000:model/nope"'):
-        plane.describe_model("nope")
+        plane.describe("model", "nope")
     with pytest.raises(ValidationError, match="Could not find model"):
-        plane.create_endpoint_config({"EndpointConfigName": "c1", "ProductionVariants": [
+        plane.create("endpoint-config", {"EndpointConfigName": "c1", "ProductionVariants": [
             {"VariantName": "AllTraffic", "ModelName": "nope"}]})
-    plane.create_model({"ModelName": "dup", "PrimaryContainer": {"Image": images["toolkit"]}})
+    plane.create("model", {"ModelName": "dup", "PrimaryContainer": {"Image": images["toolkit"]}})
     with pytest.raises(ValidationError, match="Cannot create already existing model"):
-        plane.create_model({"ModelName": "dup", "PrimaryContainer": {"Image": "x"}})
+        plane.create("model", {"ModelName": "dup", "PrimaryContainer": {"Image": "x"}})
     with pytest.raises(ValidationError, match="Could not find endpoint configuration"):
-        plane.create_endpoint({"EndpointName": "e1", "EndpointConfigName": "missing"})
+        plane.create("endpoint", {"EndpointName": "e1", "EndpointConfigName": "missing"})
     with pytest.raises(ValidationError, match="repeated"):
-        plane.create_endpoint_config({"EndpointConfigName": "c2", "ProductionVariants": [
+        plane.create("endpoint-config", {"EndpointConfigName": "c2", "ProductionVariants": [
             {"VariantName": "A", "ModelName": "dup"}, {"VariantName": "A", "ModelName": "dup"}]})
     invoker = Invoker(plane)
     try:
@@ -518,11 +459,11 @@ def test_multi_model_endpoint_loads_target_models_on_demand(
                 "def predict_fn(data, model):\n    return {'model': model, 'data': data}\n")
         tarball = model_tarball(tmp_path, name, {"code/inference.py": code})
         tarball.rename(models_dir / f"{name}.tar.gz")
-    plane.create_model({"ModelName": "mme", "PrimaryContainer": {
+    plane.create("model", {"ModelName": "mme", "PrimaryContainer": {
         "Image": images["toolkit"], "Mode": "MultiModel", "ModelDataUrl": models_dir.as_uri()}})
-    plane.create_endpoint_config({"EndpointConfigName": "mme", "ProductionVariants": [
+    plane.create("endpoint-config", {"EndpointConfigName": "mme", "ProductionVariants": [
         {"VariantName": "AllTraffic", "ModelName": "mme"}]})
-    plane.create_endpoint({"EndpointName": "ep-mme", "EndpointConfigName": "mme"})
+    plane.create("endpoint", {"EndpointName": "ep-mme", "EndpointConfigName": "mme"})
     record = plane.wait_endpoint("ep-mme", timeout=WAIT_S)
     assert record["EndpointStatus"] == "InService", record.get("FailureReason")
     for name in ("m1", "m2", "m1"):
@@ -541,8 +482,8 @@ def test_delete_while_creating_leaves_nothing(plane: ControlPlane,
                                               images: dict[str, str]) -> None:
     deploy(plane, "ep-gone", images["plain-serve"], None, env={"MODE": "never-ready"},
            count=2, wait=False)
-    assert plane.describe_endpoint("ep-gone")["EndpointStatus"] == "Creating"
-    plane.delete_endpoint("ep-gone")
+    assert plane.describe("endpoint", "ep-gone")["EndpointStatus"] == "Creating"
+    plane.delete("endpoint", "ep-gone")
     deadline = time.monotonic() + WAIT_S
     while plane.ctx.store.list_jobs("endpoint") or containers_of(plane, "ep-gone"):
         assert time.monotonic() < deadline, "the endpoint or its containers outlived delete"
@@ -550,4 +491,4 @@ def test_delete_while_creating_leaves_nothing(plane: ControlPlane,
     time.sleep(1)  # nothing comes back: no late deployment, no replacement
     assert containers_of(plane, "ep-gone") == []
     with pytest.raises(ValidationError, match="Could not find endpoint"):
-        plane.describe_endpoint("ep-gone")
+        plane.describe("endpoint", "ep-gone")

@@ -13,7 +13,6 @@ prints numbered lines then writes a model (or, with ``MODE=process``, a processi
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import signal
@@ -23,11 +22,10 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -35,15 +33,19 @@ from botocore.exceptions import ClientError
 from shipyard.api import dataplane
 from shipyard.api.credentials import load_or_create
 from shipyard.api.server import healthy, read_info, stop_data_plane
-from shipyard.control import Settings
-from shipyard.runtimes.base import JOB_NAME_LABEL, SCOPE_LABEL
-from tests.support.images import ROOT, SESSION_SCOPE, build_image
+from shipyard.settings import Settings
+from tests.support import jobs
+from tests.support.api import session
+from tests.support.cli import shipyard_env
+from tests.support.containers import containers
+from tests.support.files import write_tar_gz
+from tests.support.images import ROOT, build_image
+from tests.support.jobs import ROLE
+from tests.support.polling import WAIT_S, until, until_final
 
 pytestmark = pytest.mark.docker
 
-ROLE = "arn:aws:iam::000000000000:role/shipyard"
 SIGNALS = [pytest.param(signal.SIGTERM, id="sigterm"), pytest.param(signal.SIGKILL, id="sigkill")]
-WAIT_S = 60.0
 
 TRAIN = r'''#!/usr/bin/env python3
 import json, os, pathlib, sys, time
@@ -138,9 +140,8 @@ class Server:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")},
-                    "SHIPYARD_DATA_DIR": str(data_dir), "SHIPYARD_RUNTIME": "docker",
-                    "SHIPYARD_SCOPE": SESSION_SCOPE, "SHIPYARD_STOP_GRACE_SECONDS": "3",
-                    "SHIPYARD_API_PORT": "0", "SHIPYARD_ENDPOINT_STARTUP_TIMEOUT_SECONDS": "60",
+                    **shipyard_env(data_dir, stop_grace_seconds="3",
+                                   endpoint_startup_timeout_seconds="60"),
                     "PYTHONPATH": str(ROOT / "src")}
         self.settings = Settings.load({"data_dir": str(data_dir)}, environ={})
         self.proc: subprocess.Popen[bytes] | None = None
@@ -169,13 +170,11 @@ class Server:
                              + self.log())
 
     def _clients(self) -> None:
-        akid, secret = load_or_create(self.data_dir).default
-        session = boto3.session.Session(aws_access_key_id=akid, aws_secret_access_key=secret,
-                                        region_name="us-east-1")
+        clients = session(*load_or_create(self.data_dir).default)
         config = Config(retries={"max_attempts": 1}, read_timeout=30)
-        self.sm = session.client("sagemaker", endpoint_url=self.url, config=config)
-        self.rt = session.client("sagemaker-runtime", endpoint_url=self.url, config=config)
-        self.logs = session.client("logs", endpoint_url=self.url, config=config)
+        self.sm = clients.client("sagemaker", endpoint_url=self.url, config=config)
+        self.rt = clients.client("sagemaker-runtime", endpoint_url=self.url, config=config)
+        self.logs = clients.client("logs", endpoint_url=self.url, config=config)
 
     def log(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:]
@@ -225,53 +224,16 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
-def until(what: str, check: Callable[[], Any], timeout: float = WAIT_S,
-          poll: float = 0.1) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after timeout."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(poll)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
-def containers(docker_client: Any, name: str, *, running_only: bool = False) -> list[Any]:
-    filters = {"label": [f"{JOB_NAME_LABEL}={name}", f"{SCOPE_LABEL}={SESSION_SCOPE}"]}
-    return list(docker_client.containers.list(all=not running_only, filters=filters))
-
-
 def training_request(name: str, image: str, tmp: Path, data: Path | None = None, *,
                      env: dict[str, str] | None = None, sharded: bool = False
                      ) -> dict[str, Any]:
-    if data is None:
-        data = tmp / "data"
-        data.mkdir(exist_ok=True)
-        (data / "a.csv").write_text("1\n")
-    source: dict[str, Any] = {"S3DataType": "S3Prefix", "S3Uri": data.as_uri()}
+    request = jobs.training_request(name, tmp, image=image, files={"a.csv": "1\n"}, data=data,
+                                    max_runtime_s=120, Environment=env or {})
     if sharded:
         # A sharded channel is copied (hard-linked) file by file: staging takes a while.
-        source["S3DataDistributionType"] = "ShardedByS3Key"
-    return {
-        "TrainingJobName": name, "RoleArn": ROLE,
-        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
-        "InputDataConfig": [{"ChannelName": "training", "DataSource": {"S3DataSource": source}}],
-        "OutputDataConfig": {"S3OutputPath": (tmp / "out").as_uri()},
-        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1,
-                           "VolumeSizeInGB": 1},
-        "StoppingCondition": {"MaxRuntimeInSeconds": 120},
-        "Environment": env or {},
-    }
-
-
-def wait_job(describe: Callable[[], dict[str, Any]], field: str,
-             timeout: float = WAIT_S) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        record = describe()
-        return record if record[field] in ("Completed", "Failed", "Stopped") else None
-    return dict(until(f"{field} terminal", done, timeout, poll=0.25))
+        uri = request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]
+        request["InputDataConfig"] = [jobs.channel(uri, S3DataDistributionType="ShardedByS3Key")]
+    return request
 
 
 def log_messages(srv: Server, group: str, name: str) -> list[str]:
@@ -291,21 +253,12 @@ def log_messages(srv: Server, group: str, name: str) -> list[str]:
     return messages
 
 
-def model_tarball(path: Path, files: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
-        for member, data in files.items():
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
 def create_model(srv: Server, name: str, image: str, tmp: Path, text: str,
                  *, ballast_mb: int = 0, **env: str) -> None:
     files = {"model.txt": text.encode()}
     if ballast_mb:
         files["ballast.bin"] = os.urandom(ballast_mb << 20)
-    tarball = model_tarball(tmp / f"{name}.tar.gz", files)
+    tarball = write_tar_gz(tmp / f"{name}.tar.gz", files, compresslevel=1)
     srv.sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={
         "Image": image, "ModelDataUrl": tarball.as_uri(), "Environment": env})
 
@@ -377,8 +330,8 @@ def test_training_job_survives_a_server_stop_mid_run(
         b"line 2 " in c.logs() for c in containers(docker_client, name, running_only=True)))
     server.restart(signum)
 
-    record = wait_job(lambda: server.sm.describe_training_job(TrainingJobName=name),
-                      "TrainingJobStatus")
+    record = until_final(lambda: server.sm.describe_training_job(TrainingJobName=name),
+                         "TrainingJobStatus")
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
     model = tmp_path / "out" / name / "output" / "model.tar.gz"
     assert record["ModelArtifacts"]["S3ModelArtifacts"] == model.as_uri()
@@ -420,8 +373,8 @@ def test_training_job_survives_a_server_stop_while_staging(
     staged_only = not containers(docker_client, name)
     server.start()
 
-    record = wait_job(lambda: server.sm.describe_training_job(TrainingJobName=name),
-                      "TrainingJobStatus")
+    record = until_final(lambda: server.sm.describe_training_job(TrainingJobName=name),
+                         "TrainingJobStatus")
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
     with tarfile.open(tmp_path / "out" / name / "output" / "model.tar.gz") as tar:
         member = tar.extractfile("model.json")
@@ -458,8 +411,8 @@ def test_processing_job_survives_a_server_stop_mid_run(
         b"line 2 " in c.logs() for c in containers(docker_client, name, running_only=True)))
     server.restart(signum)
 
-    record = wait_job(lambda: server.sm.describe_processing_job(ProcessingJobName=name),
-                      "ProcessingJobStatus")
+    record = until_final(lambda: server.sm.describe_processing_job(ProcessingJobName=name),
+                         "ProcessingJobStatus")
     assert record["ProcessingJobStatus"] == "Completed", record.get("FailureReason")
     assert record["ExitMessage"] == "processed 3 files"
     assert (tmp_path / "result" / "summary.txt").read_text().split() == [
@@ -509,8 +462,8 @@ def test_transform_job_survives_a_server_stop_mid_run(
         for c in containers(docker_client, name, running_only=True)))
     server.restart(signum)
 
-    record = wait_job(lambda: server.sm.describe_transform_job(TransformJobName=name),
-                      "TransformJobStatus")
+    record = until_final(lambda: server.sm.describe_transform_job(TransformJobName=name),
+                         "TransformJobStatus")
     assert record["TransformJobStatus"] == "Completed", record.get("FailureReason")
     assert (out / "rows.csv.out").read_text().split() == [str(i + 1) for i in range(rows)]
     answers_lists(server)
@@ -625,8 +578,8 @@ def test_training_container_killed_fails_the_job_with_its_exit_code(
         c for c in containers(docker_client, name, running_only=True) if b"line 1 " in c.logs()])
     running[0].kill()
 
-    record = wait_job(lambda: server.sm.describe_training_job(TrainingJobName=name),
-                      "TrainingJobStatus", timeout=30)
+    record = until_final(lambda: server.sm.describe_training_job(TrainingJobName=name),
+                         "TrainingJobStatus", timeout=30)
     assert record["TrainingJobStatus"] == "Failed"
     assert record["FailureReason"].startswith("AlgorithmError")
     assert "137" in record["FailureReason"], record["FailureReason"]
@@ -646,8 +599,8 @@ def test_training_container_removed_while_no_server_runs_fails_with_an_internal_
     running[0].remove(force=True)
     server.start()
 
-    record = wait_job(lambda: server.sm.describe_training_job(TrainingJobName=name),
-                      "TrainingJobStatus", timeout=30)
+    record = until_final(lambda: server.sm.describe_training_job(TrainingJobName=name),
+                         "TrainingJobStatus", timeout=30)
     assert record["TrainingJobStatus"] == "Failed"
     assert record["FailureReason"].startswith("InternalServerError"), record["FailureReason"]
     assert "disappeared" in record["FailureReason"]
@@ -690,8 +643,8 @@ def test_transform_container_killed_ends_the_job_with_a_reason(
         if c.logs().count(b"scored") >= 3])
     running[0].kill()
 
-    record = wait_job(lambda: server.sm.describe_transform_job(TransformJobName=name),
-                      "TransformJobStatus", timeout=45)
+    record = until_final(lambda: server.sm.describe_transform_job(TransformJobName=name),
+                         "TransformJobStatus", timeout=45)
     # SageMaker fails the job when its instance dies; partial objects are never written.
     assert record["TransformJobStatus"] == "Failed", record
     assert record.get("FailureReason")

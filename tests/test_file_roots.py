@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,37 +17,21 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from shipyard.api.server import ApiServer
-from shipyard.control import ControlPlane, Settings
+from shipyard.control import ControlPlane
 from shipyard.control.confinement import FileRoots
 from shipyard.errors import ValidationError
 from shipyard.runtimes import DockerRuntime, FakeBehaviour, FakeRuntime
-from tests.test_api import Api
-
-IMAGE = "example/train:1"
-ROLE = "arn:aws:iam::000000000000:role/shipyard"
+from shipyard.settings import Settings
+from tests.support import jobs
+from tests.support.api import Api, serving
+from tests.support.files import tar_files
+from tests.support.jobs import FAKE_IMAGE as IMAGE
+from tests.support.jobs import ROLE, channel
+from tests.support.planes import fake_plane
 
 
 def training_request(name: str, tmp: Path, **extra: Any) -> dict[str, Any]:
-    data = tmp / "data"
-    data.mkdir(exist_ok=True)
-    (data / "part-0.csv").write_text("1,2\n")
-    request: dict[str, Any] = {
-        "TrainingJobName": name,
-        "RoleArn": ROLE,
-        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
-        "InputDataConfig": [channel(data.as_uri())],
-        "OutputDataConfig": {"S3OutputPath": (tmp / "out").as_uri()},
-        "ResourceConfig": {"InstanceType": "local", "InstanceCount": 1, "VolumeSizeInGB": 1},
-        "StoppingCondition": {"MaxRuntimeInSeconds": 600},
-    }
-    request.update(extra)
-    return request
-
-
-def channel(uri: str, name: str = "training", data_type: str = "S3Prefix") -> dict[str, Any]:
-    return {"ChannelName": name, "DataSource": {"S3DataSource": {
-        "S3DataType": data_type, "S3Uri": uri}}}
+    return jobs.training_request(name, tmp, instance_type="local", max_runtime_s=600, **extra)
 
 
 def processing_request(name: str, source: str, dest: str) -> dict[str, Any]:
@@ -57,18 +40,18 @@ def processing_request(name: str, source: str, dest: str) -> dict[str, Any]:
         "RoleArn": ROLE,
         "AppSpecification": {"ImageUri": IMAGE},
         "ProcessingInputs": [{"InputName": "in", "S3Input": {
-            "S3Uri": source, "LocalPath": "/opt/ml/processing/input"}}],
+            "S3Uri": source, "LocalPath": "/opt/ml/processing/input",
+            "S3DataType": "S3Prefix"}}],
         "ProcessingOutputConfig": {"Outputs": [{"OutputName": "out", "S3Output": {
-            "S3Uri": dest, "LocalPath": "/opt/ml/processing/output"}}]},
+            "S3Uri": dest, "LocalPath": "/opt/ml/processing/output",
+            "S3UploadMode": "EndOfJob"}}]},
         "ProcessingResources": {"ClusterConfig": {"InstanceType": "local",
-                                                  "InstanceCount": 1}},
+                                                  "InstanceCount": 1, "VolumeSizeInGB": 1}},
     }
 
 
 def make_plane(tmp: Path, handler: Any = None, **settings: Any) -> ControlPlane:
-    values = {"data_dir": str(tmp / "state"), "stop_grace_seconds": 0.3, **settings}
-    return ControlPlane(Settings.load(values, environ={}),
-                        FakeRuntime(handler, images=[IMAGE]))
+    return fake_plane(tmp, handler, **settings)[0]
 
 
 @pytest.fixture
@@ -171,9 +154,9 @@ def test_training_channels_are_refused_before_anything_is_written(tmp_path: Path
                                  (plane.settings.data_dir / "state.db").as_uri(),
                                  tmp_path.as_uri()]):
         with pytest.raises(ValidationError, match="file_roots"):
-            plane.create_training_job(training_request(
+            plane.create("training", training_request(
                 f"job-{index}", tmp_path, InputDataConfig=[channel(uri)]))
-    assert plane.list_jobs("training") == []
+    assert plane.list_resources("training") == []
     assert state_files(plane) == before
 
 
@@ -192,8 +175,8 @@ def test_every_training_location_is_checked(tmp_path: Path, plane: ControlPlane,
     else:
         request["InputDataConfig"] = [channel("file:///etc/manifest", data_type="ManifestFile")]
     with pytest.raises(ValidationError, match="file_roots"):
-        plane.create_training_job(request)
-    assert plane.list_jobs("training") == []
+        plane.create("training", request)
+    assert plane.list_resources("training") == []
 
 
 def test_processing_output_into_the_data_dir_is_refused(tmp_path: Path,
@@ -201,12 +184,12 @@ def test_processing_output_into_the_data_dir_is_refused(tmp_path: Path,
     (tmp_path / "in").mkdir()
     state = plane.settings.data_dir
     with pytest.raises(ValidationError, match="inside the Shipyard data directory"):
-        plane.create_processing_job(processing_request(
+        plane.create("processing", processing_request(
             "proc-x", (tmp_path / "in").as_uri(), str(state)))
     with pytest.raises(ValidationError, match="system folder"):
-        plane.create_processing_job(processing_request(
+        plane.create("processing", processing_request(
             "proc-y", "file:///etc", (tmp_path / "out").as_uri()))
-    assert plane.list_jobs("processing") == []
+    assert plane.list_resources("processing") == []
     assert not (state / "credentials.json").exists()
 
 
@@ -221,22 +204,22 @@ def test_transform_locations_are_refused(tmp_path: Path, plane: ControlPlane) ->
                 "TransformResources": {"InstanceType": "local", "InstanceCount": 1}}
 
     with pytest.raises(ValidationError, match="TransformOutput.S3OutputPath"):
-        plane.create_transform_job(transform((tmp_path / "in").as_uri(),
+        plane.create("transform", transform((tmp_path / "in").as_uri(),
                                              plane.settings.data_dir.as_uri()))
     with pytest.raises(ValidationError, match="TransformInput"):
-        plane.create_transform_job(transform("file:///proc/self/environ",
+        plane.create("transform", transform("file:///proc/self/environ",
                                              (tmp_path / "out").as_uri()))
 
 
 def test_model_data_in_the_data_dir_is_refused(tmp_path: Path, plane: ControlPlane) -> None:
     url = (plane.settings.data_dir / "credentials.json").as_uri()
     with pytest.raises(ValidationError, match="ModelDataUrl"):
-        plane.create_model({"ModelName": "m", "PrimaryContainer": {
+        plane.create("model", {"ModelName": "m", "PrimaryContainer": {
             "Image": IMAGE, "ModelDataUrl": url}})
     with pytest.raises(ValidationError, match="file_roots"):
-        plane.create_model({"ModelName": "m", "Containers": [{
+        plane.create("model", {"ModelName": "m", "Containers": [{
             "Image": IMAGE, "ModelDataUrl": "/etc"}]})
-    plane.create_model({"ModelName": "m", "PrimaryContainer": {
+    plane.create("model", {"ModelName": "m", "PrimaryContainer": {
         "Image": IMAGE, "ModelDataUrl": (tmp_path / "model").as_uri()}})
 
 
@@ -245,12 +228,12 @@ def test_outside_the_roots_is_refused_and_an_extra_root_is_accepted(tmp_path: Pa
     cp = make_plane(tmp_path, file_roots=[str(extra)])
     try:
         with pytest.raises(ValidationError, match="outside the allowed folders") as caught:
-            cp.create_training_job(training_request("job-out", tmp_path))
+            cp.create("training", training_request("job-out", tmp_path))
         assert "file_roots" in caught.value.message
         inside = extra / "data"
         inside.mkdir(parents=True)
         (inside / "a.csv").write_text("1\n")
-        cp.create_training_job(training_request(
+        cp.create("training", training_request(
             "job-in", tmp_path, InputDataConfig=[channel(inside.as_uri())],
             OutputDataConfig={"S3OutputPath": (extra / "out").as_uri()}))
         assert cp.wait("training", "job-in", timeout=10)["TrainingJobStatus"] == "Completed"
@@ -263,7 +246,7 @@ def test_default_roots_run_a_tmp_path_job_and_the_cli_default_output(
         tmp_path: Path, plane: ControlPlane) -> None:
     # `shipyard train` without --output writes below <data_dir>/output.
     output = (plane.settings.data_dir / "output").as_uri()
-    plane.create_training_job(training_request(
+    plane.create("training", training_request(
         "job-ok", tmp_path, OutputDataConfig={"S3OutputPath": output}))
     record = plane.wait("training", "job-ok", timeout=10)
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
@@ -277,7 +260,7 @@ def test_a_manifest_entry_pointing_at_etc_fails_the_job(tmp_path: Path,
                                                         plane: ControlPlane) -> None:
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps([{"prefix": "/etc/"}, "hostname"]))
-    plane.create_training_job(training_request(
+    plane.create("training", training_request(
         "job-manifest", tmp_path,
         InputDataConfig=[channel(manifest.as_uri(), data_type="ManifestFile")]))
     record = plane.wait("training", "job-manifest", timeout=10)
@@ -299,7 +282,7 @@ def test_an_output_folder_made_a_link_meanwhile_is_not_written(tmp_path: Path) -
 
     cp = make_plane(tmp_path, swap)
     try:
-        cp.create_training_job(training_request("job-swap", tmp_path))
+        cp.create("training", training_request("job-swap", tmp_path))
         record = cp.wait("training", "job-swap", timeout=10)
     finally:
         cp.close()
@@ -315,14 +298,8 @@ def test_an_output_folder_made_a_link_meanwhile_is_not_written(tmp_path: Path) -
 def api(tmp_path: Path) -> Iterator[Api]:
     settings = Settings.load({"data_dir": str(tmp_path / "state"), "api_port": 0},
                              environ={})
-    cp = ControlPlane(settings, FakeRuntime(images=[IMAGE]))
-    server = ApiServer(settings, cp)
-    url = server.start_in_thread()
-    try:
-        yield Api(server, url)
-    finally:
-        server.stop()
-        cp.close()
+    with serving(settings, ControlPlane(settings, FakeRuntime(images=[IMAGE]))) as api:
+        yield api
 
 
 def test_api_answers_validation_exception(tmp_path: Path, api: Api) -> None:
@@ -365,14 +342,13 @@ def test_input_channel_is_mounted_read_only(tmp_path: Path, docker_client: Any,
         request["AlgorithmSpecification"] = {
             "TrainingImage": base_image, "TrainingInputMode": "File",
             "ContainerEntrypoint": ["sh", "-c", script]}
-        cp.create_training_job(request)
+        cp.create("training", request)
         record = cp.wait("training", "ro-input", timeout=120)
     finally:
         cp.close()
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
-    with tarfile.open(tmp_path / "out" / "ro-input" / "output" / "model.tar.gz") as tar:
-        files = {m.name: tar.extractfile(m).read().decode()  # type: ignore[union-attr]
-                 for m in tar.getmembers() if m.isfile()}
+    files = {name: data.decode() for name, data in
+             tar_files(tmp_path / "out" / "ro-input" / "output" / "model.tar.gz").items()}
     assert files["result"].strip() == "read-only"
     assert "Read-only file system" in files["error"]
     assert not (tmp_path / "data" / "written").exists()

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from shipyard.control.logs import FLUSH_SECONDS, LogEvent, LogStore, LogWriter
-from shipyard.control.metrics import MetricExtractor, compile_metric_regex, final_metric_data
+from shipyard.control.jobs.metrics import MetricExtractor, compile_metric_regex, final_metric_data
+from shipyard.control.state.logs import FLUSH_SECONDS, LogEvent, LogStore, LogWriter
 from shipyard.errors import ValidationError
 from shipyard.runtimes.base import LogLine
 

@@ -2,7 +2,9 @@
 
 After httpx's tests/test_exported_members.py: every name in ``__all__`` exists, and every
 public name a package defines (in itself or its submodules) is listed. Names merely imported
-from elsewhere (``Path``, ``ClassVar``, a sibling package's error) are not part of it.
+from elsewhere (``Path``, ``ClassVar``, a sibling package's error) are not part of it. A
+package that loads its names on first use (PEP 562 ``__getattr__`` and ``__dir__``, as
+``shipyard.build`` does) is judged by the names it resolves to.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ PACKAGES = [
     "shipyard.runtimes",
     "shipyard.toolkit",
     "shipyard.check",
+    "shipyard.api",
+    "shipyard.build",
 ]
 
 
@@ -39,11 +43,16 @@ def _origin(obj: object, package: str) -> str:
     return package
 
 
+def _namespace(module: ModuleType) -> dict[str, object]:
+    """Every name of ``module``, lazily loaded ones resolved (``dir`` lists them)."""
+    return {member: getattr(module, member) for member in dir(module)}
+
+
 def _defined_here(module: ModuleType) -> set[str]:
     name = module.__name__
     return {
         member
-        for member, obj in vars(module).items()
+        for member, obj in _namespace(module).items()
         if not member.startswith("_")
         and not isinstance(obj, ModuleType)
         and (_origin(obj, name) == name or _origin(obj, name).startswith(name + "."))
@@ -65,7 +74,7 @@ def test_every_public_name_defined_is_exported(package: str) -> None:
     module = importlib.import_module(package)
     assert _defined_here(module) - set(module.__all__) == set()
     # Whatever __all__ names from elsewhere is a deliberate re-export, still a public name.
-    public = {n for n, o in vars(module).items()
+    public = {n for n, o in _namespace(module).items()
               if not n.startswith("_") and not isinstance(o, ModuleType)}
     assert set(module.__all__) - public == set()
 
@@ -102,9 +111,11 @@ print(json.dumps({
 
 # The toolkit runs inside every image, with nothing but the standard library available.
 STDLIB_ONLY = ["shipyard.contract", "shipyard.toolkit", "shipyard.toolkit.train",
-               "shipyard.errors", "shipyard.build.entrypoint", "shipyard.build.gpu"]
+               "shipyard.errors", "shipyard.build.entrypoint", "shipyard.build.gpu",
+               "shipyard.http1", "shipyard.kinds", "shipyard.contract.archives"]
 # Documented: "Importing this package never imports the Docker SDK".
-NO_PLATFORM_SDKS = [*STDLIB_ONLY, "shipyard.runtimes", "shipyard.check"]
+NO_PLATFORM_SDKS = [*STDLIB_ONLY, "shipyard.runtimes", "shipyard.check", "shipyard.api",
+                    "shipyard.build"]
 PLATFORM_SDKS = {"docker", "boto3", "botocore", "click", "requests", "urllib3", "s3transfer",
                  "moto", "numpy"}
 
@@ -149,3 +160,15 @@ def test_import_needs_only_the_standard_library(module: str, tmp_path: Path) -> 
     assert isinstance(new, list)
     outside = {m.split(".")[0] for m in new} - set(sys.stdlib_module_names) - {"shipyard"}
     assert outside == set()
+
+
+def test_the_cli_does_not_load_the_control_plane(tmp_path: Path) -> None:
+    # Settings live at the package's top: a command that only talks to the server (and
+    # `shipyard --help`) must not pay for the control plane, the API server or botocore's
+    # models.
+    report, _ = _import_in_fresh_process("shipyard.cli", tmp_path)
+    new = report["new"]
+    assert isinstance(new, list)
+    assert "shipyard.cli" in new
+    assert [m for m in new if m.startswith(("shipyard.control", "shipyard.api.server",
+                                            "shipyard.api.app"))] == []

@@ -13,20 +13,23 @@ from typing import Any
 
 import pytest
 
-from shipyard.control import ControlPlane, Settings, training
-from shipyard.control.store import Store
+from shipyard.control import ControlPlane
+from shipyard.control.jobs import training
+from shipyard.control.state.store import Store
 from shipyard.errors import StorageError
-from shipyard.runtimes import ContainerSpec, FakeBehaviour, FakeRuntime
-from tests.test_control_fake import IMAGE, training_request
+from shipyard.runtimes import ContainerSpec, FakeBehaviour
+from tests.support.jobs import training_request
+from tests.support.planes import fake_plane
 
 ENDPOINT_ARN = "arn:aws:sagemaker:us-east-1:000000000000:endpoint/{}"
 
 
-def _plane(tmp: Path, runtime: FakeRuntime | None = None) -> ControlPlane:
-    runtime = runtime or FakeRuntime(lambda spec: FakeBehaviour(logs=("hi",)), images=[IMAGE])
-    settings = Settings.load({"data_dir": str(tmp / "state"), "stop_grace_seconds": 0.3},
-                             environ={})
-    return ControlPlane(settings, runtime)
+def _says_hi(spec: ContainerSpec) -> FakeBehaviour:
+    return FakeBehaviour(logs=("hi",))
+
+
+def _plane(tmp: Path, handler: Any = _says_hi) -> ControlPlane:
+    return fake_plane(tmp, handler)[0]
 
 
 def _endpoint_row(store: Store, name: str, status: str, runner: dict[str, Any]) -> None:
@@ -85,21 +88,21 @@ def test_an_unreadable_record_is_set_aside_and_the_rest_resumes(tmp_path: Path) 
         started.append(spec)
         return FakeBehaviour(logs=("done",))
 
-    plane = _plane(tmp_path, FakeRuntime(behave, images=[IMAGE]))
+    plane = _plane(tmp_path, behave)
     try:
         for name in ("torn", "good"):
-            record = plane.describe_training_job(name)
+            record = plane.describe("training", name)
             assert record["TrainingJobStatus"] == "Failed", name
             assert record["TrainingJobName"] == name
             assert "set it aside" in record["FailureReason"]
             assert "cannot be read" in record["FailureReason"] or "not a record" in record[
                 "FailureReason"]
-        assert [r["TrainingJobName"] for r in plane.list_jobs("training")] == ["torn", "good"]
+        assert [r["TrainingJobName"] for r in plane.list_resources("training")] == ["torn", "good"]
         # The original documents are kept.
         runner = plane.ctx.store.get_job("training", "torn").runner
         assert runner["set_aside"]["record"].startswith('{"TrainingJobName"')
         # A later job runs as usual.
-        plane.create_training_job(training_request("after", tmp_path))
+        plane.create("training", training_request("after", tmp_path))
         assert plane.wait("training", "after", timeout=10)["TrainingJobStatus"] == "Completed"
     finally:
         plane.close()
@@ -125,7 +128,7 @@ def test_an_endpoint_whose_runner_state_cannot_be_resumed_is_set_aside(
     _endpoint_row(store, "fine", "Deleting", {})
     plane = _plane(tmp_path)
     try:
-        record = plane.describe_endpoint("odd")
+        record = plane.describe("endpoint", "odd")
         assert record["EndpointStatus"] == "Failed"
         assert "set it aside" in record["FailureReason"]
         # The other endpoint is taken over as usual: its delete finishes.

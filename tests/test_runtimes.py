@@ -42,6 +42,7 @@ from shipyard.runtimes.docker import (
     parse_log_stream,
 )
 from shipyard.runtimes.process import resolve_command
+from tests.support.polling import until
 
 WAIT_S = 60.0
 
@@ -144,10 +145,7 @@ def process_harness(
 
 
 def wait_for_line(h: Harness, name: str, text: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while text not in h.lines(name):
-        assert time.monotonic() < deadline, f"{text!r} never logged by {name}"
-        time.sleep(0.05)
+    until(f"{text!r} logged by {name}", lambda: text in h.lines(name), WAIT_S, poll=0.05)
 
 
 # -- the contract, for every runtime ------------------------------------------------------

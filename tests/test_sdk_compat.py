@@ -41,10 +41,14 @@ import boto3
 import pytest
 
 from shipyard.api.server import ApiServer
-from shipyard.control import ControlPlane, Settings
+from shipyard.control import ControlPlane
 from shipyard.runtimes import DockerRuntime
+from shipyard.settings import Settings
 from tests.support import s3server
+from tests.support.api import serving
+from tests.support.files import tar_gz
 from tests.support.images import SESSION_SCOPE
+from tests.support.net import unused_port
 from tests.support.s3server import S3Server
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -125,14 +129,8 @@ def shipyard(tmp_path_factory: pytest.TempPathFactory, docker_client: Any,
         "s3_endpoint_url": s3_server.url, "s3_access_key_id": "testing",
         "s3_secret_access_key": "testing"}, environ={})
     runtime = DockerRuntime(docker_client, labels={"org.shipyard.scope": SESSION_SCOPE})
-    plane = ControlPlane(settings, runtime)
-    server = ApiServer(settings, plane)
-    url = server.start_in_thread()
-    try:
-        yield server, url
-    finally:
-        server.stop()
-        plane.close()
+    with serving(settings, ControlPlane(settings, runtime)) as api:
+        yield api.server, api.url
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +144,7 @@ def sdk_environment(shipyard: tuple[ApiServer, str], s3_server: S3Server,
     (home / "aws-config").write_text("")
     (home / "aws-credentials").write_text("")
     access_key, secret_key = server.keys.default
-    dead = f"http://127.0.0.1:{s3server.unused_port()}"
+    dead = f"http://127.0.0.1:{unused_port()}"
     env = {
         "AWS_ACCESS_KEY_ID": access_key,
         "AWS_SECRET_ACCESS_KEY": secret_key,
@@ -276,12 +274,8 @@ def runs(sdk: Sdk, s3_server: S3Server, images: dict[str, str],
     source = tmp_path_factory.mktemp("source")
     (source / "train.py").write_text(TRAIN_PY)
     (source / "helper.txt").write_text("shipped with the code\n")
-    model_tar = io.BytesIO()
-    with tarfile.open(fileobj=model_tar, mode="w:gz") as tar:
-        info = tarfile.TarInfo("model.txt")
-        info.size = 9
-        tar.addfile(info, io.BytesIO(b"sdk-model"))
-    s3.put_object(Bucket=bucket, Key="model/model.tar.gz", Body=model_tar.getvalue())
+    s3.put_object(Bucket=bucket, Key="model/model.tar.gz",
+                  Body=tar_gz({"model.txt": b"sdk-model"}))
     s3.put_object(Bucket=bucket, Key="tin/rows.csv", Body=b"1,2\n3,4\n")
     suffix = uuid.uuid4().hex[:6]
     names = {"estimator": f"sdk-seed-{suffix}", "framework": f"sdk-framework-{suffix}",

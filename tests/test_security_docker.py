@@ -16,17 +16,12 @@ from typing import Any
 
 import pytest
 
-from shipyard.control import ControlPlane, Settings
-from shipyard.runtimes import DockerRuntime
-from shipyard.runtimes.base import (
-    BASE_CAPABILITIES,
-    CAPABILITIES_LABEL,
-    DEFAULT_PIDS_LIMIT,
-    JOB_NAME_LABEL,
-    Confinement,
-)
+from shipyard.contract.labels import CAPABILITIES_LABEL, JOB_NAME_LABEL
+from shipyard.control import ControlPlane
+from shipyard.runtimes.base import BASE_CAPABILITIES, DEFAULT_PIDS_LIMIT, Confinement
+from tests.support.files import model_tarball
 from tests.support.images import build_image
-from tests.test_endpoints_docker import Invoker, deploy, model_tarball
+from tests.support.planes import Invoker, deploy, docker_plane, remove_endpoints
 
 pytestmark = pytest.mark.docker
 
@@ -59,11 +54,8 @@ print(json.dumps(found), flush=True)
 
 def _plane(tmp_path: Path, docker_client: Any, scope_labels: dict[str, str],
            confinement: Confinement | None = None) -> ControlPlane:
-    runtime = DockerRuntime(docker_client, labels=scope_labels, confinement=confinement)
-    return ControlPlane(Settings.load({"data_dir": str(tmp_path / "state"),
-                                       "stop_grace_seconds": 3,
-                                       "endpoint_startup_timeout_seconds": 30}, environ={}),
-                        runtime)
+    return docker_plane(tmp_path, docker_client, scope_labels, confinement=confinement,
+                        stop_grace_seconds=3, endpoint_startup_timeout_seconds=30)
 
 
 @pytest.fixture
@@ -71,25 +63,35 @@ def plane(tmp_path: Path, docker_client: Any, scope_labels: dict[str, str]
           ) -> Iterator[ControlPlane]:
     cp = _plane(tmp_path, docker_client, scope_labels)
     yield cp
-    for row in cp.ctx.store.list_jobs("endpoint"):
-        cp.delete_endpoint(row.name)
-    deadline = time.monotonic() + 60
-    while cp.ctx.store.list_jobs("endpoint") and time.monotonic() < deadline:
-        time.sleep(0.1)
+    remove_endpoints(cp, 60)
     cp.close()
+
+
+def probe_job(name: str, image: str, tmp_path: Path) -> dict[str, Any]:
+    """A CreateProcessingJob running PROBE, shipped as SDK processors ship code: an input at
+    /opt/ml/processing/input/code (an entrypoint argument may hold no line break)."""
+    code = tmp_path / f"{name}-code"
+    code.mkdir(parents=True, exist_ok=True)
+    (code / "probe.py").write_text(PROBE)
+    return {
+        "ProcessingJobName": name,
+        "RoleArn": "arn:aws:iam::000000000000:role/shipyard",
+        "AppSpecification": {"ImageUri": image, "ContainerEntrypoint": [
+            "python3", "/opt/ml/processing/input/code/probe.py"]},
+        "ProcessingInputs": [{"InputName": "code", "S3Input": {
+            "S3Uri": code.as_uri(), "LocalPath": "/opt/ml/processing/input/code",
+            "S3DataType": "S3Prefix", "S3InputMode": "File"}}],
+        "ProcessingResources": {"ClusterConfig": {"InstanceType": "ml.m5.large",
+                                                  "InstanceCount": 1, "VolumeSizeInGB": 5}},
+    }
 
 
 def probe(plane: ControlPlane, name: str, image: str, tmp_path: Path,
           targets: list[str] | None = None) -> dict[str, Any]:
     out = tmp_path / name
-    plane.create_processing_job({
-        "ProcessingJobName": name,
-        "RoleArn": "arn:aws:iam::000000000000:role/shipyard",
-        "AppSpecification": {"ImageUri": image,
-                             "ContainerEntrypoint": ["python3", "-c", PROBE]},
+    plane.create("processing", {
+        **probe_job(name, image, tmp_path),
         "Environment": {"TARGETS": ",".join(targets or [])},
-        "ProcessingResources": {"ClusterConfig": {"InstanceType": "ml.m5.large",
-                                                  "InstanceCount": 1, "VolumeSizeInGB": 5}},
         "ProcessingOutputConfig": {"Outputs": [{"OutputName": "probe", "S3Output": {
             "S3Uri": out.as_uri(), "LocalPath": "/opt/ml/processing/output/probe",
             "S3UploadMode": "EndOfJob"}}]},
@@ -166,7 +168,7 @@ def test_each_job_and_endpoint_gets_its_own_network_removed_with_it(
     [container] = plane.ctx.runtime.list({JOB_NAME_LABEL: "ep-net"})
     networks = docker_client.containers.get(container).attrs["NetworkSettings"]["Networks"]
     assert list(networks) == ["shipyard-endpoint-ep-net"]
-    plane.delete_endpoint("ep-net")
+    plane.delete("endpoint", "ep-net")
     deadline = time.monotonic() + 60
     while plane.ctx.store.list_jobs("endpoint") and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -189,14 +191,7 @@ def ptrace_image(docker_client: Any, images: dict[str, str]) -> str:
 def test_an_image_asking_for_a_capability_needs_the_operator(
         plane: ControlPlane, ptrace_image: str, tmp_path: Path, docker_client: Any,
         scope_labels: dict[str, str]) -> None:
-    plane.create_processing_job({
-        "ProcessingJobName": "asks",
-        "RoleArn": "arn:aws:iam::000000000000:role/shipyard",
-        "AppSpecification": {"ImageUri": ptrace_image,
-                             "ContainerEntrypoint": ["python3", "-c", PROBE]},
-        "ProcessingResources": {"ClusterConfig": {"InstanceType": "ml.m5.large",
-                                                  "InstanceCount": 1, "VolumeSizeInGB": 5}},
-    })
+    plane.create("processing", probe_job("asks", ptrace_image, tmp_path))
     record = plane.wait("processing", "asks", timeout=60)
     assert record["ProcessingJobStatus"] == "Failed"
     assert "SYS_PTRACE" in record["FailureReason"]

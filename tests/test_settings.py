@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from shipyard.control.settings import Settings, Source
 from shipyard.errors import ValidationError
+from shipyard.settings import Settings, Source
 
 
 def _config(data_dir: Path, document: Any) -> None:

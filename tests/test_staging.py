@@ -17,33 +17,22 @@ from shipyard.control.staging import (
 )
 from shipyard.errors import DataSourceError, StorageError, ValidationError
 from tests.support import s3server
+from tests.support.files import read_tree
+from tests.support.net import unused_port
 from tests.support.s3server import S3Server
 
 # Register the shared moto server fixtures in this module.
 s3_server = s3server.s3_server
 s3_bucket = s3server.s3_bucket
+s3 = s3server.s3
 
 HOSTS = ["algo-1", "algo-2"]
-
-
-def _tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` by relative path, with its contents."""
-    return {
-        path.relative_to(root).as_posix(): path.read_bytes()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 def _put(server: S3Server, bucket: str, objects: dict[str, bytes]) -> None:
     boto = server.boto()
     for key, body in objects.items():
         boto.put_object(Bucket=bucket, Key=key, Body=body)
-
-
-@pytest.fixture
-def s3(s3_server: S3Server) -> S3Client:
-    return s3_server.client()
 
 
 # -- local paths ---------------------------------------------------------------------------
@@ -72,7 +61,7 @@ def test_file_uri_to_a_single_file_becomes_a_folder_holding_it(tmp_path: Path) -
     assert staged["algo-2"] == staged["algo-1"]
     assert staged["algo-1"].copied
     assert folder.is_relative_to(staging)
-    assert _tree(folder) == {"train.csv": b"x\n"}
+    assert read_tree(folder) == {"train.csv": b"x\n"}
 
 
 @pytest.mark.parametrize(
@@ -108,7 +97,7 @@ def test_local_sharding_gives_hosts_disjoint_complete_subsets(tmp_path: Path) ->
 
     staged = stage_input(str(data), "S3Prefix", "ShardedByS3Key", HOSTS, staging)
 
-    trees = {host: _tree(staged[host].host_path) for host in HOSTS}
+    trees = {host: read_tree(staged[host].host_path) for host in HOSTS}
     assert staged["algo-1"].host_path == staging / "algo-1"
     assert not set(trees["algo-1"]) & set(trees["algo-2"])
     assert {**trees["algo-1"], **trees["algo-2"]} == expected
@@ -116,7 +105,7 @@ def test_local_sharding_gives_hosts_disjoint_complete_subsets(tmp_path: Path) ->
     assert sorted(trees["algo-1"]) == ordered[0::2]
     assert sorted(trees["algo-2"]) == ordered[1::2]
     # Hard links (or copies): the source stays untouched either way.
-    assert _tree(data) == expected
+    assert read_tree(data) == expected
 
 
 def test_local_manifest_lays_files_out_by_relative_path(tmp_path: Path) -> None:
@@ -132,7 +121,7 @@ def test_local_manifest_lays_files_out_by_relative_path(tmp_path: Path) -> None:
         manifest.as_uri(), "ManifestFile", "FullyReplicated", ["algo-1"], tmp_path / "st"
     )
 
-    assert _tree(staged["algo-1"].host_path) == {"x/one.txt": b"1", "two.txt": b"2"}
+    assert read_tree(staged["algo-1"].host_path) == {"x/one.txt": b"1", "two.txt": b"2"}
 
 
 @pytest.mark.parametrize(
@@ -166,7 +155,7 @@ def test_a_non_empty_staging_folder_is_refused_and_left_alone(tmp_path: Path) ->
     (staging / "shared" / "keep.txt").write_text("mine")
     with pytest.raises(StorageError, match="not empty"):
         stage_input(str(source), "S3Prefix", "FullyReplicated", HOSTS, staging)
-    assert _tree(staging) == {"shared/keep.txt": b"mine"}
+    assert read_tree(staging) == {"shared/keep.txt": b"mine"}
 
 
 # -- S3 ------------------------------------------------------------------------------------
@@ -207,7 +196,7 @@ def test_s3_prefix_is_downloaded_with_key_paths_kept(
     )
 
     assert staged == {host: StagedPath(staging / "shared", copied=True) for host in HOSTS}
-    assert _tree(staging) == {"shared/a.csv": b"a", "shared/sub/b.csv": b"b"}
+    assert read_tree(staging) == {"shared/a.csv": b"a", "shared/sub/b.csv": b"b"}
     assert not [p for p in staging.rglob("*") if "partial" in p.name]
 
 
@@ -224,7 +213,7 @@ def test_s3_single_object_uri_stages_that_file(
         s3,
     )
     # Both keys share the prefix: the object named exactly keeps its base name.
-    assert _tree(staged["algo-1"].host_path) == {"train.csv": b"t", "train.csv.bak": b"old"}
+    assert read_tree(staged["algo-1"].host_path) == {"train.csv": b"t", "train.csv.bak": b"old"}
 
 
 def test_s3_manifest_downloads_listed_objects(
@@ -249,7 +238,7 @@ def test_s3_manifest_downloads_listed_objects(
         tmp_path / "st",
         s3,
     )
-    assert _tree(staged["algo-1"].host_path) == {"en/1.txt": b"one", "fr/2.txt": b"deux"}
+    assert read_tree(staged["algo-1"].host_path) == {"en/1.txt": b"one", "fr/2.txt": b"deux"}
 
 
 def test_s3_manifest_may_not_point_at_local_files(
@@ -293,7 +282,7 @@ def test_s3_sharding_gives_hosts_disjoint_complete_subsets(
         f"s3://{s3_bucket}/shards/", "S3Prefix", "ShardedByS3Key", hosts, tmp_path / "st", s3
     )
 
-    trees = [_tree(staged[host].host_path) for host in hosts]
+    trees = [read_tree(staged[host].host_path) for host in hosts]
     assert [sorted(tree) for tree in trees] == [
         [f"part-{i:03d}" for i in range(start, 9, 3)] for start in range(3)
     ]
@@ -308,9 +297,9 @@ def test_sharding_with_fewer_objects_than_hosts_leaves_empty_folders(
     staged = stage_input(
         f"s3://{s3_bucket}/one/", "S3Prefix", "ShardedByS3Key", HOSTS, tmp_path / "st", s3
     )
-    assert _tree(staged["algo-1"].host_path) == {"only.csv": b"1"}
+    assert read_tree(staged["algo-1"].host_path) == {"only.csv": b"1"}
     assert staged["algo-2"].host_path.is_dir()
-    assert _tree(staged["algo-2"].host_path) == {}
+    assert read_tree(staged["algo-2"].host_path) == {}
 
 
 def test_missing_bucket_and_empty_prefix_are_data_source_errors(
@@ -331,7 +320,7 @@ def test_missing_bucket_and_empty_prefix_are_data_source_errors(
 
 def test_unreachable_endpoint_is_a_data_source_error(tmp_path: Path) -> None:
     dead = S3Client(
-        f"http://127.0.0.1:{s3server.unused_port()}",
+        f"http://127.0.0.1:{unused_port()}",
         "us-east-1",
         access_key_id="testing",
         secret_access_key="testing",
@@ -351,7 +340,7 @@ def test_many_objects_download_concurrently(
         f"s3://{s3_bucket}/many", "S3Prefix", "FullyReplicated", ["algo-1"], tmp_path / "st", s3
     )
 
-    tree = _tree(staged["algo-1"].host_path)
+    tree = read_tree(staged["algo-1"].host_path)
     assert {f"many/{rel}": body for rel, body in tree.items()} == objects
 
 

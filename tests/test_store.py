@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from shipyard.control.locks import JobLock
-from shipyard.control.store import JobRow, Store
+from shipyard.control.state.locks import JobLock
+from shipyard.control.state.store import JobRow, Store
 from shipyard.errors import ResourceInUse, ResourceNotFound, StorageError
 
 ARN = "arn:aws:sagemaker:us-east-1:000000000000:training-job/{}"
@@ -121,7 +121,7 @@ def test_mutate_is_atomic_across_threads(store: Store) -> None:
 _BUMP_IN_ANOTHER_PROCESS = """
 import sys
 from pathlib import Path
-from shipyard.control.store import Store
+from shipyard.control.state.store import Store
 
 def bump(record, runner):
     record["Counter"] = record.get("Counter", 0) + 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +17,10 @@ from typing import Any
 import pytest
 
 from shipyard.toolkit.serving.memory import _cgroup_limit, default_budget, memory_limit
+from tests.support.containers import wait_for_ping
 from tests.support.images import build_image
-from tests.test_toolkit_serve import Server
+from tests.support.net import http_request
+from tests.support.serve import Server
 
 MIB = 1024 * 1024
 
@@ -330,32 +331,13 @@ def test_multi_model_in_container(docker_client: Any, base_image: str,
 
     def request(method: str, path: str, payload: Any = None,
                 **headers: str) -> tuple[int, Any]:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        try:
-            conn.request(method, path, None if payload is None else json.dumps(payload),
-                         {"Content-Type": "application/json", **headers})
-            resp = conn.getresponse()
-            raw = resp.read()
-            return resp.status, json.loads(raw) if raw else None
-        finally:
-            conn.close()
+        body = None if payload is None else json.dumps(payload).encode()
+        status, raw = http_request(port, method, path, body,
+                                   {"Content-Type": "application/json", **headers})
+        return status, json.loads(raw) if raw else None
 
     try:
-        port, deadline = 0, time.monotonic() + 60
-        while time.monotonic() < deadline:
-            container.reload()
-            bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get("8080/tcp")
-            if bindings:
-                port = int(bindings[0]["HostPort"])
-                try:
-                    if request("GET", "/ping")[0] == 200:
-                        break
-                except OSError:
-                    pass
-            assert container.status in ("created", "running"), container.logs().decode()
-            time.sleep(0.1)
-        else:
-            raise AssertionError(container.logs().decode())
+        port = wait_for_ping(container)
         # the default budget is 70 % of the container's 512 MiB cgroup limit
         assert "memory budget 358 MiB" in container.logs().decode()
         status, body = request("POST", "/invocations", {"instances": [1, 2]},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
 import uuid
@@ -11,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.containers import wait_for_ping
 from tests.support.images import build_image
+from tests.support.net import http_request
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -25,17 +26,6 @@ def predict_fn(data, model, context):
 """
 
 DOCKERFILE = 'ENTRYPOINT ["serve"]\n'
-
-
-def _request(port: int, method: str, path: str, body: bytes | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 def test_serve_in_container(docker_client: Any, base_image: str, scope_labels: dict[str, str],
@@ -55,30 +45,15 @@ def test_serve_in_container(docker_client: Any, base_image: str, scope_labels: d
         detach=True,
     )
     try:
-        port = 0
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            container.reload()
-            bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get("8080/tcp")
-            if bindings:
-                port = int(bindings[0]["HostPort"])
-                try:
-                    if _request(port, "GET", "/ping")[0] == 200:
-                        break
-                except OSError:
-                    pass
-            assert container.status in ("created", "running"), container.logs().decode()
-            time.sleep(0.1)
-        else:
-            raise AssertionError(container.logs().decode())
-        status, body = _request(port, "POST", "/invocations",
-                                b'{"instances": [[1.0, 2.0, 3.0, 4.0]]}',
-                                {"Content-Type": "application/json; charset=utf-8",
-                                 "X-Amzn-SageMaker-Custom-Attributes": "c=1"})
+        port = wait_for_ping(container)
+        status, body = http_request(port, "POST", "/invocations",
+                                    b'{"instances": [[1.0, 2.0, 3.0, 4.0]]}',
+                                    {"Content-Type": "application/json; charset=utf-8",
+                                     "X-Amzn-SageMaker-Custom-Attributes": "c=1"})
         assert status == 200, body
         assert json.loads(body) == {"predictions": [10.0], "custom": "c=1"}
-        status, body = _request(port, "POST", "/invocations", b"\x93NUMPY",
-                                {"Content-Type": "application/x-npy"})
+        status, body = http_request(port, "POST", "/invocations", b"\x93NUMPY",
+                                    {"Content-Type": "application/x-npy"})
         assert status == 500 and b"needs numpy" in body
         began = time.monotonic()
         container.stop(timeout=30)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from shipyard.contract.archives import make_tar_gz
 from shipyard.contract.config_files import training_resource_config, write_json
 from shipyard.contract.paths import OptMl
+from tests.support.polling import until
 
 TRAIN = [sys.executable, "-m", "shipyard.toolkit.train"]
 
@@ -365,11 +365,7 @@ while True:
 
 
 def _wait_for(*paths: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not all(p.exists() for p in paths):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {paths}")
-        time.sleep(0.02)
+    until(f"{paths}", lambda: all(p.exists() for p in paths), timeout, poll=0.02)
 
 
 @pytest.fixture

@@ -10,9 +10,7 @@ answers the container's ``SAGEMAKER_*`` environment. ``EXECUTION_PARAMETERS`` (J
 from __future__ import annotations
 
 import gzip
-import io
 import json
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,16 +19,18 @@ from typing import Any
 
 import pytest
 
-from shipyard.control import ControlPlane, records
+from shipyard.contract.labels import JOB_NAME_LABEL
+from shipyard.control import ControlPlane
 from shipyard.control.context import Context
-from shipyard.control.models import new_model, validate_model
-from shipyard.control.serving import VariantSpec, start_instance
-from shipyard.control.settings import Settings
-from shipyard.control.transform import KIND, TransformJob
-from shipyard.control.transform_data import new_record, validate
+from shipyard.control.endpoints.models import new_model, validate_model
+from shipyard.control.endpoints.serving import VariantSpec, start_instance
+from shipyard.control.state import records
+from shipyard.control.transform.job import KIND, TransformJob
+from shipyard.control.transform.request import new_record, validate
 from shipyard.runtimes import DockerRuntime, ProcessRuntime
-from shipyard.runtimes.base import JOB_NAME_LABEL
+from shipyard.settings import Settings
 from tests.support import s3server
+from tests.support.files import model_tarball, write_tree
 from tests.support.s3server import S3Server
 
 s3_server = s3server.s3_server
@@ -165,11 +165,7 @@ def h(tmp_path: Path) -> Iterator[Harness]:
 
 
 def _data(tmp: Path, files: dict[str, bytes]) -> Path:
-    root = tmp / "input"
-    for rel, data in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
-    return root
+    return write_tree(tmp / "input", files)
 
 
 def test_csv_objects_become_out_files(h: Harness) -> None:
@@ -425,7 +421,7 @@ def test_containers_left_by_a_driver_that_died_after_the_outcome_are_swept(h: Ha
     try:
         assert h.leftovers("tj-swept") == []
         assert plane.ctx.store.get_job(KIND, "tj-swept").runner["cleaned"] is True
-        assert plane.describe_transform_job("tj-swept")["TransformJobStatus"] == "Completed"
+        assert plane.describe("transform", "tj-swept")["TransformJobStatus"] == "Completed"
     finally:
         plane.close()
 
@@ -452,23 +448,13 @@ def _docker_harness(tmp: Path, docker_client: Any, scope_labels: dict[str, str])
     return Harness(tmp, ctx)
 
 
-def _model_tarball(tmp: Path, files: dict[str, str]) -> Path:
-    path = tmp / "model.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for member, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
 @pytest.mark.docker
 def test_toolkit_image_transforms_ten_thousand_lines(
         tmp_path: Path, docker_client: Any, scope_labels: dict[str, str],
         images: dict[str, str]) -> None:
     h = _docker_harness(tmp_path, docker_client, scope_labels)
-    tarball = _model_tarball(tmp_path, {"scale.txt": "2", "code/inference.py": SCALE_INFERENCE})
+    tarball = model_tarball(tmp_path, "model",
+                            {"scale.txt": "2", "code/inference.py": SCALE_INFERENCE})
     req = validate_model({"ModelName": "tk", "PrimaryContainer": {
         "Image": images["toolkit"], "ModelDataUrl": tarball.as_uri()}})
     h.ctx.store.insert_job("model", "tk", "arn:model/tk", "Created",

@@ -1,4 +1,5 @@
-"""Batch transform's data side: request validation, records, payloads, DataProcessing, ``.out``.
+"""Batch transform: the request (``transform_request``), and the data side (``transform_data``):
+parameters, records, payloads, DataProcessing, ``.out``.
 
 Pure functions over bytes, so these tests feed them bytes: hand-built RecordIO and TFRecord
 frames, CSV and JSON files with CRLF and quoting, and a "model" that is a plain function from
@@ -20,15 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shipyard.control.transform_data import (
-    LINE,
-    MIB,
-    MULTI_RECORD,
-    NONE,
-    RECORDIO,
-    SINGLE_RECORD,
-    TFRECORD,
-    DataProcessing,
+from shipyard.control.transform.data import (
     Record,
     TransformParameters,
     TransformPlan,
@@ -39,14 +32,11 @@ from shipyard.control.transform_data import (
     decompress,
     frame_recordio,
     frame_tfrecord,
-    input_source,
-    new_record,
     output_name,
     resolve_parameters,
     split,
-    validate,
 )
-from shipyard.control.transform_filters import (
+from shipyard.control.transform.filters import (
     CSV,
     JSON,
     JsonPath,
@@ -55,7 +45,20 @@ from shipyard.control.transform_filters import (
     parse_units,
     response_units,
 )
-from shipyard.errors import DataSourceError, ValidationError
+from shipyard.control.transform.request import (
+    LINE,
+    MIB,
+    MULTI_RECORD,
+    NONE,
+    RECORDIO,
+    SINGLE_RECORD,
+    TFRECORD,
+    DataProcessing,
+    input_source,
+    new_record,
+    validate,
+)
+from shipyard.errors import DataSourceError, SerializationError, ValidationError
 
 MAGIC = struct.pack("<I", 0xCED7230A)
 
@@ -110,11 +113,9 @@ def _run(record: dict[str, Any], data: bytes, model: Callable[[bytes], bytes],
 def test_minimal_request_gets_defaults() -> None:
     request = _request()
     request["TransformInput"].pop("SplitType")
-    request["TransformResources"].pop("InstanceCount")
     req = validate(request)
     assert req["TransformInput"]["SplitType"] == "None"
     assert req["TransformInput"]["CompressionType"] == "None"
-    assert req["TransformResources"]["InstanceCount"] == 1
     # Left to the container's /execution-parameters.
     assert "BatchStrategy" not in req and "MaxPayloadInMB" not in req
     assert "SplitType" not in request["TransformInput"], "the caller's request is not changed"
@@ -142,6 +143,17 @@ def test_required_members(key: str, member: str) -> None:
         validate(_request(**{key: None}))
 
 
+def test_required_members_inside_the_request() -> None:
+    # SageMaker's model requires them; they have no default.
+    with pytest.raises(ValidationError, match="^1 validation error detected: Value null at "
+                       "'transformResources.instanceCount' failed to satisfy constraint: "
+                       "Member must not be null$"):
+        validate(_with(_request(), "TransformResources.InstanceCount", ...))
+    with pytest.raises(ValidationError, match="Value null at "
+                       "'transformInput.dataSource.s3DataSource.s3DataType'"):
+        validate(_with(_request(), "TransformInput.DataSource.S3DataSource.S3DataType", ...))
+
+
 @pytest.mark.parametrize("path, value, message", [
     ("TransformInput.SplitType", "Lines",
      r"Value 'Lines' at 'transformInput.splitType' .*enum value set: \[None, Line, RecordIO, "
@@ -151,26 +163,38 @@ def test_required_members(key: str, member: str) -> None:
     ("TransformInput.CompressionType", "Zip", r"\[None, Gzip\]"),
     ("MaxPayloadInMB", 101, r"at 'maxPayloadInMB' .*less than or equal to 100"),
     ("MaxPayloadInMB", -1, r"greater than or equal to 0"),
-    ("MaxPayloadInMB", "6", r"maxPayloadInMB must be an integer"),
-    ("MaxConcurrentTransforms", True, r"must be an integer"),
     ("ModelClientConfig", {"InvocationsTimeoutInSeconds": 0},
      r"invocationsTimeoutInSeconds.*greater than or equal to 1"),
     ("ModelClientConfig", {"InvocationsMaxRetries": 4},
      r"invocationsMaxRetries.*less than or equal to 3"),
     ("ModelName", "bad_name", r"at 'modelName'.*regular expression"),
     ("TransformJobName", "x" * 64, r"at 'transformJobName'.*less than or equal to 63"),
-    ("TransformOutput.S3OutputPath", "bkt/out", r"must be an s3:// or file:// URI"),
-    ("TransformInput.DataSource.S3DataSource.S3Uri", "data/", r"must be an s3://"),
+    ("TransformOutput.S3OutputPath", "bkt/out",
+     r"^1 validation error detected: Value 'bkt/out' at 'transformOutput.s3OutputPath' failed "
+     r"to satisfy constraint: Member must satisfy regular expression pattern: "
+     r"\^\(https\|s3\)://"),
+    ("TransformOutput.S3OutputPath", "https://host/out", r"must be an s3:// or file:// URI"),
+    ("TransformInput.DataSource.S3DataSource.S3Uri", "data/",
+     r"at 'transformInput.dataSource.s3DataSource.s3Uri' .*regular expression"),
+    ("TransformInput.DataSource.S3DataSource.S3Uri", "https://host/data/", r"must be an s3://"),
     ("TransformInput.DataSource.S3DataSource.S3DataType", "AugmentedManifestFile",
-     r"not supported"),
-    ("TransformInput.DataSource", {"FileSystemDataSource": {}}, r"needs S3DataSource"),
+     r"^S3DataType AugmentedManifestFile is not supported by Shipyard for transform jobs "
+     r"\(S3Prefix, ManifestFile\)$"),
+    ("TransformInput.DataSource.S3DataSource.S3DataType", "Converse", r"not supported"),
+    ("TransformInput.DataSource", {"FileSystemDataSource": {}},
+     r"Value null at 'transformInput.dataSource.s3DataSource' .*must not be null"),
     ("TransformInput.ContentType", "x" * 257, r"less than or equal to 256"),
-    ("TransformResources.InstanceCount", 0, r"between 1 and 100"),
+    ("TransformResources.InstanceCount", 0,
+     r"at 'transformResources.instanceCount' .*greater than or equal to 1"),
+    ("TransformResources.InstanceCount", 101, r"between 1 and 100"),
     ("TransformResources.InstanceType", "m5.large", r"instanceType"),
     ("Environment", {f"K{i}": "v" for i in range(17)},
      r"at 'environment' .*less than or equal to 16"),
     ("Environment", {"1BAD": "v"}, r"Map keys must satisfy"),
-    ("Environment", {"K": "v" * 10241}, r"at most 10240"),
+    ("Environment", {"K": "v" * 10241},
+     r"at 'environment' .*Map value must satisfy constraint: \[Member must have length less "
+     r"than or equal to 10240"),
+    ("Environment", {"K": "a\x00b"}, r"Environment value of K contains a NUL"),
     ("DataProcessing", {"JoinSource": "Output"}, r"at 'dataProcessing.joinSource'"),
     ("DataProcessing", {"InputFilter": "$[" + "1," * 31 + "1]"},
      r"dataProcessing.inputFilter.*less than or equal to 63"),
@@ -179,6 +203,16 @@ def test_required_members(key: str, member: str) -> None:
 ])
 def test_bad_requests(path: str, value: Any, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
+        validate(_with(_request(), path, value))
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("MaxPayloadInMB", "6", "STRING_VALUE can not be converted to an Integer"),
+    ("MaxConcurrentTransforms", True, "TRUE_VALUE can not be converted to an Integer"),
+    ("Environment", {"K": 1}, "NUMBER_VALUE can not be converted to a String"),
+])
+def test_values_of_the_wrong_type(path: str, value: Any, message: str) -> None:
+    with pytest.raises(SerializationError, match=f"^{message}$"):
         validate(_with(_request(), path, value))
 
 

@@ -17,14 +17,15 @@ import pytest
 from botocore.exceptions import ClientError
 
 from shipyard.api.server import read_info, stop_server
-from shipyard.control import Settings
 from shipyard.control.artifacts import merge_dirs
 from shipyard.errors import ValidationError
 from shipyard.runtimes.docker import check_reference
-from tests import test_api
-from tests.test_api import ROLE, Api, training, wait_done
+from shipyard.settings import Settings
+from tests.support import api as support_api
+from tests.support.api import Api, training, wait_done
+from tests.support.jobs import ROLE
 
-api = test_api.api  # the same module-scoped server, started once for this module
+api = support_api.docker_api  # a server over real containers, started once for this module
 
 BAD_IMAGES = ["x;id", "UPPER/case:1", "$(id)", "a b", "img:", "-lead", "a//b"]
 
@@ -74,11 +75,11 @@ def test_resource_config_is_required_and_local_is_accepted_when_named(
         api: Api, images: dict[str, str], tmp_path: Path) -> None:
     request = training("no-resources", images["behaviours"], tmp_path)
     del request["ResourceConfig"]
-    status, body = api.raw("SageMaker.CreateTrainingJob", json.dumps(request).encode())
+    status, body = api.post_target("SageMaker.CreateTrainingJob", json.dumps(request).encode())
     assert status == 400 and body["__type"].endswith("ValidationException"), body
     assert "resourceConfig" in body["message"]
     request["ResourceConfig"] = {"InstanceCount": 1, "VolumeSizeInGB": 1}
-    status, body = api.raw("SageMaker.CreateTrainingJob", json.dumps(request).encode())
+    status, body = api.post_target("SageMaker.CreateTrainingJob", json.dumps(request).encode())
     assert status == 400 and "instanceType" in body["message"], body
     request["ResourceConfig"]["InstanceType"] = "local"
     api.sm.create_training_job(**request)

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from shipyard.control.upstream import Response, Upstream, UpstreamError
+from shipyard.control.endpoints.upstream import Response, Upstream, UpstreamError
+from tests.support.net import unused_port
 
 
 class Server:
@@ -165,9 +166,7 @@ def test_request_the_container_read_is_sent_once_even_on_a_pooled_connection(
 
 
 def test_refused_connection_is_not_sent(loop: asyncio.AbstractEventLoop) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        address = sock.getsockname()  # nothing listens there once it is closed
+    address = ("127.0.0.1", unused_port())  # nothing listens there
 
     async def scenario() -> None:
         upstream = Upstream()

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from shipyard.control.settings import Settings
+from shipyard import kinds
 from shipyard.errors import (
     ModelError,
     RuntimeUnavailable,
@@ -24,17 +24,8 @@ from shipyard.errors import (
     ValidationError,
     error_class_for_code,
 )
+from shipyard.settings import Settings
 
-LOG_GROUPS = {"training": "/aws/sagemaker/TrainingJobs",
-              "processing": "/aws/sagemaker/ProcessingJobs",
-              "transform": "/aws/sagemaker/TransformJobs"}
-_OPS = {
-    "training": ("TrainingJob", "TrainingJobName"),
-    "processing": ("ProcessingJob", "ProcessingJobName"),
-    "transform": ("TransformJob", "TransformJobName"),
-}
-#: The kinds ``find_kind`` looks through when none is named (``shipyard jobs``).
-_FIND_KINDS = ("training", "processing", "transform")
 #: Time the server may take beyond its own invoke timeout before the client gives up.
 INVOKE_READ_MARGIN_SECONDS = 10.0
 
@@ -115,21 +106,22 @@ class Client:
 
     # -- jobs -------------------------------------------------------------------------------
     def create_job(self, kind: str, request: dict[str, Any]) -> str:
-        op = _OPS[kind][0]
+        spec = kinds.get(kind)
         with _translate():
-            response = getattr(self.sagemaker, _snake(f"Create{op}"))(**request)
-        return str(response[f"{op}Arn"])
+            response = getattr(self.sagemaker, _snake(spec.operation("Create")))(**request)
+        return str(response[spec.arn_field])
 
     def describe(self, kind: str, name: str) -> dict[str, Any]:
-        op, field = _OPS[kind]
+        spec = kinds.get(kind)
         with _translate():
-            response = getattr(self.sagemaker, _snake(f"Describe{op}"))(**{field: name})
+            response = getattr(self.sagemaker, _snake(spec.operation("Describe")))(
+                **{spec.name_field: name})
         response.pop("ResponseMetadata", None)
         return dict(response)
 
     def find_kind(self, name: str, kind: str | None = None) -> str | None:
         """Which kind of job ``name`` is (training first), or None."""
-        for candidate in [kind] if kind else _FIND_KINDS:
+        for candidate in [kind] if kind else [k.key for k in kinds.JOBS]:
             try:
                 self.describe(candidate, name)
                 return candidate
@@ -139,27 +131,27 @@ class Client:
         return None
 
     def stop(self, kind: str, name: str) -> None:
-        op, field = _OPS[kind]
+        spec = kinds.get(kind)
         with _translate():
-            getattr(self.sagemaker, _snake(f"Stop{op}"))(**{field: name})
+            getattr(self.sagemaker, _snake(spec.operation("Stop")))(**{spec.name_field: name})
 
     def list_jobs(self, kind: str, *, status: str | None = None, limit: int = 50
              ) -> list[dict[str, Any]]:
-        op = _OPS[kind][0]
+        spec = kinds.get(kind)
         params: dict[str, Any] = {"SortBy": "CreationTime", "SortOrder": "Descending"}
         if status:
             params["StatusEquals"] = status
         out: list[dict[str, Any]] = []
         with _translate():
-            paginator = self.sagemaker.get_paginator(_snake(f"List{op}s"))
+            paginator = self.sagemaker.get_paginator(_snake(spec.operation("List")))
             for page in paginator.paginate(**params, PaginationConfig={"PageSize": 100}):
-                out.extend(page[f"{op}Summaries"])
+                out.extend(page[spec.summaries])
                 if len(out) >= limit:
                     break
         return out[:limit]
 
     def wait(self, kind: str, name: str, poll: float = 0.5) -> dict[str, Any]:
-        status_field = f"{_OPS[kind][0]}Status"
+        status_field = kinds.get(kind).status_field
         while True:
             record = self.describe(kind, name)
             if record[status_field] in ("Completed", "Failed", "Stopped"):
@@ -229,7 +221,7 @@ class Client:
         with _translate():
             try:
                 response = self.logs.describe_log_streams(
-                    logGroupName=LOG_GROUPS[kind], logStreamNamePrefix=f"{name}/",
+                    logGroupName=kinds.get(kind).log_group, logStreamNamePrefix=f"{name}/",
                     orderBy="LogStreamName")
             except self.logs.exceptions.ResourceNotFoundException:
                 return []
@@ -237,8 +229,8 @@ class Client:
 
     def read_logs(self, kind: str, stream: str, token: str | None) -> tuple[list[LogLine], str]:
         """New lines of one stream since ``token``; returns them and the token to go on."""
-        params: dict[str, Any] = {"logGroupName": LOG_GROUPS[kind], "logStreamName": stream,
-                                  "startFromHead": True}
+        params: dict[str, Any] = {"logGroupName": kinds.get(kind).log_group,
+                                  "logStreamName": stream, "startFromHead": True}
         if token:
             params["nextToken"] = token
         lines: list[LogLine] = []

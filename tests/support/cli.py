@@ -1,4 +1,5 @@
-"""Running the real `shipyard` CLI in a subprocess, as a user at a terminal does."""
+"""Running the real `shipyard` CLI as a user does: in-process with ``CliRunner`` or in a
+subprocess at a terminal, with settings passed as ``SHIPYARD_*`` variables."""
 
 from __future__ import annotations
 
@@ -6,6 +7,26 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from shipyard.cli import cli
+from tests.support.images import SESSION_SCOPE
+
+
+def shipyard_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """Settings for a CLI or server on ``data_dir``: containers on the engine in this test
+    session's scope, the API on a free port; ``settings`` add more by name
+    (``stop_grace_seconds="5"`` is ``SHIPYARD_STOP_GRACE_SECONDS=5``)."""
+    return {"SHIPYARD_DATA_DIR": str(data_dir), "SHIPYARD_RUNTIME": "docker",
+            "SHIPYARD_SCOPE": SESSION_SCOPE, "SHIPYARD_API_PORT": "0",
+            **{f"SHIPYARD_{name.upper()}": value for name, value in settings.items()}}
+
+
+def run(args: list[str], env: dict[str, str], stdin: bytes | None = None) -> Result:
+    """``shipyard ARGS`` through ``CliRunner`` with exactly ``env`` as its environment."""
+    return CliRunner().invoke(cli, args, env=env, input=stdin, catch_exceptions=False)
 
 
 def interrupt(args: list[str], env: dict[str, str], once: str) -> tuple[int, str]:

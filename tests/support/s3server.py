@@ -8,14 +8,15 @@ module by assignment (which keeps linters quiet about the shadowing parameters):
 
     s3_server = s3server.s3_server
     s3_bucket = s3server.s3_bucket
+    s3 = s3server.s3
 
 ``s3_server`` (session scope) yields an ``S3Server`` with the endpoint URL and helpers that
-build clients with dummy credentials passed as arguments, so no test touches ``os.environ``.
+build clients with dummy credentials passed as arguments, so no test touches ``os.environ``;
+``s3`` is Shipyard's adapter on it, ``s3_bucket`` a fresh bucket.
 """
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,8 @@ from typing import Any
 import pytest
 
 from shipyard.control.s3 import S3Client
+from tests.support.net import unused_port
+from tests.support.processes import terminate
 
 REGION = "us-east-1"
 ACCESS_KEY = "testing"
@@ -61,12 +64,6 @@ class S3Server:
         ).client("s3", endpoint_url=self.url)
 
 
-def unused_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/moto-api/", timeout=1) as response:
@@ -95,12 +92,13 @@ def s3_server() -> Iterator[S3Server]:
                 time.sleep(0.05)
             yield S3Server(url)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc)
+
+
+@pytest.fixture
+def s3(s3_server: S3Server) -> S3Client:
+    """Shipyard's S3 adapter pointed at the shared server."""
+    return s3_server.client()
 
 
 @pytest.fixture

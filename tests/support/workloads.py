@@ -1,7 +1,9 @@
-"""Workloads the tests run: small training and processing programs and their images."""
+"""Workloads the tests run: small training, processing and serving programs, their images,
+and a project folder the process runtime runs as an image."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tests.support.images import build_image
@@ -231,6 +233,85 @@ class Handler(BaseHTTPRequestHandler):
 port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
 ThreadingHTTPServer(("0.0.0.0", port), Handler).serve_forever()
 '''
+
+
+# An inference server in the contract's shape, written its own way (stdlib only), run by the
+# process runtime from a ``serve_project`` folder. The body picks the behaviour: ``fail`` ->
+# 400, ``stream:N`` -> N chunks, ``stream:N:break`` -> N chunks then the connection drops
+# mid-body, ``sleep:S`` -> echoed after S seconds; anything else is echoed with the headers
+# seen.
+ECHO_SERVE = r'''#!/usr/bin/env python3
+import hashlib, json, os, socket, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, status, body, ctype, extra=()):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in extra:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self.answer(200 if self.path == "/ping" else 404, b"", "text/plain")
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if body == b"fail":
+            return self.answer(400, b"bad input: fail", "text/plain")
+        if body.startswith(b"sleep:"):
+            time.sleep(float(body[6:]))
+        if body.startswith(b"stream:"):
+            parts = body.decode().split(":")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/x-tokens")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(int(parts[1])):
+                chunk = f"token {i};".encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+                time.sleep(0.01)
+            if parts[2:] == ["break"]:
+                self.wfile.write(b"ff\r\nhalf a ch")
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        seen = {name: self.headers.get(name) for name in (
+            "Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes",
+            "X-Amzn-SageMaker-Target-Model", "X-Amzn-SageMaker-Inference-Id")}
+        # Big bodies come back as their size and digest: replies have a size limit too.
+        reply = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest(), "headers": seen}
+        if len(body) <= 4096:
+            reply["body"] = body.decode("latin-1")
+        self.answer(200, json.dumps(reply).encode(), "application/x-echo",
+                    [("X-Amzn-SageMaker-Custom-Attributes", "seen=1")])
+
+
+port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
+print(f"serve: listening on {port}", flush=True)
+ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+'''
+
+
+def serve_project(folder: Path) -> Path:
+    """A process-runtime "image": a folder whose executable ``serve`` is the server."""
+    folder.mkdir(parents=True, exist_ok=True)
+    serve = folder / "serve"
+    serve.write_text(ECHO_SERVE)
+    serve.chmod(0o755)
+    return folder
 
 
 def build_all(docker_client: Any) -> dict[str, str]:

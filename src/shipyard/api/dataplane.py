@@ -41,10 +41,14 @@ from shipyard.api.credentials import load_or_create
 from shipyard.api.fastpath import FastPathProtocol
 from shipyard.api.processes import process_start, run_loop, write_json
 from shipyard.api.runtime import RuntimeApi
-from shipyard.control import Settings
-from shipyard.control.context import Context, runtime_for
-from shipyard.control.invocation import InvokeDone, InvokeRequest, InvokeResult, InvokeStream
-from shipyard.control.router import Router
+from shipyard.control.endpoints.invocation import (
+    InvokeDone,
+    InvokeRequest,
+    InvokeResult,
+    InvokeStream,
+)
+from shipyard.control.endpoints.router import Router
+from shipyard.settings import Settings
 
 __all__ = ["DataPlane", "DataPlaneInfo", "drain", "info_path", "main", "read_info"]
 
@@ -127,9 +131,8 @@ class DataPlane:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.ctx = Context.build(settings, runtime_for(settings))
         # Routes only: deploying and healing belong to the control plane.
-        self.endpoints = Router(self.ctx)
+        self.endpoints = Router.standalone(settings)
         self.runtime = RuntimeApi(self, load_or_create(settings.data_dir).secrets)
         self.state = _ServerState()
         self._ids = RequestIds()
@@ -223,12 +226,12 @@ class DataPlane:
 
     # -- threads ---------------------------------------------------------------------------
     def _follow_routes(self) -> None:
-        version = self.ctx.store.data_version()
+        version = self.endpoints.state_version()
         while not self._stop.is_set():
             changed = self._routes_changed.wait(ROUTES_POLL_SECONDS)
             self._routes_changed.clear()
             try:
-                now = self.ctx.store.data_version()
+                now = self.endpoints.state_version()
                 if changed or now != version:
                     version = now
                     self.endpoints.adopt_routes()

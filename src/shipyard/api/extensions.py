@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from shipyard import kinds
 from shipyard.control import ControlPlane
 from shipyard.errors import ValidationError
 
@@ -20,8 +21,8 @@ def get_metric_series(plane: ControlPlane, params: dict[str, Any]) -> dict[str, 
         raise ValidationError("TrainingJobName is required")
     if metric is not None and not isinstance(metric, str):
         raise ValidationError("MetricName must be a string")
-    plane.describe_training_job(name)
-    return {"Points": plane.metric_series("training", name, metric)}
+    plane.describe(kinds.TRAINING.key, name)
+    return {"Points": plane.metric_series(kinds.TRAINING.key, name, metric)}
 
 
 HANDLERS: dict[str, Handler] = {"GetMetricSeries": get_metric_series}

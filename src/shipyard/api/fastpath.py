@@ -11,13 +11,13 @@ answer written from the upstream connection's ``data_received``.
 
 The plain form is ``POST /endpoints/<name>/invocations HTTP/1.1`` with a Content-Length body
 within the payload limit and no Transfer-Encoding, Expect, Upgrade or X-Amz-Target, its head
-well formed (header names are tokens, no control characters, CRLF line ends). Anything else
-(other operations, response streams, chunked or oversized uploads, malformed requests) goes to
-the delegate, uvicorn's own protocol running the ASGI app, which answers it as before: the
-connection is handed over whole, between two requests, with the bytes read so far, and stays
-with the delegate from then on. What a request is told (signature, validation, routing,
-errors) is the same on both paths: they share ``RuntimeApi.authorize``, ``result_headers`` and
-``error_response``.
+well formed (read by :mod:`shipyard.http1` strictly: header names are tokens, no control
+characters, CRLF line ends). Anything else (other operations, response streams, chunked or
+oversized uploads, malformed requests) goes to the delegate, uvicorn's own protocol running
+the ASGI app, which answers it as before: the connection is handed over whole, between two
+requests, with the bytes read so far, and stays with the delegate from then on. What a request
+is told (signature, validation, routing, errors) is the same on both paths: they share
+``RuntimeApi.authorize``, ``result_headers`` and ``error_response``.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Any, Protocol, cast
 
 from shipyard.api import runtime
-from shipyard.control.invocation import InvokeResult
+from shipyard.control.endpoints.invocation import InvokeResult
+from shipyard.http1 import ProtocolError, content_length, parse_request_head, status_line
 
 __all__ = ["FastPath", "FastPathProtocol", "fast_path_protocol"]
 
@@ -42,12 +42,6 @@ JOIN_BELOW_BYTES = 64 * 1024
 
 _PREFIX = runtime.PATH_PREFIX
 _SUFFIX = "/invocations"
-_REASONS = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
-#: The bytes of a header name (RFC 9110's token): no whitespace, so no obsolete line folding
-#: either. Checked with ``bytes.translate`` (a regex here cost more than the rest of parsing).
-_TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-#: Control characters a head may not hold (tab, CR and LF aside).
-_CONTROL = bytes([*range(0x09), *range(0x0B, 0x0D), *range(0x0E, 0x20), 0x7F])
 #: Headers that take a request off the plain form (X-Amz-Target routes a request to the
 #: awsJson protocols whatever its path).
 _NOT_PLAIN = frozenset({"transfer-encoding", "expect", "upgrade", "x-amz-target"})
@@ -258,8 +252,7 @@ class FastPathProtocol(asyncio.Protocol):
         if defaults is not self._defaults:  # uvicorn puts a new list in place each second
             self._defaults = defaults
             self._defaults_head = b"".join(b"%s: %s\r\n" % pair for pair in defaults)
-        lines = [_REASONS.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode(),
-                 self._defaults_head]
+        lines = [status_line(status), self._defaults_head]
         lines.extend(b"%s: %s\r\n" % pair for pair in headers)
         if self._closing:
             lines.append(b"connection: close\r\n")
@@ -333,39 +326,24 @@ def _may_be_plain(partial: bytearray) -> bool:
 
 def _parse_head(head: bytes) -> tuple[str, dict[str, str], int, bool] | None:
     """``(target, headers, content length, close after)`` of a plain InvokeEndpoint head, or
-    None when it is anything else."""
-    crlf = head.count(b"\r\n")
-    if (len(head.translate(None, _CONTROL)) != len(head) or head.count(b"\r") != crlf
-            or head.count(b"\n") != crlf):
-        return None  # a control character, or a CR or LF outside a CRLF
-    lines = head.decode("latin-1").split("\r\n")
-    request_line = lines[0].split(" ")
-    if len(request_line) != 3:
+    None when it is anything else. Read strictly: a malformed head goes to the delegate, whose
+    parser answers 400."""
+    try:
+        method, target, version, headers = parse_request_head(head, strict=True)
+    except ProtocolError:
         return None
-    method, target, version = request_line
     if method != "POST" or version != "HTTP/1.1" or not target.startswith(_PREFIX):
         return None
     if not target.partition("?")[0].endswith(_SUFFIX):
         return None
-    headers: dict[str, str] = {}
-    names = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep:
-            return None
-        names.append(name)
-        key = name.lower()
-        if key == "content-length" and key in headers:
-            return None
-        headers[key] = value.strip(" \t")
-    # Every name a token (no whitespace before its colon, so no obsolete line folding
-    # either), checked at once: malformed heads go to the delegate, whose parser answers 400.
-    if not all(names) or "".join(names).encode("latin-1").translate(None, _TOKEN):
-        return None
     if not _NOT_PLAIN.isdisjoint(headers):
         return None
     length = headers.get("content-length", "")
-    if not length.isdigit() or len(length) > 12:
+    if len(length) > 12:
+        return None
+    try:
+        size = content_length(length)
+    except ProtocolError:
         return None
     close = headers.get("connection", "").lower() == "close"
-    return target, headers, int(length), close
+    return target, headers, size, close

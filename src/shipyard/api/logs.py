@@ -32,30 +32,26 @@ import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from shipyard import kinds
 from shipyard.control import ControlPlane
-from shipyard.control.store import JobRow
-from shipyard.errors import InvalidParameter, LogsResourceNotFound, ResourceNotFound
+from shipyard.control.state.log_reader import Forward, HostLog, Line
+from shipyard.errors import InvalidParameter, LogsResourceNotFound
 
 __all__ = ["GROUPS", "HANDLERS", "describe_log_streams", "filter_log_events", "get_log_events"]
 
 Handler = Callable[[ControlPlane, dict[str, Any]], dict[str, Any]]
 
 #: Log group -> job kind.
-GROUPS = {"/aws/sagemaker/TrainingJobs": "training", "/aws/sagemaker/ProcessingJobs": "processing",
-          "/aws/sagemaker/TransformJobs": "transform"}
-_START_FIELD = {"training": "TrainingStartTime", "processing": "ProcessingStartTime",
-                "transform": "TransformStartTime", "endpoint": "CreationTime"}
+GROUPS = {k.log_group: k.key for k in kinds.JOBS if k.log_group}
 #: One log group per endpoint (``/aws/sagemaker/Endpoints/<name>``), streams named
 #: ``<variant>/<instance id>`` as on AWS.
-ENDPOINT_GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
+ENDPOINT_GROUP_PREFIX = kinds.ENDPOINT_LOG_GROUP_PREFIX
 
 MAX_RESPONSE_BYTES = 1_048_576
 #: What CloudWatch adds to each event's message when it sizes a batch.
 EVENT_OVERHEAD_BYTES = 26
-_CHUNK = 64 * 1024
 #: FilterLogEvents holds a chunk per stream at once: smaller ones bound its memory.
 _FILTER_CHUNK = 8 * 1024
 _JOB_PAGE = 200
@@ -73,7 +69,7 @@ class Stream:
     job: str
     host: str
     start_ms: int
-    path: Path
+    log: HostLog
 
     @property
     def name(self) -> str:
@@ -91,14 +87,17 @@ class Group:
 
 
 def _start_ms(kind: str, record: dict[str, Any]) -> int:
-    value = record.get(_START_FIELD[kind]) or record.get("CreationTime") or 0
+    value = record.get(kinds.get(kind).start_field) or record.get("CreationTime") or 0
     return int(float(value) * 1000)
 
 
-def _job_streams(plane: ControlPlane, kind: str, row: JobRow) -> list[Stream]:
-    start = _start_ms(kind, row.record)
-    return [Stream(kind, row.name, host, start, plane.ctx.logs.path(kind, row.name, host))
-            for host in plane.ctx.logs.hosts(kind, row.name)]
+def _name(kind: str, record: dict[str, Any]) -> str:
+    return str(record[kinds.get(kind).name_field])
+
+
+def _job_streams(plane: ControlPlane, kind: str, record: dict[str, Any]) -> list[Stream]:
+    start, name = _start_ms(kind, record), _name(kind, record)
+    return [Stream(kind, name, log.host, start, log) for log in plane.host_logs(kind, name)]
 
 
 def _group(params: dict[str, Any]) -> Group:
@@ -132,20 +131,16 @@ def _resolve(plane: ControlPlane, group: Group, name: str) -> Stream | None:
         host, dash, epoch = rest.rpartition("-")
         if not (slash and dash and epoch.isdigit()):
             return None
-    try:
-        row = plane.ctx.store.get_job(kind, job)
-    except ResourceNotFound:
+    record = plane.lookup(kind, job)
+    log = plane.host_log(kind, job, host) if record is not None else None
+    if record is None or log is None:
         return None
-    # Membership, not a path built from the request: a host like "../x" never reaches disk.
-    if host not in plane.ctx.logs.hosts(kind, job):
-        return None
-    stream = Stream(kind, job, host, _start_ms(kind, row.record),
-                    plane.ctx.logs.path(kind, job, host))
+    stream = Stream(kind, job, host, _start_ms(kind, record), log)
     return stream if stream.name == name else None
 
 
 def _jobs_by_name(plane: ControlPlane, group: Group, prefix: str, descending: bool,
-                  start: int) -> Iterator[tuple[int, JobRow]]:
+                  start: int) -> Iterator[tuple[int, dict[str, Any]]]:
     """(position, job) in name order, for jobs whose streams can match ``prefix``."""
     kind = group.kind
     if group.job is not None:
@@ -154,146 +149,46 @@ def _jobs_by_name(plane: ControlPlane, group: Group, prefix: str, descending: bo
         return
     if "/" in prefix:
         # "<job>/...": exactly one job can match; the SDK always asks this way.
-        if start == 0:
-            try:
-                yield 0, plane.ctx.store.get_job(kind, prefix.split("/", 1)[0])
-            except ResourceNotFound:
-                return
+        record = plane.lookup(kind, prefix.split("/", 1)[0]) if start == 0 else None
+        if record is not None:
+            yield 0, record
         return
     offset = start
     while True:
-        rows = plane.ctx.store.list_jobs(kind, name_contains=prefix or None, sort_by="Name",
-                                         descending=descending, offset=offset,
-                                         limit=_JOB_PAGE)
+        rows = plane.list_resources(kind, name_contains=prefix or None, sort_by="Name",
+                                    descending=descending, offset=offset, limit=_JOB_PAGE)
         for i, row in enumerate(rows):
-            if row.name.startswith(prefix):
+            if _name(kind, row).startswith(prefix):
                 yield offset + i, row
         if len(rows) < _JOB_PAGE:
             return
         offset += len(rows)
 
 
-# -- reading a host's log file ---------------------------------------------------------------
-@dataclass(frozen=True)
-class _Line:
-    start: int
-    end: int
-    timestamp: int
-    message: str
-    size: int
+# -- pages of lines -------------------------------------------------------------------------
+def _size(line: Line) -> int:
+    return line.size + EVENT_OVERHEAD_BYTES
 
 
-def _parse(raw: bytes, start: int) -> _Line:
-    stamp, _, text = raw.partition(b"\t")
-    ns = int(stamp) if stamp.isdigit() else 0
-    return _Line(start, start + len(raw) + 1, ns // 1_000_000, text.decode("utf-8", "replace"),
-                 len(text) + EVENT_OVERHEAD_BYTES)
-
-
-class _Forward:
-    """Complete lines from byte ``offset`` on; ``pos`` is where the next unread line starts.
-
-    The file is opened per chunk, not held while lines are consumed: FilterLogEvents keeps
-    one reader per stream alive at once, and thousands of open files would exhaust the
-    process's descriptors.
-    """
-
-    def __init__(self, path: Path, offset: int, chunk: int = _CHUNK) -> None:
-        self.path = path
-        self.pos = offset
-        self.chunk = chunk
-
-    def __iter__(self) -> Iterator[_Line]:
-        buf = b""
-        read_at = self.pos
-        while True:
-            try:
-                with open(self.path, "rb") as fh:
-                    fh.seek(read_at)
-                    data = fh.read(self.chunk)
-            except FileNotFoundError:
-                return
-            if not data:
-                # A trailing line without its newline is still being written: not an event.
-                return
-            read_at += len(data)
-            *lines, buf = (buf + data).split(b"\n")
-            for raw in lines:
-                line = _parse(raw, self.pos)
-                self.pos = line.end
-                yield line
-
-
-def _backward(path: Path, end: int) -> Iterator[_Line]:
-    """Complete lines ending at or before ``end`` (a line boundary), newest first."""
-    with open(path, "rb") as fh:
-        stop, carry = end, b""
-        while stop > 0:
-            start = max(0, stop - _CHUNK)
-            fh.seek(start)
-            block = fh.read(stop - start) + carry
-            first = 0
-            if start > 0:
-                # The block's first line may begin in the chunk before: carry it there.
-                first = block.find(b"\n") + 1
-                carry = block[:first]
-            lines = []
-            pos = start + first
-            for raw in block[first:].split(b"\n")[:-1]:
-                line = _parse(raw, pos)
-                pos = line.end
-                lines.append(line)
-            yield from reversed(lines)
-            stop = start
-
-
-def _complete_end(path: Path) -> int:
-    """The offset just past the file's last complete line."""
-    try:
-        with open(path, "rb") as fh:
-            stop = fh.seek(0, 2)
-            while stop > 0:
-                start = max(0, stop - _CHUNK)
-                fh.seek(start)
-                block = fh.read(stop - start)
-                newline = block.rfind(b"\n")
-                if newline >= 0:
-                    return start + newline + 1
-                stop = start
-    except FileNotFoundError:
-        pass
-    return 0
-
-
-def _at_boundary(path: Path, offset: int, end: int) -> bool:
-    if offset == 0 or offset == end:
-        return offset <= end
-    if offset > end:
-        return False
-    with open(path, "rb") as fh:
-        fh.seek(offset - 1)
-        return fh.read(1) == b"\n"
-
-
-def _in_range(start: int | None, end: int | None) -> Callable[[_Line], bool]:
+def _in_range(start: int | None, end: int | None) -> Callable[[Line], bool]:
     # startTime is inclusive, endTime exclusive (GetLogEvents/FilterLogEvents reference).
     lo = start if start is not None else -1
     hi = end if end is not None else 1 << 62
-    return lambda line: lo <= line.timestamp < hi
+    return lambda line: lo <= line.timestamp_ms < hi
 
 
-def _take(lines: Iterable[_Line], keep: Callable[[_Line], bool], limit: int
-          ) -> tuple[list[_Line], bool]:
+def _take(lines: Iterable[Line], keep: Callable[[Line], bool], limit: int
+          ) -> tuple[list[Line], bool]:
     """Up to ``limit`` kept lines within the 1 MB budget; True if the page filled up."""
-    taken: list[_Line] = []
+    taken: list[Line] = []
     size = 0
     for line in lines:
         if not keep(line):
             continue
-        if len(taken) >= limit or (taken and size + line.size > MAX_RESPONSE_BYTES):
+        if len(taken) >= limit or (taken and size + _size(line) > MAX_RESPONSE_BYTES):
             return taken, True
         taken.append(line)
-        size += line.size
+        size += _size(line)
     return taken, False
 
 
@@ -412,10 +307,9 @@ def _page_by_event_time(plane: ControlPlane, group: Group, descending: bool, lim
     keyed = []
     for row in _group_jobs(plane, group):
         for stream in _job_streams(plane, group.kind, row):
-            try:
-                keyed.append((stream.path.stat().st_mtime_ns, stream.name, stream))
-            except FileNotFoundError:
-                continue
+            modified = stream.log.modified_ns()
+            if modified is not None:
+                keyed.append((modified, stream.name, stream))
     keyed.sort(key=lambda item: (item[0], item[1]), reverse=descending)
     page = [stream for _, _, stream in keyed[position:position + limit]]
     more = position + limit < len(keyed)
@@ -423,14 +317,14 @@ def _page_by_event_time(plane: ControlPlane, group: Group, descending: bool, lim
 
 
 def _group_jobs(plane: ControlPlane, group: Group, created_before: float | None = None
-                ) -> list[JobRow]:
+                ) -> list[dict[str, Any]]:
     if group.job is None:
-        return plane.ctx.store.list_jobs(group.kind, created_before=created_before)
-    try:
-        return [plane.ctx.store.get_job(group.kind, group.job)]
-    except ResourceNotFound:
+        return plane.list_resources(group.kind, created_before=created_before)
+    record = plane.lookup(group.kind, group.job)
+    if record is None:
         # An endpoint's group exists while the endpoint does.
-        raise LogsResourceNotFound(_NO_GROUP) from None
+        raise LogsResourceNotFound(_NO_GROUP)
+    return [record]
 
 
 def _describe_stream(plane: ControlPlane, group: str, stream: Stream) -> dict[str, Any]:
@@ -443,13 +337,14 @@ def _describe_stream(plane: ControlPlane, group: str, stream: Stream) -> dict[st
         # Deprecated by CloudWatch, which now always reports 0.
         "storedBytes": 0,
     }
-    end = _complete_end(stream.path)
-    first = next(iter(_Forward(stream.path, 0)), None) if end else None
-    last = next(_backward(stream.path, end), None) if end else None
-    if first is not None and last is not None:
-        described["firstEventTimestamp"] = first.timestamp
-        described["lastEventTimestamp"] = last.timestamp
-        described["lastIngestionTime"] = stream.path.stat().st_mtime_ns // 1_000_000
+    end = stream.log.end()
+    first = next(iter(stream.log.forward(0)), None) if end else None
+    last = next(stream.log.backward(end), None) if end else None
+    modified = stream.log.modified_ns()
+    if first is not None and last is not None and modified is not None:
+        described["firstEventTimestamp"] = first.timestamp_ms
+        described["lastEventTimestamp"] = last.timestamp_ms
+        described["lastIngestionTime"] = modified // 1_000_000
     return described
 
 
@@ -463,14 +358,14 @@ def get_log_events(plane: ControlPlane, params: dict[str, Any]) -> dict[str, Any
         raise LogsResourceNotFound(_NO_STREAM)
     limit = _limit(params, 10_000, 10_000)
     keep = _in_range(_time(params, "startTime"), _time(params, "endTime"))
-    end = _complete_end(stream.path)
+    end = stream.log.end()
     token = params.get("nextToken")
     if token:
         match = _EVENT_TOKEN.fullmatch(str(token))
         if match is None:
             raise InvalidParameter(_BAD_TOKEN)
         direction, offset = match.group(1), int(match.group(2))
-        if not _at_boundary(stream.path, offset, end):
+        if not stream.log.at_boundary(offset, end):
             raise InvalidParameter(_BAD_TOKEN)
     elif params.get("startFromHead"):
         direction, offset = "f", 0
@@ -479,20 +374,20 @@ def get_log_events(plane: ControlPlane, params: dict[str, Any]) -> dict[str, Any
         direction, offset = "b", end
 
     if direction == "f":
-        reader = _Forward(stream.path, offset)
+        reader = stream.log.forward(offset)
         lines, full = _take(reader, keep, limit)
         # Full: resume after the last event given; else after everything scanned (when
         # nothing new was there, that is the token we were given: the SDK's stop signal).
         forward = lines[-1].end if full else max(reader.pos, offset)
         backward = offset
     else:
-        lines, full = _take(_backward(stream.path, offset), keep, limit)
+        lines, full = _take(stream.log.backward(offset), keep, limit)
         lines.reverse()
         forward = offset
         backward = lines[0].start if full else 0
     return {
-        "events": [{"timestamp": line.timestamp, "message": line.message,
-                    "ingestionTime": line.timestamp} for line in lines],
+        "events": [{"timestamp": line.timestamp_ms, "message": line.message,
+                    "ingestionTime": line.timestamp_ms} for line in lines],
         "nextForwardToken": f"f/{forward:056d}",
         "nextBackwardToken": f"b/{backward:056d}",
     }
@@ -549,8 +444,8 @@ def _filter_streams(plane: ControlPlane, group: Group, params: dict[str, Any],
         found = {s.name: s for s in (_resolve(plane, group, str(n)) for n in names) if s}
         return sorted(found.values(), key=lambda s: s.name)
     if prefix:
-        rows: Iterable[JobRow] = (row for _, row in _jobs_by_name(plane, group, prefix, False,
-                                                                   0))
+        rows: Iterable[dict[str, Any]] = (
+            row for _, row in _jobs_by_name(plane, group, prefix, False, 0))
     else:
         # A job created after endTime cannot have logged before it (a minute of slack for
         # an engine whose clock drifts from ours).
@@ -576,14 +471,14 @@ def filter_log_events(plane: ControlPlane, params: dict[str, Any]) -> dict[str, 
     if not isinstance(offsets, dict):
         raise InvalidParameter(_BAD_TOKEN)
 
-    readers: list[_Forward] = []
-    iters: list[Iterator[_Line]] = []
-    heap: list[tuple[int, int, int, _Line]] = []
+    readers: list[Forward] = []
+    iters: list[Iterator[Line]] = []
+    heap: list[tuple[int, int, int, Line]] = []
     for index, stream in enumerate(streams):
         offset = _offset(offsets.get(stream.name, 0))
-        if offset and not _at_boundary(stream.path, offset, _complete_end(stream.path)):
+        if offset and not stream.log.at_boundary(offset, stream.log.end()):
             raise InvalidParameter(_BAD_TOKEN)
-        reader = _Forward(stream.path, offset, _FILTER_CHUNK)
+        reader = stream.log.forward(offset, _FILTER_CHUNK)
         lines = (line for line in reader if in_range(line) and matches(line.message))
         readers.append(reader)
         iters.append(lines)
@@ -593,13 +488,13 @@ def filter_log_events(plane: ControlPlane, params: dict[str, Any]) -> dict[str, 
     size = 0
     while heap and len(events) < limit:
         _, index, _, line = heap[0]
-        if events and size + line.size > MAX_RESPONSE_BYTES:
+        if events and size + _size(line) > MAX_RESPONSE_BYTES:
             break
         heapq.heappop(heap)
-        size += line.size
+        size += _size(line)
         name = streams[index].name
-        events.append({"logStreamName": name, "timestamp": line.timestamp,
-                       "message": line.message, "ingestionTime": line.timestamp,
+        events.append({"logStreamName": name, "timestamp": line.timestamp_ms,
+                       "message": line.message, "ingestionTime": line.timestamp_ms,
                        "eventId": _event_id(name, line)})
         _push(heap, index, next(iters[index], None))
 
@@ -616,14 +511,14 @@ def filter_log_events(plane: ControlPlane, params: dict[str, Any]) -> dict[str, 
     return result
 
 
-def _push(heap: list[tuple[int, int, int, _Line]], index: int, line: _Line | None) -> None:
+def _push(heap: list[tuple[int, int, int, Line]], index: int, line: Line | None) -> None:
     if line is not None:
-        heapq.heappush(heap, (line.timestamp, index, line.start, line))
+        heapq.heappush(heap, (line.timestamp_ms, index, line.start, line))
 
 
-def _event_id(stream: str, line: _Line) -> str:
+def _event_id(stream: str, line: Line) -> str:
     # 56 digits like CloudWatch's; unique per stream and byte offset.
-    return f"{line.timestamp:020d}{zlib.crc32(stream.encode()):010d}{line.start:026d}"
+    return f"{line.timestamp_ms:020d}{zlib.crc32(stream.encode()):010d}{line.start:026d}"
 
 
 HANDLERS: dict[str, Handler] = {

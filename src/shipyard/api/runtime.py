@@ -33,8 +33,7 @@ from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote
 
 from shipyard.api import eventstream, sigv4
-from shipyard.control import Settings
-from shipyard.control.invocation import (
+from shipyard.control.endpoints.invocation import (
     CUSTOM_ATTRIBUTES_HEADER,
     INVOKED_VARIANT_HEADER,
     InvokeDone,
@@ -48,6 +47,7 @@ from shipyard.errors import (
     ShipyardError,
     UnknownOperation,
 )
+from shipyard.settings import Settings
 
 __all__ = ["PATH_PREFIX", "RuntimeApi", "error_response", "header_rules", "result_headers", "route"]
 

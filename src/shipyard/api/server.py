@@ -35,8 +35,9 @@ from shipyard.api import dataplane, handoff
 from shipyard.api.credentials import load_or_create
 from shipyard.api.fastpath import fast_path_protocol
 from shipyard.api.processes import process_start, run_loop, still_runs, terminate, write_json
-from shipyard.control import ControlPlane, Settings
+from shipyard.control import ControlPlane
 from shipyard.errors import RuntimeUnavailable
+from shipyard.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class ApiServer:
         self._owns_plane = plane is None
         # proxy_headers off: the app reads neither the client address nor the scheme that
         # X-Forwarded-* would rewrite, so the middleware would be pure per-request cost.
-        app = create_app(self.plane, self.keys.secrets)
+        self.app = app = create_app(self.plane, self.keys.secrets)
         self.config = uvicorn.Config(
             app, host=host or settings.api_host,
             port=settings.api_port if port is None else port, log_level="warning",
@@ -149,6 +150,7 @@ class ApiServer:
                 receiver.close()
             if self.server.started:
                 await self.server.shutdown()
+            self.app.close()
             left: list[str] = []
             if self._owns_plane:
                 left = self.plane.close(FINISH_SECONDS)
@@ -196,7 +198,7 @@ class ApiServer:
 
         receiver = handoff.Receiver(handoff.socket_name(data_dir, "control"), handed)
         receiver.start()
-        self.plane.endpoints.drains.append(
+        self.plane.add_drain(
             lambda containers, timeout: dataplane.drain(data_dir, containers, timeout))
         self.url = await loop.run_in_executor(
             None, ensure_data_plane, self.settings, self.config.host, self.config.port)

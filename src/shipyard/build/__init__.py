@@ -18,9 +18,9 @@ Docker SDK is imported only by the functions that talk to the engine.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+import typing
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from shipyard.build.base import DEFAULT_BASE, BaseInfo, make_base_image, probe_base
     from shipyard.build.errors import BuildError, ProjectError, RegistryError, TagExists
     from shipyard.build.image import (
@@ -97,7 +97,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from shipyard.build.errors import BuildError
 from shipyard.build.reference import parse_ref
+from shipyard.contract.labels import MANAGED_LABEL
 from shipyard.errors import RuntimeUnavailable, ShipyardError
-from shipyard.runtimes.base import MANAGED_LABEL
 
 if TYPE_CHECKING:
     import docker

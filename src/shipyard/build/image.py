@@ -35,7 +35,7 @@ from shipyard.build.wheelhouse import (
     resolve_wheelhouse,
     toolkit_wheel,
 )
-from shipyard.runtimes.base import MANAGED_LABEL
+from shipyard.contract.labels import BUILD_CONTEXT_LABEL, MANAGED_LABEL
 
 if TYPE_CHECKING:
     import docker
@@ -51,7 +51,7 @@ __all__ = [
     "write_context",
 ]
 
-CONTEXT_LABEL = "org.shipyard.build.context"
+CONTEXT_LABEL = BUILD_CONTEXT_LABEL
 _LOG_TAIL = 25
 _CHUNK = 1 << 20
 

@@ -26,8 +26,9 @@ from shipyard.build import gpu as gpu_recipe
 from shipyard.build.entrypoint import CODE_DIR_ENV, SERVE_PROGRAM_ENV, TRAIN_PROGRAM_ENV
 from shipyard.build.project import Project
 from shipyard.build.wheelhouse import LOCK_FILE
+from shipyard.contract import labels
+from shipyard.contract.labels import MANAGED_LABEL
 from shipyard.contract.serving import BIND_TO_PORT_LABEL, MULTI_MODEL_LABEL
-from shipyard.runtimes.base import MANAGED_LABEL
 
 __all__ = [
     "BIND_TO_PORT_LABEL",
@@ -57,12 +58,12 @@ ENTRYPOINT = ("shipyard-entry",)
 #: Folders of the build context: the project's files, and the wheels with their lock.
 CONTEXT_CODE = "code"
 CONTEXT_WHEELS = "wheels"
-RECIPE_LABEL = "org.shipyard.build.recipe"
-RECIPE_VERSION_LABEL = "org.shipyard.build.recipe-version"
-TOOLKIT_LABEL = "org.shipyard.build.toolkit-version"
-TRAIN_LABEL = "org.shipyard.build.train"
-SERVE_LABEL = "org.shipyard.build.serve"
-CUDA_LABEL = "org.shipyard.build.cuda"
+RECIPE_LABEL = labels.BUILD_RECIPE_LABEL
+RECIPE_VERSION_LABEL = labels.BUILD_RECIPE_VERSION_LABEL
+TOOLKIT_LABEL = labels.BUILD_TOOLKIT_LABEL
+TRAIN_LABEL = labels.BUILD_TRAIN_LABEL
+SERVE_LABEL = labels.BUILD_SERVE_LABEL
+CUDA_LABEL = labels.BUILD_CUDA_LABEL
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ cached by their inputs (requirements text, target, sources), so a rebuild resolv
 
 Shipyard's own toolkit goes in as a wheel made from the running installation (see
 :func:`toolkit_wheel`): the toolkit of the Shipyard that builds the image is what runs in it.
+What goes into that wheel is the toolkit's to say (:mod:`shipyard.toolkit.image`).
 """
 
 from __future__ import annotations
@@ -28,11 +29,10 @@ from pathlib import Path
 
 import shipyard
 from shipyard.build.errors import BuildError
+from shipyard.toolkit.image import TOOLKIT_FILES, TOOLKIT_REQUIRES_PYTHON, TOOLKIT_SCRIPTS
 
 __all__ = [
     "LOCK_FILE",
-    "TOOLKIT_FILES",
-    "TOOLKIT_SCRIPTS",
     "Target",
     "download_command",
     "lock_text",
@@ -41,27 +41,6 @@ __all__ = [
 ]
 
 LOCK_FILE = "requirements.lock"
-#: Console scripts of the toolkit wheel: the two SageMaker entry points (as pyproject.toml's
-#: ``[project.scripts]``) and the image's dispatcher. The platform CLI is left out: it needs
-#: click, boto3 and docker, which the image does not have.
-TOOLKIT_SCRIPTS = {
-    "train": "shipyard.toolkit.train:main",
-    "serve": "shipyard.toolkit.serve:main",
-    "shipyard-entry": "shipyard.build.entrypoint:main",
-}
-TOOLKIT_REQUIRES_PYTHON = ">=3.10"
-#: What of the ``shipyard`` package goes into images: the toolkit and what it imports, and the
-#: entry point. The platform (API, control plane, CLI, runtimes) stays out: it needs
-#: third-party packages the image lacks, and platform changes must not change the image.
-TOOLKIT_FILES = (
-    "shipyard/__init__.py",
-    "shipyard/errors.py",
-    "shipyard/contract/",
-    "shipyard/toolkit/",
-    "shipyard/build/__init__.py",
-    "shipyard/build/entrypoint.py",
-    "shipyard/build/gpu.py",
-)
 #: The oldest glibc manylinux wheels name (manylinux1 = glibc 2.5).
 _OLDEST_GLIBC_MINOR = 5
 _LEGACY_MANYLINUX = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
@@ -187,7 +166,7 @@ def _package_files(package_dir: Path) -> Iterable[tuple[str, bytes]]:
 
 
 def toolkit_wheel(dest: Path) -> Path:
-    """A wheel of the running Shipyard's toolkit (:data:`TOOLKIT_FILES`, its console scripts).
+    """A wheel of the running Shipyard's toolkit: what :mod:`shipyard.toolkit.image` lists.
 
     Built directly (no pip, no build backend) and byte-for-byte deterministic: fixed
     timestamps and order, so an unchanged checkout gives the same wheel and the image's

@@ -18,12 +18,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from shipyard.contract.labels import CHECK_LABEL
 from shipyard.errors import ShipyardError
 from shipyard.runtimes.base import ContainerSpec, ContainerState, Mount, Runtime
 
 __all__ = ["CHECK_LABEL", "Container", "Reply", "Sandbox", "http_request"]
 
-CHECK_LABEL = "org.shipyard.check"
 LOCALHOST = "127.0.0.1"
 #: Log lines quoted in a failure's detail.
 LOG_TAIL_LINES = 6
@@ -96,17 +96,19 @@ class Container:
         state = self.state()
         return None if state is None else state.ports.get(container_port)
 
-    def has_output(self) -> bool:
-        """Whether the container has written anything to stdout or stderr yet."""
+    def first_output_at(self) -> float | None:
+        """When the container first wrote to stdout or stderr (epoch seconds, as the engine
+        stamped the line, so a slow poll does not shift it); ``None`` before that."""
         lines = iter(self.runtime.logs(self.name))
         try:
-            return next(lines, None) is not None
+            first = next(lines, None)
         except ShipyardError:
-            return False
+            return None
         finally:
             close = getattr(lines, "close", None)
             if close is not None:
                 close()
+        return None if first is None else first.timestamp_ns / 1e9
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:

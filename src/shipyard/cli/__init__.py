@@ -11,8 +11,8 @@ import click
 
 from shipyard import __version__
 from shipyard.cli.errors import CliError, ExitCode, from_shipyard
-from shipyard.control.settings import Settings
 from shipyard.errors import ShipyardError
+from shipyard.settings import Settings
 
 __all__ = ["main"]
 

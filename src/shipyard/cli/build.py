@@ -22,13 +22,12 @@ from shipyard.build.records import append_record
 from shipyard.build.reference import parse_ref
 from shipyard.cli.errors import CliError, ExitCode, from_shipyard
 from shipyard.cli.parsing import pairs
-from shipyard.control import Settings
+from shipyard.contract.labels import MANAGED_LABEL, SCOPE_LABEL
 from shipyard.errors import ShipyardError
-from shipyard.runtimes.base import MANAGED_LABEL
+from shipyard.settings import Settings
 
 __all__ = ["build"]
 
-SCOPE_LABEL = "org.shipyard.scope"
 
 
 def _progress(quiet: bool) -> Any:

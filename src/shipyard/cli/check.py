@@ -28,9 +28,9 @@ from shipyard.check import (
 )
 from shipyard.cli.errors import CliError, ExitCode, from_shipyard
 from shipyard.cli.parsing import pairs, split_command
-from shipyard.control.settings import Settings
+from shipyard.contract.labels import SCOPE_LABEL
 from shipyard.errors import ImageNotFound, ShipyardError
-from shipyard.runtimes.base import SCOPE_LABEL
+from shipyard.settings import Settings
 
 __all__ = ["check"]
 
@@ -102,7 +102,7 @@ def _labels(ctx: click.Context, values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--bad-hyperparameter", multiple=True, metavar="KEY=VALUE",
               help="A hyperparameter that breaks training, for train-failure-file.")
 @click.option("--slow-hyperparameter", multiple=True, metavar="KEY=VALUE",
-              help="Hyperparameters that keep training busy until SIGTERM, for "
+              help="Hyperparameters that keep training busy well past SIGTERM, for "
                    "train-sigterm.")
 @click.option("--env", "-e", multiple=True, metavar="KEY=VALUE",
               help="Environment for every container (repeatable).")

@@ -22,8 +22,8 @@ from shipyard.cli.errors import CliError, ExitCode
 from shipyard.cli.output import open_client
 from shipyard.cli.parsing import default_job_name, pairs, to_uri
 from shipyard.client import Client
-from shipyard.control import Settings
 from shipyard.errors import ShipyardError
+from shipyard.settings import Settings
 
 #: SageMaker names (models, configs, endpoints) are at most 63 characters.
 MAX_NAME = 63

@@ -17,8 +17,8 @@ import click
 from shipyard.cli.errors import CliError, ExitCode
 from shipyard.cli.output import as_datetime, open_client
 from shipyard.client import Client
-from shipyard.control import Settings, Source
 from shipyard.errors import InvokeValidationError, ShipyardError, ValidationError
+from shipyard.settings import Settings, Source
 
 #: Tags ``shipyard deploy`` puts on the models and endpoint configs it creates, so that
 #: ``endpoints delete`` removes those (and only those) with their endpoint.

@@ -12,8 +12,8 @@ from shipyard.cli.endpoints import not_found_exits
 from shipyard.cli.errors import CliError, ExitCode
 from shipyard.cli.output import open_client
 from shipyard.client import Invocation
-from shipyard.control import Settings
 from shipyard.errors import ModelError
+from shipyard.settings import Settings
 
 DEFAULT_CONTENT_TYPE = "application/json"
 #: A --file's suffix -> the Content-Type sent when none is given.

@@ -8,9 +8,7 @@ import json
 import click
 
 from shipyard.cli.output import (
-    LABELS,
-    NAME_FIELD,
-    STATUS_FIELD,
+    JOB_KINDS,
     as_datetime,
     exit_code_for,
     find_kind,
@@ -18,9 +16,9 @@ from shipyard.cli.output import (
     summarize,
     watch,
 )
-from shipyard.control import Settings
+from shipyard.settings import Settings
 
-_KIND = click.option("--kind", type=click.Choice(sorted(LABELS)), default=None,
+_KIND = click.option("--kind", type=click.Choice(sorted(JOB_KINDS)), default=None,
                      help="Job kind, when jobs of different kinds share a name.")
 _STATUSES = ["InProgress", "Stopping", "Completed", "Failed", "Stopped"]
 
@@ -31,7 +29,7 @@ def jobs() -> None:
 
 
 @jobs.command("ls")
-@click.option("--kind", type=click.Choice(sorted(LABELS)), default=None)
+@click.option("--kind", type=click.Choice(sorted(JOB_KINDS)), default=None)
 @click.option("--status", type=click.Choice(_STATUSES))
 @click.option("--limit", default=50, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True)
@@ -41,21 +39,21 @@ def ls(settings: Settings, kind: str | None, status: str | None, limit: int,
     """Jobs, newest first."""
     client = open_client(settings)
     rows = []
-    for k in [kind] if kind else sorted(LABELS):
+    for k in [kind] if kind else sorted(JOB_KINDS):
         for summary in client.list_jobs(k, status=status, limit=limit):
             rows.append((k, summary))
     rows.sort(key=lambda kr: as_datetime(kr[1]["CreationTime"]), reverse=True)
     rows = rows[:limit]
     if as_json:
-        click.echo(json.dumps([{"Kind": k, "Name": s[NAME_FIELD[k]],
-                                "Status": s[STATUS_FIELD[k]],
+        click.echo(json.dumps([{"Kind": k, "Name": s[JOB_KINDS[k].name_field],
+                                "Status": s[JOB_KINDS[k].status_field],
                                 "CreationTime": as_datetime(s["CreationTime"]).timestamp()}
                                for k, s in rows], indent=2))
         return
     click.echo(f"{'NAME':<48} {'KIND':<11} {'STATUS':<11} {'SECONDARY':<19} CREATED")
     for k, s in rows:
         created = as_datetime(s["CreationTime"]).strftime("%Y-%m-%d %H:%M:%S")
-        click.echo(f"{s[NAME_FIELD[k]]:<48} {k:<11} {s[STATUS_FIELD[k]]:<11} "
+        click.echo(f"{s[JOB_KINDS[k].name_field]:<48} {k:<11} {s[JOB_KINDS[k].status_field]:<11} "
                    f"{s.get('SecondaryStatus', '-'):<19} {created}")
 
 
@@ -99,7 +97,7 @@ def stop(settings: Settings, name: str, kind: str | None, wait_: bool) -> None:
     client = open_client(settings)
     kind = find_kind(client, name, kind)
     client.stop(kind, name)
-    click.echo(f"Stopping {LABELS[kind]} job {name}", err=True)
+    click.echo(f"Stopping {JOB_KINDS[kind].label} {name}", err=True)
     if wait_:
         record = client.wait(kind, name)
         summarize(kind, record)

@@ -9,15 +9,13 @@ from typing import Any
 
 import click
 
+from shipyard import kinds
 from shipyard.cli.errors import CliError, ExitCode
 from shipyard.client import Client
-from shipyard.control import Settings
+from shipyard.settings import Settings
 
-LABELS = {"training": "training", "processing": "processing", "transform": "transform"}
-STATUS_FIELD = {"training": "TrainingJobStatus", "processing": "ProcessingJobStatus",
-                "transform": "TransformJobStatus"}
-NAME_FIELD = {"training": "TrainingJobName", "processing": "ProcessingJobName",
-              "transform": "TransformJobName"}
+#: The job kinds, by the key ``--kind`` takes.
+JOB_KINDS = {k.key: k for k in kinds.JOBS}
 TERMINAL = ("Completed", "Failed", "Stopped")
 #: How often the job's status is asked for while logs are followed.
 DESCRIBE_EVERY_SECONDS = 0.5
@@ -40,7 +38,7 @@ def _stamp(epoch: float) -> str:
 
 
 def exit_code_for(kind: str, record: dict[str, Any]) -> int:
-    status = record[STATUS_FIELD[kind]]
+    status = record[JOB_KINDS[kind].status_field]
     return {"Completed": ExitCode.OK, "Stopped": ExitCode.JOB_STOPPED}.get(
         status, ExitCode.JOB_FAILED)
 
@@ -77,7 +75,7 @@ def watch(client: Client, kind: str, name: str, *, show_logs: bool = True,
             if time.monotonic() >= next_describe:
                 record = client.describe(kind, name)
                 next_describe = time.monotonic() + DESCRIBE_EVERY_SECONDS
-                status = record[STATUS_FIELD[kind]]
+                status = record[JOB_KINDS[kind].status_field]
                 if not as_json:
                     transitions = record.get("SecondaryStatusTransitions", [])
                     for transition in transitions[shown:]:
@@ -85,7 +83,7 @@ def watch(client: Client, kind: str, name: str, *, show_logs: bool = True,
                                     f"{transition['Status']} - {transition['StatusMessage']}",
                                     fg="cyan", err=True)
                     shown = len(transitions)
-                    if kind != "training" and status != last_status:
+                    if kind != kinds.TRAINING.key and status != last_status:
                         click.secho(f"{_stamp(time.time())} {status}", fg="cyan", err=True)
                 last_status = status
             if last_status in TERMINAL:
@@ -96,7 +94,7 @@ def watch(client: Client, kind: str, name: str, *, show_logs: bool = True,
                 time.sleep(0.2)
     except KeyboardInterrupt:
         click.echo(
-            f"\nDetached: {LABELS[kind]} job {name} keeps running.\n"
+            f"\nDetached: {JOB_KINDS[kind].label} {name} keeps running.\n"
             f"  reattach: shipyard jobs logs -f {name}\n"
             f"  status:   shipyard jobs describe {name}\n"
             f"  stop:     shipyard jobs stop {name}", err=True)
@@ -109,15 +107,16 @@ def summarize(kind: str, record: dict[str, Any], *, as_json: bool = False) -> No
     if as_json:
         click.echo(json.dumps(record, indent=2, default=str))
         return
-    status = record[STATUS_FIELD[kind]]
+    status = record[JOB_KINDS[kind].status_field]
     colour = {"Completed": "green", "Stopped": "yellow"}.get(status, "red")
-    click.secho(f"{LABELS[kind].capitalize()} job {record[NAME_FIELD[kind]]}: {status}",
+    spec = JOB_KINDS[kind]
+    click.secho(f"{spec.label.capitalize()} {record[spec.name_field]}: {status}",
                 fg=colour, err=True)
     if record.get("FailureReason"):
         click.echo(f"FailureReason: {record['FailureReason']}", err=True)
     if record.get("ExitMessage"):
         click.echo(f"ExitMessage: {record['ExitMessage']}", err=True)
-    if kind == "training" and status != "Failed":
+    if kind == kinds.TRAINING.key and status != "Failed":
         click.echo(f"Model artifacts: {record['ModelArtifacts']['S3ModelArtifacts']}", err=True)
     for metric in record.get("FinalMetricDataList", []):
         click.echo(f"  {metric['MetricName']} = {metric['Value']}", err=True)

@@ -7,9 +7,10 @@ from typing import Any
 
 import click
 
+from shipyard import kinds
 from shipyard.cli.output import open_client, watch
 from shipyard.cli.parsing import default_job_name, pairs, split_command, to_uri
-from shipyard.control import Settings
+from shipyard.settings import Settings
 
 
 def _io(values: tuple[str, ...], what: str, default_dir: str) -> list[tuple[str, str, str]]:
@@ -72,10 +73,11 @@ def process(settings: Settings, image: str, name: str | None, inputs: tuple[str,
                                            "S3UploadMode": "EndOfJob"}}
             for n, uri, local in outs]}
     client = open_client(settings)
-    arn = client.create_job("processing", request)
+    arn = client.create_job(kinds.PROCESSING.key, request)
     if detach:
         click.echo(json.dumps({"ProcessingJobArn": arn, "ProcessingJobName": name}) if as_json
                    else arn)
         return
     click.echo(f"Processing job {name} created ({arn})", err=True)
-    raise SystemExit(watch(client, "processing", name, show_logs=not quiet, as_json=as_json))
+    raise SystemExit(watch(client, kinds.PROCESSING.key, name, show_logs=not quiet,
+                           as_json=as_json))

@@ -5,9 +5,8 @@ from __future__ import annotations
 import click
 
 from shipyard.api.credentials import client_env, load_or_create
-from shipyard.api.server import read_info, serve, stop_server
 from shipyard.cli.errors import CliError, ExitCode
-from shipyard.control import Settings
+from shipyard.settings import Settings
 
 
 def _print_usage(settings: Settings, url: str) -> None:
@@ -34,15 +33,14 @@ def server(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Run the SageMaker-compatible API server in the foreground (Ctrl-C stops it)."""
     if ctx.invoked_subcommand is not None:
         return
+    # The server module loads the control plane: only commands that need it pay for it.
+    from shipyard.api.server import healthy, read_info, serve
+
     settings: Settings = ctx.obj
     info = read_info(settings)
-    if info is not None:
-        from shipyard.api.server import healthy
-
-        if healthy(info.url):
-            raise CliError(f"a server for {settings.data_dir} already runs at {info.url} "
-                           f"(pid {info.pid}); stop it with: shipyard server stop",
-                           ExitCode.USAGE)
+    if info is not None and healthy(info.url):
+        raise CliError(f"a server for {settings.data_dir} already runs at {info.url} "
+                       f"(pid {info.pid}); stop it with: shipyard server stop", ExitCode.USAGE)
     serve(settings, host=host, port=port, ready=lambda url: _print_usage(settings, url))
 
 
@@ -50,7 +48,7 @@ def server(ctx: click.Context, host: str | None, port: int | None) -> None:
 @click.pass_obj
 def status(settings: Settings) -> None:
     """Where the server of this data directory listens, and how to use it."""
-    from shipyard.api.server import healthy
+    from shipyard.api.server import healthy, read_info
 
     info = read_info(settings)
     if info is None or not healthy(info.url):
@@ -62,6 +60,8 @@ def status(settings: Settings) -> None:
 @click.pass_obj
 def stop(settings: Settings) -> None:
     """Stop the server of this data directory (its jobs' containers keep running)."""
+    from shipyard.api.server import stop_server
+
     report = stop_server(settings)
     if report is None:
         raise CliError("no server is running for this data directory", ExitCode.NOT_FOUND)

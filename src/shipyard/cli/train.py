@@ -7,9 +7,10 @@ from typing import Any
 
 import click
 
+from shipyard import kinds
 from shipyard.cli.output import open_client, watch
 from shipyard.cli.parsing import default_job_name, pairs, split_command, to_uri
-from shipyard.control import Settings
+from shipyard.settings import Settings
 
 
 @click.command()
@@ -75,10 +76,10 @@ def train(settings: Settings, image: str, name: str | None, channels: tuple[str,
     if checkpoint_uri:
         request["CheckpointConfig"] = {"S3Uri": to_uri(checkpoint_uri)}
     client = open_client(settings)
-    arn = client.create_job("training", request)
+    arn = client.create_job(kinds.TRAINING.key, request)
     if detach:
         click.echo(json.dumps({"TrainingJobArn": arn, "TrainingJobName": name}) if as_json
                    else arn)
         return
     click.echo(f"Training job {name} created ({arn})", err=True)
-    raise SystemExit(watch(client, "training", name, show_logs=not quiet, as_json=as_json))
+    raise SystemExit(watch(client, kinds.TRAINING.key, name, show_logs=not quiet, as_json=as_json))

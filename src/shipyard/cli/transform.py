@@ -10,17 +10,17 @@ from typing import Any
 
 import click
 
+from shipyard import kinds
 from shipyard.cli.deploy import model_data_uri
 from shipyard.cli.endpoints import CREATED_BY_TAG, not_found_exits
 from shipyard.cli.errors import CliError, ExitCode
 from shipyard.cli.output import open_client
 from shipyard.cli.parsing import default_job_name, pairs, to_uri
 from shipyard.client import Client
-from shipyard.control import Settings
 from shipyard.errors import ValidationError
+from shipyard.settings import Settings
 
-KIND = "transform"
-STATUS_FIELD = "TransformJobStatus"
+KIND = kinds.TRANSFORM.key
 TERMINAL = ("Completed", "Failed", "Stopped")
 POLL_SECONDS = 0.5
 #: SageMaker's model name rule: what is not a model name is an image.
@@ -150,7 +150,7 @@ def _watch(client: Client, name: str, *, as_json: bool) -> int:
     try:
         while True:
             record = client.describe(KIND, name)
-            status = record[STATUS_FIELD]
+            status = record[kinds.TRANSFORM.status_field]
             if status != last and not as_json:
                 click.secho(f"{_stamp()} {status}", fg="cyan", err=True)
             last = status

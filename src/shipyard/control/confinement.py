@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shipyard.control.locations import local_path
-from shipyard.control.settings import Settings
 from shipyard.errors import ValidationError
+from shipyard.settings import Settings
 
 __all__ = ["OUTPUT_FOLDER", "SYSTEM_FOLDERS", "FileRoots"]
 

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shipyard.control.confinement import FileRoots
-from shipyard.control.locks import JobLock
-from shipyard.control.logs import LogStore
 from shipyard.control.s3 import S3Client
-from shipyard.control.settings import Settings
-from shipyard.control.store import Store
+from shipyard.control.state.locks import JobLock
+from shipyard.control.state.logs import LogStore
+from shipyard.control.state.store import Store
 from shipyard.runtimes.base import Runtime
+from shipyard.settings import Settings
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""The control plane's face: create, describe, list and stop jobs; read their logs and metrics.
+"""The control plane's one door: create, describe, list, stop and delete any kind
+(``shipyard.kinds``), tags, logs and metrics. The API, the CLI's server and the tests come in
+here and nowhere else (docs/control.md).
 
 Create validates the whole request, checks that the image and local data exist, persists the
 job and returns at once (as SageMaker does); a supervisor then drives it. Supervisors run
@@ -17,39 +19,37 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
-from shipyard.contract.archives import check_archive
-from shipyard.control import (
-    models,
-    processing,
-    records,
-    recovery,
-    training,
-    transform,
-    transform_data,
-)
+from shipyard import kinds
+from shipyard.control import recovery, shapes
 from shipyard.control.context import Context, runtime_for
-from shipyard.control.endpoints import EndpointManager
-from shipyard.control.invocation import InvokeDone, InvokeRequest, InvokeResult, InvokeStream
-from shipyard.control.jobspec import source_uri_of_channel
-from shipyard.control.logs import LogEvent
-from shipyard.control.serving import primary_container
-from shipyard.control.settings import Settings
+from shipyard.control.endpoints import models
+from shipyard.control.endpoints.deployments import EndpointManager
+from shipyard.control.endpoints.invocation import (
+    InvokeDone,
+    InvokeRequest,
+    InvokeResult,
+    InvokeStream,
+)
+from shipyard.control.jobs.kind import JobKind, Preflight, Runner
+from shipyard.control.jobs.registry import JOB_KINDS
 from shipyard.control.staging import local_path_from_uri
-from shipyard.control.supervisor import Supervisor
+from shipyard.control.state import records
+from shipyard.control.state.log_reader import HostLog
+from shipyard.control.state.logs import LogEvent
+from shipyard.control.transform.job import sweep_finished
 from shipyard.errors import ResourceInUse, ResourceNotFound, ShipyardError, ValidationError
 from shipyard.runtimes.base import Runtime
+from shipyard.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Launch = Literal["thread", "process"]
-KINDS = {training.KIND: training, processing.KIND: processing,
-         transform.KIND: transform_data}
-#: How each kind's name reads in AWS's messages.
-LABELS = {training.KIND: "Training", processing.KIND: "Processing", transform.KIND: "Transform"}
+#: The SageMaker operations whose request the plane checks whole at its door (botocore's
+#: model, then what the model cannot say): the API leaves them to it rather than check twice.
+CHECKED_AT_DOOR = frozenset({k.operation("Create") for k in kinds.ALL} | {"UpdateEndpoint"})
 
 
 class ControlPlane:
@@ -67,7 +67,7 @@ class ControlPlane:
         self.endpoints = EndpointManager(self.ctx)
         self.launch = launch
         self._threads: list[threading.Thread] = []
-        self._runners: list[tuple[Supervisor | transform.TransformJob, threading.Thread]] = []
+        self._runners: list[tuple[str, Runner, threading.Thread]] = []
         #: Detached supervisors this plane started (their pids let tests kill one).
         self.processes: list[subprocess.Popen[bytes]] = []
         if reconcile:
@@ -83,48 +83,143 @@ class ControlPlane:
         which the next plane on this data directory finishes. Running jobs and InService
         endpoints are left running on purpose: the next plane reattaches them."""
         deadline = time.monotonic() + timeout
-        for runner, thread in list(self._runners):
+        for _, runner, thread in list(self._runners):
             if runner.finishing.is_set():
                 thread.join(max(0.0, deadline - time.monotonic()))
-        left = [f"{runner.kind if isinstance(runner, Supervisor) else transform.KIND} job "
-                f"{runner.name}: removing its containers"
-                for runner, thread in self._runners if runner.finishing.is_set()
+        left = [f"{kind} job {runner.name}: removing its containers"
+                for kind, runner, thread in self._runners if runner.finishing.is_set()
                 and thread.is_alive()]
         left += self.endpoints.close(max(0.0, deadline - time.monotonic()))
         self.ctx.store.close()
         return left
 
-    # -- create -----------------------------------------------------------------------------
-    def create_training_job(self, request: dict[str, Any]) -> dict[str, str]:
-        req = training.validate(request)
-        self._confine(training.host_locations(req))
-        self._preflight(req["AlgorithmSpecification"]["TrainingImage"],
-                        [source_uri_of_channel(c)[0] for c in req.get("InputDataConfig") or []],
-                        training.host_count(req))
-        submit = training.submit_directory(req)
-        if submit is not None and submit[0].startswith("file://"):
-            code = local_path_from_uri(submit[0], self.ctx.file_roots)
-            if code.is_file():
-                check_archive(code, Path("/opt/ml/code"))
-        return {"TrainingJobArn": self._create(training.KIND, req["TrainingJobName"], req)}
+    # -- the door: every kind through the same few calls -----------------------------------
+    def create(self, kind: str, request: dict[str, Any]) -> dict[str, str]:
+        """Create a resource from its SageMaker request; answers ``{<Resource>Arn: arn}``."""
+        spec = kinds.get(kind)
+        if isinstance(request, dict) and request.get("Tags") is not None:
+            # Checked before they are taken off: the kind's own check sees the rest.
+            shapes.validate("sagemaker", spec.operation("Create"), request, only=("Tags",))
+        request = dict(request)
+        tags = request.pop("Tags", None) or []
+        if spec.key in JOB_KINDS:
+            arn = self._create_job(JOB_KINDS[spec.key], request)
+        elif spec is kinds.ENDPOINT:
+            arn = self.endpoints.create(request)
+        else:
+            arn = self._create_definition(spec, request)
+        if tags:
+            self.ctx.store.add_tags(arn, {t["Key"]: t.get("Value", "") for t in tags})
+        return {spec.arn_field: arn}
 
-    def create_processing_job(self, request: dict[str, Any]) -> dict[str, str]:
-        req = processing.validate(request)
-        self._confine(processing.host_locations(req))
-        self._preflight(req["AppSpecification"]["ImageUri"],
-                        [i["S3Input"]["S3Uri"] for i in req.get("ProcessingInputs") or []],
-                        processing.host_count(req))
-        return {"ProcessingJobArn": self._create(processing.KIND, req["ProcessingJobName"], req)}
+    def describe(self, kind: str, name: str) -> dict[str, Any]:
+        spec = kinds.get(kind)
+        if spec is kinds.ENDPOINT:
+            return self.endpoints.describe(name)
+        try:
+            return self.ctx.store.get_job(spec.key, name).record
+        except ResourceNotFound:
+            if spec.is_job:
+                # What AWS really answers (the waiters and the SDK branch on it).
+                raise ValidationError("Requested resource not found.") from None
+            settings = self.ctx.settings
+            raise models.not_found(spec.key, spec.arn(name, settings.region,
+                                                      settings.account_id)) from None
 
-    def create_transform_job(self, request: dict[str, Any]) -> dict[str, str]:
-        req = transform_data.validate(request)
-        self._confine(transform_data.host_locations(req))
-        # 'Could not find model "<arn>".', as AWS answers for a model that does not exist.
-        model = self.describe_model(req["ModelName"])
-        # Each instance is a serve container of its own: no multi-host network is needed.
-        self._preflight(primary_container(model)["Image"],
-                        [transform_data.input_source(req)[0]], 1)
-        return {"TransformJobArn": self._create(transform.KIND, req["TransformJobName"], req)}
+    def lookup(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The stored record, or None: for readers that treat "missing" as an answer."""
+        try:
+            return self.ctx.store.get_job(kinds.get(kind).key, name).record
+        except ResourceNotFound:
+            return None
+
+    def list_resources(self, kind: str, **filters: Any) -> list[dict[str, Any]]:
+        """Records of one kind; ``filters`` as :meth:`Store.list_jobs` takes them."""
+        return [r.record for r in self.ctx.store.list_jobs(kinds.get(kind).key, **filters)]
+
+    def stop(self, kind: str, name: str) -> None:
+        spec = kinds.get(kind)
+        if not spec.stoppable:
+            raise ValidationError(f"A {spec.label} cannot be stopped")
+        self._stop_job(spec, name)
+
+    def delete(self, kind: str, name: str) -> None:
+        spec = kinds.get(kind)
+        if spec is kinds.ENDPOINT:
+            self.endpoints.delete(name)
+            return
+        if not spec.deletable:
+            raise ValidationError(f"A {spec.label} cannot be deleted")
+        # Endpoints keep what they deployed: deleting a model or a configuration does not
+        # touch them (AWS).
+        self.describe(spec.key, name)
+        self.ctx.store.delete_job(spec.key, name)
+
+    def update_endpoint(self, request: dict[str, Any]) -> dict[str, str]:
+        return {"EndpointArn": self.endpoints.update(request)}
+
+    # -- tags -------------------------------------------------------------------------------
+    def add_tags(self, arn: str, tags: dict[str, str]) -> None:
+        self._check_resource(arn)
+        self.ctx.store.add_tags(arn, tags)
+
+    def list_tags(self, arn: str) -> list[tuple[str, str]]:
+        self._check_resource(arn)
+        return self.ctx.store.list_tags(arn)
+
+    def delete_tags(self, arn: str, keys: list[str]) -> None:
+        self._check_resource(arn)
+        self.ctx.store.delete_tags(arn, keys)
+
+    def _check_resource(self, arn: str) -> None:
+        if not self.ctx.store.arn_exists(arn):
+            raise ValidationError(f"Resource {arn} does not exist.")
+
+    # -- creating ---------------------------------------------------------------------------
+    def _create_job(self, job: JobKind, request: dict[str, Any]) -> str:
+        req = job.validate(request)
+        self._confine(job.locations(req))
+        self._preflight(job.preflight(req, self.ctx, self.describe))
+        spec = job.kind
+        name = req[spec.name_field]
+        settings = self.ctx.settings
+        arn = spec.arn(name, settings.region, settings.account_id)
+        record = job.new_record(req, arn, records.now())
+        try:
+            self.ctx.store.insert_job(spec.key, name, arn, records.IN_PROGRESS, record,
+                                      {"phase": "created", "runtime": self.ctx.runtime.kind})
+        except ResourceInUse:
+            label = spec.label.capitalize()
+            raise ResourceInUse(
+                f"{label} names must be unique within an AWS account and region, and a "
+                f"{spec.label} with this name already exists ({arn})") from None
+        self._launch(spec.key, name)
+        return arn
+
+    def _create_definition(self, spec: kinds.Kind, request: dict[str, Any]) -> str:
+        """A model or an endpoint configuration: a record, nothing to run."""
+        if spec is kinds.MODEL:
+            req = models.validate_model(request)
+            self._confine(models.host_locations(req))
+            for container in [req.get("PrimaryContainer"), *(req.get("Containers") or [])]:
+                if isinstance(container, dict) and isinstance(container.get("Image"), str):
+                    self.ctx.runtime.check_reference(container["Image"])
+            build = models.new_model
+        else:
+            req = models.validate_endpoint_config(request)
+            for variant in req["ProductionVariants"]:
+                self.describe(kinds.MODEL.key, variant["ModelName"])
+            build = models.new_endpoint_config
+        name = req[spec.name_field]
+        settings = self.ctx.settings
+        arn = spec.arn(name, settings.region, settings.account_id)
+        try:
+            self.ctx.store.insert_job(spec.key, name, arn, models.CREATED,
+                                      build(req, arn, records.now()), {})
+        except ResourceInUse:
+            raise ValidationError(
+                f'Cannot create already existing {spec.label} "{arn}".') from None
+        return arn
 
     def _confine(self, locations: list[tuple[str, str]]) -> None:
         """Refuse, before anything exists, a request naming a host path it may not use
@@ -133,48 +228,32 @@ class ControlPlane:
         for member, uri in locations:
             roots.path(uri, member)
 
-    def _preflight(self, image: str, sources: list[str], hosts: int) -> None:
+    def _preflight(self, check: Preflight) -> None:
         """Errors the user can fix, raised before anything is written or started."""
-        if hosts > 1 and self.ctx.runtime.kind == "process":
+        if check.hosts > 1 and self.ctx.runtime.kind == "process":
             raise ValidationError("InstanceCount > 1 needs a container engine: the process "
                                   "runtime runs one host per job")
-        for uri in sources:
+        for uri in check.sources:
             if not uri.startswith("s3://"):
                 local_path_from_uri(uri, self.ctx.file_roots)
-        self.ctx.runtime.check_image(image)
-
-    def _create(self, kind: str, name: str, req: dict[str, Any]) -> str:
-        settings = self.ctx.settings
-        arn = records.job_arn(kind, name, settings.region, settings.account_id)
-        record = KINDS[kind].new_record(req, arn, records.now())
-        try:
-            self.ctx.store.insert_job(kind, name, arn, records.IN_PROGRESS, record,
-                                      {"phase": "created", "runtime": self.ctx.runtime.kind})
-        except ResourceInUse:
-            label = LABELS[kind]
-            raise ResourceInUse(
-                f"{label} job names must be unique within an AWS account and region, and a "
-                f"{label.lower()} job with this name already exists ({arn})") from None
-        self._launch(kind, name)
-        return arn
+        self.ctx.runtime.check_image(check.image)
 
     # -- supervisors ------------------------------------------------------------------------
     def _launch(self, kind: str, name: str) -> None:
         if self.launch == "thread":
-            runner = (transform.TransformJob(self.ctx, name) if kind == transform.KIND
-                      else Supervisor(self.ctx, kind, name))
+            runner = JOB_KINDS[kind].runner(self.ctx, name)
             thread = threading.Thread(target=runner.run,
                                       name=f"supervisor-{kind}-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
-            self._runners.append((runner, thread))
+            self._runners.append((kind, runner, thread))
             return
         log_dir = self.ctx.settings.data_dir / "supervisors"
         log_dir.mkdir(parents=True, exist_ok=True)
         overrides = self.ctx.settings.as_overrides()
         with open(log_dir / f"{kind}-{name}.log", "ab") as out:
             self.processes.append(subprocess.Popen(
-                [sys.executable, "-m", "shipyard.control.supervise", kind, name,
+                [sys.executable, "-m", "shipyard.control.jobs.supervise", kind, name,
                  json.dumps(overrides)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
                 close_fds=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -187,7 +266,7 @@ class ControlPlane:
         bad row never keeps the plane from taking over the others."""
         recovery.sweep_unreadable(self.ctx)
         resumed = []
-        for kind in KINDS:
+        for kind in JOB_KINDS:
             for row in self.ctx.store.list_jobs(kind, statuses=records.ACTIVE_STATUSES):
                 try:
                     if not self.ctx.job_lock(kind, row.name).is_held_elsewhere():
@@ -196,7 +275,7 @@ class ControlPlane:
                 except Exception as exc:
                     recovery.set_aside(self.ctx, kind, row.name, f"{type(exc).__name__}: {exc}")
         try:
-            transform.sweep_finished(self.ctx)
+            sweep_finished(self.ctx)
         except ShipyardError as exc:
             log.warning("sweeping finished transform jobs: %s", exc)
         self.endpoints.reconcile()
@@ -208,49 +287,20 @@ class ControlPlane:
         for thread in list(self._threads):
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
-    # -- describe / list / stop ------------------------------------------------------------
-    def describe_training_job(self, name: str) -> dict[str, Any]:
-        return self._describe(training.KIND, name)
-
-    def describe_processing_job(self, name: str) -> dict[str, Any]:
-        return self._describe(processing.KIND, name)
-
-    def describe_transform_job(self, name: str) -> dict[str, Any]:
-        return self._describe(transform.KIND, name)
-
-    def _describe(self, kind: str, name: str) -> dict[str, Any]:
-        try:
-            return self.ctx.store.get_job(kind, name).record
-        except ResourceNotFound:
-            # What AWS really answers (the waiters and the SDK branch on it).
-            raise ValidationError("Requested resource not found.") from None
-
-    def list_jobs(self, kind: str, **filters: Any) -> list[dict[str, Any]]:
-        rows = self.ctx.store.list_jobs(kind, **filters)
-        return [r.record for r in rows]
-
-    def stop_training_job(self, name: str) -> None:
-        self.stop_job(training.KIND, name)
-
-    def stop_processing_job(self, name: str) -> None:
-        self.stop_job(processing.KIND, name)
-
-    def stop_transform_job(self, name: str) -> None:
-        self.stop_job(transform.KIND, name)
-
-    def stop_job(self, kind: str, name: str) -> None:
+    # -- stopping -------------------------------------------------------------------------
+    def _stop_job(self, spec: kinds.Kind, name: str) -> None:
+        kind = spec.key
         at = records.now()
+        job = JOB_KINDS[kind]
 
         def stopping(rec: dict[str, Any], run: dict[str, Any]) -> str:
             status = records.status_of(kind, rec)
             if status == records.STOPPING:
                 return status
             if status != records.IN_PROGRESS:
-                label = LABELS[kind].lower()
-                raise ValidationError(f"The request was rejected because the {label} job is in "
+                raise ValidationError(f"The request was rejected because the {spec.label} is in "
                                       f"status {status}.")
-            if kind == training.KIND:
-                records.transition(rec, "Stopping", "Stopping the training job", at)
+            job.transition(rec, "Stopping", f"Stopping the {spec.label}", at)
             return records.set_status(kind, rec, records.STOPPING, at)
 
         try:
@@ -261,70 +311,12 @@ class ControlPlane:
         if not self.ctx.job_lock(kind, name).is_held_elsewhere():
             self._launch(kind, name)
 
-    # -- models, endpoint configs, endpoints -----------------------------------------------
-    def create_model(self, request: dict[str, Any]) -> dict[str, str]:
-        req = models.validate_model(request)
-        self._confine(models.host_locations(req))
-        for container in [req.get("PrimaryContainer"), *(req.get("Containers") or [])]:
-            if isinstance(container, dict) and isinstance(container.get("Image"), str):
-                self.ctx.runtime.check_reference(container["Image"])
-        arn = self._insert_plain(models.MODEL_KIND, req["ModelName"], req, models.new_model,
-                                 "model")
-        return {"ModelArn": arn}
-
-    def create_endpoint_config(self, request: dict[str, Any]) -> dict[str, str]:
-        req = models.validate_endpoint_config(request)
-        for variant in req["ProductionVariants"]:
-            self.describe_model(variant["ModelName"])
-        arn = self._insert_plain(models.CONFIG_KIND, req["EndpointConfigName"], req,
-                                 models.new_endpoint_config, "endpoint configuration")
-        return {"EndpointConfigArn": arn}
-
-    def _insert_plain(self, kind: str, name: str, req: dict[str, Any], build: Any,
-                      label: str) -> str:
-        settings = self.ctx.settings
-        arn = records.job_arn(kind, name, settings.region, settings.account_id)
-        try:
-            self.ctx.store.insert_job(kind, name, arn, models.CREATED,
-                                      build(req, arn, records.now()), {})
-        except ResourceInUse:
-            raise ValidationError(f'Cannot create already existing {label} "{arn}".') from None
-        return arn
-
-    def describe_model(self, name: str) -> dict[str, Any]:
-        return self._describe_plain(models.MODEL_KIND, name)
-
-    def describe_endpoint_config(self, name: str) -> dict[str, Any]:
-        return self._describe_plain(models.CONFIG_KIND, name)
-
-    def _describe_plain(self, kind: str, name: str) -> dict[str, Any]:
-        try:
-            return self.ctx.store.get_job(kind, name).record
-        except ResourceNotFound:
-            settings = self.ctx.settings
-            raise models.not_found(kind, records.job_arn(
-                kind, name, settings.region, settings.account_id)) from None
-
-    def delete_model(self, name: str) -> None:
-        # Endpoints keep what they deployed: deleting the model does not touch them (AWS).
-        self.describe_model(name)
-        self.ctx.store.delete_job(models.MODEL_KIND, name)
-
-    def delete_endpoint_config(self, name: str) -> None:
-        self.describe_endpoint_config(name)
-        self.ctx.store.delete_job(models.CONFIG_KIND, name)
-
-    def create_endpoint(self, request: dict[str, Any]) -> dict[str, str]:
-        return {"EndpointArn": self.endpoints.create(request)}
-
-    def describe_endpoint(self, name: str) -> dict[str, Any]:
-        return self.endpoints.describe(name)
-
-    def update_endpoint(self, request: dict[str, Any]) -> dict[str, str]:
-        return {"EndpointArn": self.endpoints.update(request)}
-
-    def delete_endpoint(self, name: str) -> None:
-        self.endpoints.delete(name)
+    # -- endpoints --------------------------------------------------------------------------
+    def add_drain(self, drain: Callable[[list[str], float], None]) -> None:
+        """``drain(containers, timeout)`` runs, with the plane's own, before containers that
+        leave an endpoint are stopped: another process routing to them finishes its requests
+        (the data plane)."""
+        self.endpoints.drains.append(drain)
 
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
         return await self.endpoints.invoke(request)
@@ -341,7 +333,7 @@ class ControlPlane:
         """Block while the endpoint is Creating, Updating or Deleting; returns its record."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            record = self.describe_endpoint(name)
+            record = self.endpoints.describe(name)
             if record["EndpointStatus"] not in ("Creating", "Updating", "Deleting"):
                 return record
             if deadline is not None and time.monotonic() > deadline:
@@ -353,6 +345,18 @@ class ControlPlane:
     def log_hosts(self, kind: str, name: str) -> list[str]:
         self.ctx.store.get_job(kind, name)
         return self.ctx.logs.hosts(kind, name)
+
+    def host_logs(self, kind: str, name: str) -> list[HostLog]:
+        """Each host's stored log of a job or endpoint (none before a host has logged)."""
+        logs = self.ctx.logs
+        return [logs.host_log(kind, name, host) for host in logs.hosts(kind, name)]
+
+    def host_log(self, kind: str, name: str, host: str) -> HostLog | None:
+        """One host's log, or None if it has none."""
+        # Membership, not a path built from the caller's text: "../x" never reaches disk.
+        if host not in self.ctx.logs.hosts(kind, name):
+            return None
+        return self.ctx.logs.host_log(kind, name, host)
 
     def follow_logs(self, kind: str, name: str, *, follow: bool = True,
                     poll: float = 0.2) -> Iterator[LogEvent]:

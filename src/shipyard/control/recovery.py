@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from shipyard.control import records
+from shipyard import kinds
+from shipyard.contract.labels import JOB_KIND_LABEL, JOB_NAME_LABEL
 from shipyard.control.context import Context
+from shipyard.control.state import records
 from shipyard.errors import ShipyardError
-from shipyard.runtimes.base import JOB_KIND_LABEL, JOB_NAME_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,11 @@ def set_aside(ctx: Context, kind: str, name: str, error: str, *, arn: str | None
         arn = row.arn
     else:
         record = {}
-    _, status_field, name_field, arn_field = records.KINDS.get(kind, ("", "", "", ""))
+    # A row of a kind this version does not know still gets its reason and its status.
+    known = kinds.get(kind) if kind in {k.key for k in kinds.ALL} else None
+    status_field = known.status_field if known else ""
+    name_field = known.name_field if known else ""
+    arn_field = known.arn_field if known else ""
     at = records.now()
     record.setdefault("CreationTime", created or at)
     if name_field:

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shipyard.errors import RuntimeUnavailable
-from shipyard.runtimes.base import (
+from shipyard.contract.labels import (
     HOST_LABEL,
     JOB_KIND_LABEL,
     JOB_NAME_LABEL,
     MANAGED_LABEL,
     SCOPE_LABEL,
+)
+from shipyard.errors import RuntimeUnavailable
+from shipyard.runtimes.base import (
     Confinement,
     ContainerSpec,
     ContainerState,

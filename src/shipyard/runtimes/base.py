@@ -15,17 +15,8 @@ import abc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from shipyard.contract.labels import CAPABILITIES_LABEL
 from shipyard.errors import ValidationError
-
-#: Every container, network and image Shipyard creates carries this label (value "true"),
-#: so cleanup only ever touches what is ours on a shared engine.
-MANAGED_LABEL = "org.shipyard.managed"
-JOB_KIND_LABEL = "org.shipyard.job-kind"
-JOB_NAME_LABEL = "org.shipyard.job-name"
-HOST_LABEL = "org.shipyard.host"
-#: Free-form scope label so a test session can clean up exactly what it made.
-SCOPE_LABEL = "org.shipyard.scope"
-
 
 #: Capabilities every job and endpoint container keeps: what root in an image needs to
 #: install packages, own and write files, change user and signal its children. Docker's
@@ -33,9 +24,7 @@ SCOPE_LABEL = "org.shipyard.scope"
 #: SETFCAP, SETPCAP and SYS_CHROOT, which no training or serving contract step uses.
 BASE_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
                      "NET_BIND_SERVICE")
-#: An image asks for more with this label (comma-separated names, e.g. ``SYS_PTRACE``); it
-#: gets them only when the operator's ``container_extra_capabilities`` setting lists each.
-CAPABILITIES_LABEL = "org.shipyard.capabilities"
+#: An image asks for more with ``CAPABILITIES_LABEL``.
 #: Processes and threads one container may run (a fork bomb stops there, not at the host's).
 DEFAULT_PIDS_LIMIT = 8192
 

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from shipyard.contract.labels import CAPABILITIES_LABEL, MANAGED_LABEL
 from shipyard.errors import (
     ImageNotFound,
     ResourceInUse,
@@ -33,15 +34,7 @@ from shipyard.errors import (
     ShipyardError,
     ValidationError,
 )
-from shipyard.runtimes.base import (
-    CAPABILITIES_LABEL,
-    MANAGED_LABEL,
-    Confinement,
-    ContainerSpec,
-    ContainerState,
-    LogLine,
-    Runtime,
-)
+from shipyard.runtimes.base import Confinement, ContainerSpec, ContainerState, LogLine, Runtime
 
 if TYPE_CHECKING:
     import docker

@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from shipyard.contract.labels import MANAGED_LABEL
 from shipyard.errors import ImageNotFound, ResourceInUse, ResourceNotFound
-from shipyard.runtimes.base import MANAGED_LABEL, ContainerSpec, ContainerState, LogLine, Runtime
+from shipyard.runtimes.base import ContainerSpec, ContainerState, LogLine, Runtime
 
 __all__ = ["FakeBehaviour", "FakeRuntime", "Handler"]
 

@@ -34,6 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from shipyard.contract.env import BASE_DIR, SAGEMAKER_PROGRAM, SAGEMAKER_SUBMIT_DIRECTORY
+from shipyard.contract.labels import MANAGED_LABEL
 from shipyard.errors import (
     ImageNotFound,
     ResourceInUse,
@@ -42,7 +43,7 @@ from shipyard.errors import (
     ValidationError,
 )
 from shipyard.runtimes import _process_shim as shim
-from shipyard.runtimes.base import MANAGED_LABEL, ContainerSpec, ContainerState, LogLine, Runtime
+from shipyard.runtimes.base import ContainerSpec, ContainerState, LogLine, Runtime
 
 __all__ = ["IMAGE_PREFIX", "ProcessCommand", "ProcessRuntime", "resolve_command"]
 

@@ -4,6 +4,7 @@
 Why not a framework: the platform contract (reference 4.1) needs three routes, keep-alive and
 chunked responses; a hand-written protocol avoids ASGI's per-request layers (uvicorn +
 Starlette: ~10k req/s on 2 cores) and keeps the toolkit stdlib-only. uvloop is used if present.
+The bytes (heads, chunked bodies, limits) are read and written by :mod:`shipyard.http1`.
 
 One request runs at a time per worker process, in the event loop (like a gunicorn sync worker
 or an MMS worker), so a CPU-bound handler costs no thread hand-off; workers give concurrency.
@@ -21,17 +22,27 @@ import signal
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from http import HTTPStatus
 from typing import Any
 
-from shipyard.toolkit.serving.errors import PayloadTooLarge, status_of
+from shipyard.http1 import (
+    CONTINUE,
+    LAST_CHUNK,
+    MAX_HEAD_BYTES,
+    REASONS,
+    BodyTooLarge,
+    ProtocolError,
+    content_length,
+    encode_chunk,
+    keeps_alive,
+    parse_request_head,
+    read_chunked,
+    response_head,
+)
+from shipyard.toolkit.serving.errors import status_of
 from shipyard.toolkit.serving.handler import Handler, is_stream
 from shipyard.toolkit.serving.settings import ServeSettings
 
 logger = logging.getLogger("shipyard.toolkit.serve")
-
-MAX_HEADER_BYTES = 64 * 1024
-_REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
 class HandlerTimeout(BaseException):
@@ -43,43 +54,6 @@ class HandlerTimeout(BaseException):
 
 def _on_alarm(signum: int, frame: object) -> None:
     raise HandlerTimeout
-
-
-def _head(status: int, content_type: str, length: int | None, keep_alive: bool,
-          extra: str = "") -> bytes:
-    framing = ("Transfer-Encoding: chunked\r\n" if length is None
-               else f"Content-Length: {length}\r\n")
-    conn = "" if keep_alive else "Connection: close\r\n"
-    return (f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
-            f"Content-Type: {content_type}\r\n{framing}{conn}{extra}\r\n").encode("latin-1")
-
-
-def _parse_chunked(buf: bytes, start: int, limit: int) -> tuple[bytes, int] | None:
-    """A complete chunked body from ``buf[start:]``: (body, end offset), or None if incomplete."""
-    parts: list[bytes] = []
-    pos, total = start, 0
-    while True:
-        eol = buf.find(b"\r\n", pos)
-        if eol < 0:
-            return None
-        try:
-            size = int(buf[pos:eol].split(b";", 1)[0], 16)
-        except ValueError as exc:
-            raise ValueError("bad chunk size") from exc
-        total += size
-        if total > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-        if size == 0:
-            end = buf.find(b"\r\n\r\n", eol)  # trailers, then the blank line
-            if end < 0:
-                if len(buf) - eol > MAX_HEADER_BYTES:
-                    raise ValueError("chunked trailers too large")
-                return None
-            return b"".join(parts), end + 4
-        if len(buf) < eol + 2 + size + 2:
-            return None
-        parts.append(buf[eol + 2: eol + 2 + size])
-        pos = eol + 2 + size + 2
 
 
 class Worker:
@@ -147,31 +121,23 @@ class HttpProtocol(asyncio.Protocol):
             buf = self.buf
             end = buf.find(b"\r\n\r\n")
             if end < 0:
-                if len(buf) > MAX_HEADER_BYTES:
+                if len(buf) > MAX_HEAD_BYTES:
                     self._fail(431, "request headers too large")
                 return
-            lines = buf[:end].decode("latin-1").split("\r\n")
-            request_line = lines[0].split(" ")
-            if len(request_line) != 3:
-                self._fail(400, "malformed request line")
+            try:
+                method, target, version, headers = parse_request_head(buf[:end])
+            except ProtocolError as exc:
+                self._fail(400, str(exc))
                 return
-            method, target, version = request_line
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                name, sep, value = line.partition(":")
-                if not sep:
-                    self._fail(400, "malformed header line")
-                    return
-                headers[name.strip().lower()] = value.strip()
             limit = self.worker.settings.max_payload_bytes
             start = end + 4
             if headers.get("transfer-encoding", "").lower() == "chunked":
                 try:
-                    parsed = _parse_chunked(buf, start, limit)
-                except PayloadTooLarge as exc:
-                    self._fail(413, str(exc))
+                    parsed = read_chunked(buf, start, limit)
+                except BodyTooLarge:
+                    self._fail(413, f"request body exceeds {limit} bytes")
                     return
-                except ValueError:
+                except ProtocolError:
                     self._fail(400, "malformed chunked body")
                     return
                 if parsed is None:
@@ -180,10 +146,8 @@ class HttpProtocol(asyncio.Protocol):
                 body, consumed = parsed
             else:
                 try:
-                    length = int(headers.get("content-length", "0"))
-                except ValueError:
-                    length = -1
-                if length < 0:
+                    length = content_length(headers.get("content-length", "0"))
+                except ProtocolError:
                     self._fail(400, "bad Content-Length")
                     return
                 if length > limit:
@@ -197,32 +161,30 @@ class HttpProtocol(asyncio.Protocol):
                 body = buf[start:consumed]
             self.buf = buf[consumed:]
             self.continued = False
-            conn = headers.get("connection", "").lower()
-            keep_alive = (conn != "close") if version == "HTTP/1.1" else (conn == "keep-alive")
-            if self.worker.draining:
-                keep_alive = False
-            self._dispatch(method, target, headers, body, keep_alive)
+            self._dispatch(method, target, headers, body,
+                           keeps_alive(version, headers.get("connection", ""))
+                           and not self.worker.draining)
 
     def _continue(self, headers: dict[str, str]) -> None:
         # curl sends `Expect: 100-continue` for large bodies and waits for this line
         if (not self.continued and self.transport is not None
                 and headers.get("expect", "").lower() == "100-continue"):
             self.continued = True
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.transport.write(CONTINUE)
 
     # -- responses -----------------------------------------------------------------------------
 
     def _send(self, status: int, body: bytes, content_type: str, keep_alive: bool) -> None:
         if self.transport is None or self.closing:
             return
-        self.transport.write(_head(status, content_type, len(body), keep_alive) + body)
+        self.transport.write(response_head(status, content_type, len(body), keep_alive) + body)
         if not keep_alive:
             self.closing = True
             self.transport.close()
 
     def _fail(self, status: int, message: str) -> None:
         """Answer an unparseable or refused request and close: the stream cannot be resynced."""
-        body = json.dumps({"code": status, "type": _REASONS.get(status, "Error"),
+        body = json.dumps({"code": status, "type": REASONS.get(status, "Error"),
                            "message": message}).encode()
         self.buf = b""
         self._send(status, body, "application/json", keep_alive=False)
@@ -295,7 +257,7 @@ class HttpProtocol(asyncio.Protocol):
         """Chunked transfer encoding: each item the iterator yields is sent as it comes."""
         transport = self.transport
         assert transport is not None
-        transport.write(_head(200, content_type, None, keep_alive))
+        transport.write(response_head(200, content_type, None, keep_alive))
         try:
             while not self.closing:
                 self.worker.arm()
@@ -307,7 +269,7 @@ class HttpProtocol(asyncio.Protocol):
                     self.worker.disarm()
                 data = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
                 if data:
-                    transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    transport.write(encode_chunk(data))
                 await asyncio.sleep(0)  # let the loop flush and serve /ping between chunks
         except (Exception, HandlerTimeout) as exc:
             # headers are gone: the only honest signal left is an unterminated stream
@@ -319,7 +281,7 @@ class HttpProtocol(asyncio.Protocol):
             self.busy = False
         if self.closing:
             return
-        transport.write(b"0\r\n\r\n")
+        transport.write(LAST_CHUNK)
         if not keep_alive:
             self.closing = True
             transport.close()

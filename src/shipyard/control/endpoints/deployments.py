@@ -25,15 +25,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from shipyard.contract import names
+from shipyard.contract.labels import JOB_KIND_LABEL, JOB_NAME_LABEL
 from shipyard.contract.serving import (
     SERVING_PORT,
     SERVING_STOP_GRACE_SECONDS,
 )
-from shipyard.control import models, records, recovery
+from shipyard.control import recovery
 from shipyard.control.context import Context
-from shipyard.control.locks import JobLock
-from shipyard.control.router import (
+from shipyard.control.endpoints import models
+from shipyard.control.endpoints.router import (
     IN_SERVICE,
     KIND,
     UPDATING,
@@ -43,7 +43,7 @@ from shipyard.control.router import (
     deployment_of,
     runner_of,
 )
-from shipyard.control.serving import (
+from shipyard.control.endpoints.serving import (
     DEPLOYMENT_LABEL,
     Instance,
     StartupFailed,
@@ -59,13 +59,15 @@ from shipyard.control.serving import (
     variant_spec,
     wait_healthy,
 )
+from shipyard.control.shapes import check_request
+from shipyard.control.state import records
+from shipyard.control.state.locks import JobLock
 from shipyard.errors import (
     ResourceInUse,
     ResourceNotFound,
     ShipyardError,
     ValidationError,
 )
-from shipyard.runtimes.base import JOB_KIND_LABEL, JOB_NAME_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +127,8 @@ class EndpointManager(Router):
 
     # -- create / update / delete -----------------------------------------------------------
     def create(self, request: dict[str, Any]) -> str:
-        name = request.get("EndpointName")
-        config_name = request.get("EndpointConfigName")
-        if not isinstance(name, str) or not isinstance(config_name, str):
-            raise ValidationError("EndpointName and EndpointConfigName are required")
-        names.check_job_name(name, "endpointName")
+        req = check_request("CreateEndpoint", request)
+        name, config_name = req["EndpointName"], req["EndpointConfigName"]
         config = self._get(models.CONFIG_KIND, config_name)
         specs = self._specs(config)
         arn = self._arn(KIND, name)
@@ -146,9 +145,8 @@ class EndpointManager(Router):
         return arn
 
     def update(self, request: dict[str, Any]) -> str:
-        name, config_name = request.get("EndpointName"), request.get("EndpointConfigName")
-        if not isinstance(name, str) or not isinstance(config_name, str):
-            raise ValidationError("EndpointName and EndpointConfigName are required")
+        req = check_request("UpdateEndpoint", request)
+        name, config_name = req["EndpointName"], req["EndpointConfigName"]
         record = self._get(KIND, name)
         config = self._get(models.CONFIG_KIND, config_name)
         specs = self._specs(config)

@@ -1,18 +1,17 @@
-"""Batch transform jobs, the data side: the request, records, request payloads and ``.out`` files.
+"""Batch transform jobs, the data side: parameters, records, request payloads, ``.out`` files.
 
-Implements CreateTransformJob / DescribeTransformJob semantics (platform-api.md 3.7, 1.6, 5.6)
-as pure functions over bytes; the driver (``control.transform``) does the I/O:
+Implements what a transform job does with its data (platform-api.md 3.7, 1.6, 5.6) as pure
+functions over bytes; the request is ``control.transform_request``'s, and the driver
+(``control.transform``) does the I/O:
 
-1. ``validate`` / ``new_record``: the request, AWS's constraints and messages, the Describe
-   document.
-2. ``resolve_parameters``: BatchStrategy, MaxPayloadInMB, MaxConcurrentTransforms from the
+1. ``resolve_parameters``: BatchStrategy, MaxPayloadInMB, MaxConcurrentTransforms from the
    request, else the container's ``GET /execution-parameters``, else SageMaker's defaults
    (MultiRecord, 6 MB, 1); ``container_environment`` gives the ``SAGEMAKER_BATCH*`` variables.
-3. ``TransformPlan.work(object bytes)``: decompress (``CompressionType: Gzip``), ``split`` into
+2. ``TransformPlan.work(object bytes)``: decompress (``CompressionType: Gzip``), ``split`` into
    records (``SplitType``), apply ``InputFilter``, and pack the records into request payloads
    (``batches``: one record each for SingleRecord, as many as fit in MaxPayloadInMB for
    MultiRecord).
-4. ``ObjectWork.output(responses)``: per request, ``JoinSource`` and ``OutputFilter``, then
+3. ``ObjectWork.output(responses)``: per request, ``JoinSource`` and ``OutputFilter``, then
    ``assemble`` (``AssembleWith``) into the bytes of ``<input relative path>.out``. Joining
    needs one output per record sent: with MultiRecord the answer is split back into lines (or,
    for JSON, the elements of one array); when the count differs from the records sent, the
@@ -36,9 +35,7 @@ as failed").
 
 from __future__ import annotations
 
-import copy
 import gzip
-import re
 import struct
 import zlib
 from collections.abc import Iterable, Sequence
@@ -46,58 +43,33 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from shipyard.contract import names
-from shipyard.control import records
-from shipyard.control.jobspec import check_instance, check_output_uri, require
-from shipyard.control.transform_filters import (
+from shipyard.control.transform.filters import (
     CSV,
     JSON,
-    JsonPath,
     filter_units,
-    format_of,
     join_unit,
     parse_units,
     response_units,
 )
+from shipyard.control.transform.request import (
+    DEFAULT_BATCH_STRATEGY,
+    DEFAULT_INVOCATIONS_MAX_RETRIES,
+    DEFAULT_INVOCATIONS_TIMEOUT_S,
+    DEFAULT_MAX_CONCURRENT_TRANSFORMS,
+    DEFAULT_MAX_PAYLOAD_IN_MB,
+    GZIP,
+    LINE,
+    MAX_PAYLOAD_IN_MB,
+    MIB,
+    MULTI_RECORD,
+    NONE,
+    RECORDIO,
+    SINGLE_RECORD,
+    TFRECORD,
+    DataProcessing,
+)
 from shipyard.errors import DataSourceError, ValidationError
 
-KIND = "transform"
-
-NONE = "None"
-LINE = "Line"
-RECORDIO = "RecordIO"
-TFRECORD = "TFRecord"
-SPLIT_TYPES = (NONE, LINE, RECORDIO, TFRECORD)
-MULTI_RECORD = "MultiRecord"
-SINGLE_RECORD = "SingleRecord"
-BATCH_STRATEGIES = (MULTI_RECORD, SINGLE_RECORD)
-ASSEMBLE_WITH = (NONE, LINE)
-GZIP = "Gzip"
-COMPRESSION_TYPES = (NONE, GZIP)
-JOIN_INPUT = "Input"
-JOIN_SOURCES = (JOIN_INPUT, NONE)
-S3_DATA_TYPES = ("S3Prefix", "ManifestFile")
-
-MIB = 1024 * 1024
-#: SageMaker's defaults when neither the request nor ``/execution-parameters`` says (1.6).
-DEFAULT_BATCH_STRATEGY = MULTI_RECORD
-DEFAULT_MAX_PAYLOAD_IN_MB = 6
-DEFAULT_MAX_CONCURRENT_TRANSFORMS = 1
-#: MaxPayloadInMB <= 100 and MaxConcurrentTransforms * MaxPayloadInMB <= 100.
-MAX_PAYLOAD_IN_MB = 100
-MAX_TOTAL_PAYLOAD_IN_MB = 100
-#: ModelClientConfig: InvocationsTimeoutInSeconds 1-3600 (600), InvocationsMaxRetries 0-3 (3).
-DEFAULT_INVOCATIONS_TIMEOUT_S = 600
-MAX_INVOCATIONS_TIMEOUT_S = 3600
-DEFAULT_INVOCATIONS_MAX_RETRIES = 3
-MAX_INVOCATIONS_MAX_RETRIES = 3
-#: Environment: at most 16 entries, keys up to 1024 and values up to 10240 characters.
-MAX_ENVIRONMENT_ENTRIES = 16
-MAX_ENVIRONMENT_KEY = 1024
-MAX_ENVIRONMENT_VALUE = 10240
-MAX_CONTENT_TYPE = 256
-MODEL_NAME_PATTERN = r"^[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?"
-MODEL_NAME_MAX = 63
 OUTPUT_SUFFIX = ".out"
 
 #: Environment the platform sets on the serving container of a transform job (1.6).
@@ -113,204 +85,8 @@ _RECORDIO_MAGIC_BYTES = struct.pack("<I", RECORDIO_MAGIC)
 _RECORDIO_LENGTH_MASK = (1 << 29) - 1
 _TFRECORD_MASK_DELTA = 0xA282EAD8
 
-_MODEL_NAME = re.compile(r"[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?")
-_ENV_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
-
-# -- the request -------------------------------------------------------------------------------
-
-
-def validate(request: dict[str, Any]) -> dict[str, Any]:
-    """Check a CreateTransformJob request; returns a normalised deep copy.
-
-    Defaults filled in: ``TransformInput.SplitType`` and ``CompressionType`` ``None``,
-    ``S3DataType`` ``S3Prefix``, ``TransformResources.InstanceCount`` 1, and a given
-    ``DataProcessing``'s ``$`` filters and ``JoinSource: None``. BatchStrategy, MaxPayloadInMB
-    and MaxConcurrentTransforms stay unset when unset: the container may choose them.
-    """
-    if not isinstance(request, dict):
-        raise ValidationError("CreateTransformJob request must be a JSON object")
-    req = copy.deepcopy(request)
-    names.check_job_name(require(req, "TransformJobName"), "transformJobName")
-    check_model_name(require(req, "ModelName"), "modelName")
-    concurrency = _optional_int(req, "MaxConcurrentTransforms", 0, None)
-    payload = _optional_int(req, "MaxPayloadInMB", 0, MAX_PAYLOAD_IN_MB)
-    if concurrency and payload and concurrency * payload > MAX_TOTAL_PAYLOAD_IN_MB:
-        raise ValidationError(
-            f"MaxConcurrentTransforms ({concurrency}) multiplied by MaxPayloadInMB ({payload})"
-            f" must not exceed {MAX_TOTAL_PAYLOAD_IN_MB} MB")
-    if req.get("BatchStrategy") is not None:
-        _check_enum(req["BatchStrategy"], "batchStrategy", BATCH_STRATEGIES)
-    _check_client_config(req.get("ModelClientConfig"))
-    check_environment(req.get("Environment"))
-    _check_input(require(req, "TransformInput", dict, "transformInput"))
-    _check_output(require(req, "TransformOutput", dict, "transformOutput"))
-    check_instance(require(req, "TransformResources", dict, "transformResources"),
-                   "transformResources")
-    _check_data_processing(req)
-    for optional in ("DataCaptureConfig", "ExperimentConfig"):
-        if req.get(optional) is not None and not isinstance(req[optional], dict):
-            raise ValidationError(f"{optional} must be an object")
-    return req
-
-
-def check_model_name(name: Any, member: str = "modelName") -> str:
-    if not isinstance(name, str) or len(name) > MODEL_NAME_MAX or not _MODEL_NAME.fullmatch(name):
-        constraints = [f"Member must satisfy regular expression pattern: {MODEL_NAME_PATTERN}"]
-        if isinstance(name, str) and len(name) > MODEL_NAME_MAX:
-            constraints.insert(0, f"Member must have length less than or equal to"
-                                  f" {MODEL_NAME_MAX}")
-        raise names.constraint_errors(name, member, constraints)
-    return name
-
-
-def check_environment(env: Any) -> None:
-    """A transform job's ``Environment``: at most 16 entries (a model's allows 100)."""
-    if env is None:
-        return
-    if not isinstance(env, dict):
-        raise ValidationError("Environment must be a map of string to string")
-    if len(env) > MAX_ENVIRONMENT_ENTRIES:
-        raise names.constraint_error(
-            "{...}", "environment",
-            f"Member must have length less than or equal to {MAX_ENVIRONMENT_ENTRIES}")
-    for key, value in env.items():
-        if (not isinstance(key, str) or len(key) > MAX_ENVIRONMENT_KEY
-                or not _ENV_KEY.fullmatch(key)):
-            raise names.constraint_error(
-                key, "environment", "Map keys must satisfy constraint: [Member must satisfy"
-                " regular expression pattern: [a-zA-Z_][a-zA-Z0-9_]{0,"
-                f"{MAX_ENVIRONMENT_KEY - 1}}}]")
-        if not isinstance(value, str) or len(value) > MAX_ENVIRONMENT_VALUE:
-            raise ValidationError(f"Environment value of {key} must be a string of at most"
-                                  f" {MAX_ENVIRONMENT_VALUE} characters")
-        names.check_env_value(key, value)
-
-
-def _member(key: str) -> str:
-    return key[0].lower() + key[1:]
-
-
-def _check_enum(value: Any, member: str, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise names.constraint_error(
-            value, member, f"Member must satisfy enum value set: [{', '.join(allowed)}]")
-    return str(value)
-
-
-def _optional_int(doc: dict[str, Any], key: str, low: int, high: int | None,
-                  member: str | None = None) -> int | None:
-    value = doc.get(key)
-    if value is None:
-        return None
-    member = member or _member(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValidationError(f"{member} must be an integer, not {value!r}")
-    if value < low:
-        raise names.constraint_error(value, member,
-                                     f"Member must have value greater than or equal to {low}")
-    if high is not None and value > high:
-        raise names.constraint_error(value, member,
-                                     f"Member must have value less than or equal to {high}")
-    return value
-
-
-def _check_string(doc: dict[str, Any], key: str, member: str, maximum: int) -> None:
-    value = doc.get(key)
-    if value is None:
-        return
-    if not isinstance(value, str):
-        raise ValidationError(f"{member} must be a string")
-    if len(value) > maximum:
-        raise names.constraint_error(value[:80], member,
-                                     f"Member must have length less than or equal to {maximum}")
-
-
-def _check_client_config(config: Any) -> None:
-    if config is None:
-        return
-    if not isinstance(config, dict):
-        raise ValidationError("ModelClientConfig must be an object")
-    _optional_int(config, "InvocationsTimeoutInSeconds", 1, MAX_INVOCATIONS_TIMEOUT_S,
-                  "modelClientConfig.invocationsTimeoutInSeconds")
-    _optional_int(config, "InvocationsMaxRetries", 0, MAX_INVOCATIONS_MAX_RETRIES,
-                  "modelClientConfig.invocationsMaxRetries")
-
-
-def _check_input(tin: dict[str, Any]) -> None:
-    source = require(tin, "DataSource", dict, "transformInput.dataSource")
-    s3 = source.get("S3DataSource")
-    if not isinstance(s3, dict):
-        raise ValidationError("TransformInput.DataSource needs S3DataSource {S3DataType, S3Uri}")
-    uri = require(s3, "S3Uri", str, "transformInput.dataSource.s3DataSource.s3Uri")
-    check_output_uri(uri, "TransformInput.DataSource.S3DataSource.S3Uri")
-    data_type = s3.setdefault("S3DataType", "S3Prefix")
-    if data_type == "AugmentedManifestFile":
-        raise ValidationError("S3DataType AugmentedManifestFile is not supported by Shipyard"
-                              " for transform jobs (S3Prefix, ManifestFile)")
-    _check_enum(data_type, "transformInput.dataSource.s3DataSource.s3DataType",
-                [*S3_DATA_TYPES, "AugmentedManifestFile"])
-    _check_string(tin, "ContentType", "transformInput.contentType", MAX_CONTENT_TYPE)
-    _check_enum(tin.setdefault("CompressionType", NONE), "transformInput.compressionType",
-                COMPRESSION_TYPES)
-    _check_enum(tin.setdefault("SplitType", NONE), "transformInput.splitType", SPLIT_TYPES)
-
-
-def _check_output(tout: dict[str, Any]) -> None:
-    check_output_uri(require(tout, "S3OutputPath", str, "transformOutput.s3OutputPath"),
-                     "TransformOutput.S3OutputPath")
-    _check_string(tout, "Accept", "transformOutput.accept", MAX_CONTENT_TYPE)
-    _check_string(tout, "KmsKeyId", "transformOutput.kmsKeyId", 2048)
-    if tout.get("AssembleWith") is not None:
-        _check_enum(tout["AssembleWith"], "transformOutput.assembleWith", ASSEMBLE_WITH)
-
-
-def _check_data_processing(req: dict[str, Any]) -> None:
-    processing = req.get("DataProcessing")
-    if processing is None:
-        return
-    if not isinstance(processing, dict):
-        raise ValidationError("DataProcessing must be an object")
-    for key in ("InputFilter", "OutputFilter"):
-        JsonPath.parse(processing.setdefault(key, "$"), f"dataProcessing.{_member(key)}")
-    _check_enum(processing.setdefault("JoinSource", NONE), "dataProcessing.joinSource",
-                JOIN_SOURCES)
-    DataProcessing.from_record(req)
-
-
-def new_record(req: dict[str, Any], arn: str, at: float) -> dict[str, Any]:
-    """The DescribeTransformJob document of a validated request, InProgress."""
-    record: dict[str, Any] = {
-        "TransformJobName": req["TransformJobName"],
-        "TransformJobArn": arn,
-        "TransformJobStatus": records.IN_PROGRESS,
-        "ModelName": req["ModelName"],
-        "Environment": dict(req.get("Environment") or {}),
-        "TransformInput": req["TransformInput"],
-        "TransformOutput": req["TransformOutput"],
-        "TransformResources": req["TransformResources"],
-        "CreationTime": at,
-        "LastModifiedTime": at,
-    }
-    for optional in ("MaxConcurrentTransforms", "MaxPayloadInMB", "BatchStrategy",
-                     "ModelClientConfig", "DataProcessing", "DataCaptureConfig",
-                     "ExperimentConfig"):
-        if req.get(optional) is not None:
-            record[optional] = req[optional]
-    return record
-
-
-def input_source(record: dict[str, Any]) -> tuple[str, str]:
-    """``(S3Uri, S3DataType)`` of a validated request or record."""
-    s3 = record["TransformInput"]["DataSource"]["S3DataSource"]
-    return s3["S3Uri"], s3.get("S3DataType", "S3Prefix")
-
-
-def host_locations(req: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(member, uri)`` of every location of a validated request that names a host path."""
-    found = [("TransformInput.DataSource.S3DataSource.S3Uri", input_source(req)[0]),
-             ("TransformOutput.S3OutputPath", req["TransformOutput"]["S3OutputPath"])]
-    return [(member, uri) for member, uri in found if not uri.startswith("s3://")]
+# -- output objects --------------------------------------------------------------------------
 
 
 def output_name(relative_path: str) -> str:
@@ -640,69 +416,6 @@ def assemble(pieces: Iterable[bytes], assemble_with: str | None) -> bytes:
 
 
 # -- DataProcessing ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DataProcessing:
-    """A job's InputFilter, OutputFilter and JoinSource, with the formats they read."""
-
-    input_filter: JsonPath
-    output_filter: JsonPath
-    join_input: bool
-    input_format: str | None
-    output_format: str | None
-
-    @property
-    def parses_input(self) -> bool:
-        return self.join_input or not self.input_filter.identity
-
-    @property
-    def rewrites_output(self) -> bool:
-        return self.join_input or not self.output_filter.identity
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> DataProcessing:
-        """Build and check against the formats: raises ``ValidationError`` at creation."""
-        spec = record.get("DataProcessing") or {}
-        tin, tout = record["TransformInput"], record["TransformOutput"]
-        content_type = tin.get("ContentType")
-        accept = tout.get("Accept") or content_type
-        processing = cls(
-            input_filter=JsonPath.parse(spec.get("InputFilter") or "$",
-                                        "dataProcessing.inputFilter"),
-            output_filter=JsonPath.parse(spec.get("OutputFilter") or "$",
-                                         "dataProcessing.outputFilter"),
-            join_input=spec.get("JoinSource") == JOIN_INPUT,
-            input_format=format_of(content_type),
-            output_format=format_of(accept),
-        )
-        if not (processing.parses_input or processing.rewrites_output):
-            return processing
-        kinds = "text/csv, application/json or application/jsonlines"
-        split_type = tin.get("SplitType") or NONE
-        if split_type in (RECORDIO, TFRECORD):
-            raise ValidationError(f"DataProcessing filters and joins CSV and JSON records;"
-                                  f" SplitType {split_type} carries binary records")
-        if processing.parses_input and processing.input_format is None:
-            raise ValidationError(f"DataProcessing reads the input records: set"
-                                  f" TransformInput.ContentType to {kinds}"
-                                  f" (not {content_type!r})")
-        if processing.rewrites_output and processing.output_format is None:
-            raise ValidationError(f"DataProcessing reads the model's output: set"
-                                  f" TransformOutput.Accept to {kinds} (not {accept!r})")
-        if processing.join_input and processing.input_format != processing.output_format:
-            raise ValidationError(
-                f"JoinSource Input joins records of one format: TransformInput.ContentType"
-                f" ({content_type}) and TransformOutput.Accept ({accept}) must both be CSV"
-                " (text/csv) or both JSON (application/json, application/jsonlines)")
-        for key, path, fmt in (("InputFilter", processing.input_filter, processing.input_format),
-                               ("OutputFilter", processing.output_filter,
-                                processing.output_format)):
-            if fmt == CSV and not path.index_only:
-                raise ValidationError(
-                    f"DataProcessing.{key} {path}: a CSV row is an array, so only index-based"
-                    " JSONPaths apply (e.g. $[0], $[1:], $[0,-1])")
-        return processing
 
 
 @dataclass(frozen=True)

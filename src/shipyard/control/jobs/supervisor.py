@@ -25,23 +25,22 @@ from pathlib import Path
 from typing import Any
 
 from shipyard import contract
-from shipyard.contract.archives import safe_extract
-from shipyard.contract.paths import OptMl
-from shipyard.control import artifacts, processing, records, staging, training
-from shipyard.control.context import Context
-from shipyard.control.jobspec import HostPlan, source_uri_of_channel
-from shipyard.control.logs import await_followers
-from shipyard.control.metrics import MetricExtractor, final_metric_data
-from shipyard.errors import ResourceNotFound, ShipyardError
-from shipyard.runtimes.base import (
+from shipyard.contract.labels import (
     HOST_LABEL,
     JOB_KIND_LABEL,
     JOB_NAME_LABEL,
     MANAGED_LABEL,
-    ContainerSpec,
-    ContainerState,
-    LogLine,
+    RUN_LABEL,
 )
+from shipyard.contract.paths import OptMl
+from shipyard.control.context import Context
+from shipyard.control.jobs.kind import HOST_FAILED, MAX_RUNTIME, STOP, ContainerJob, Outcome
+from shipyard.control.jobs.metrics import MetricExtractor
+from shipyard.control.s3 import S3Client
+from shipyard.control.state import records
+from shipyard.control.state.logs import await_followers
+from shipyard.errors import ResourceNotFound, ShipyardError
+from shipyard.runtimes.base import ContainerSpec, ContainerState, LogLine
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +48,6 @@ POLL_SECONDS = 0.25
 LOG_TAIL_LINES = 15
 #: How often a follower turns the lines it has stored into metric points.
 METRICS_SECONDS = 0.5
-
-# Runner-state triggers: why the containers are being stopped.
-STOP, MAX_RUNTIME, HOST_FAILED = "stop", "max-runtime", "host-failed"
 
 
 class _Background:
@@ -76,9 +72,12 @@ class _Background:
 
 
 class Supervisor:
-    def __init__(self, ctx: Context, kind: str, name: str) -> None:
+    """Drives one job of a :class:`ContainerJob` kind; what differs by kind, the kind says."""
+
+    def __init__(self, ctx: Context, job: ContainerJob, name: str) -> None:
         self.ctx = ctx
-        self.kind = kind
+        self.job = job
+        self.kind = job.kind.key
         self.name = name
         self._followers: dict[str, threading.Thread] = {}
         #: Set once the outcome is being recorded and containers removed: a graceful server
@@ -114,11 +113,9 @@ class Supervisor:
     def _mutate(self, change: Any) -> Any:
         return self.ctx.store.mutate(self.kind, self.name, change)
 
-    def _transition(self, status: str, message: str) -> None:
-        if self.kind != training.KIND:
-            return
+    def transition(self, status: str, message: str) -> None:
         at = records.now()
-        self._mutate(lambda rec, run: records.transition(rec, status, message, at))
+        self._mutate(lambda rec, run: self.job.transition(rec, status, message, at))
 
     def _mark(self, event: str) -> None:
         """Wall-clock time of a phase boundary, kept in the runner state for benchmarks."""
@@ -130,7 +127,7 @@ class Supervisor:
 
     def _labels(self, uid: str, host: str) -> dict[str, str]:
         return {MANAGED_LABEL: "true", JOB_KIND_LABEL: self.kind, JOB_NAME_LABEL: self.name,
-                "org.shipyard.job-uid": uid, HOST_LABEL: host}
+                RUN_LABEL: uid, HOST_LABEL: host}
 
     # -- phase: created ---------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -139,16 +136,14 @@ class Supervisor:
         uid = runner.get("uid") or uuid.uuid4().hex[:8]
         runtime = self.ctx.runtime
         # A supervisor that died mid-start may have left containers: start from clean.
-        for leftover in runtime.list({JOB_NAME_LABEL: self.name, "org.shipyard.job-uid": uid}):
+        for leftover in runtime.list({JOB_NAME_LABEL: self.name, RUN_LABEL: uid}):
             runtime.remove(leftover)
         job_dir = self.ctx.job_dir(self.kind, self.name, uid)
         if job_dir.exists():
             shutil.rmtree(job_dir)
         job_dir.mkdir(parents=True)
-        isolated = (record.get("EnableNetworkIsolation") if self.kind == training.KIND
-                    else processing.network_isolated(record))
-        hosts = (training.host_count(record) if self.kind == training.KIND
-                 else processing.host_count(record))
+        isolated = self.job.network_isolated(record)
+        hosts = self.job.host_count(record)
         network = "none"
         if not isolated or hosts > 1:
             # Every job on a network of its own, as SageMaker isolates jobs: no route to
@@ -164,15 +159,12 @@ class Supervisor:
             network, {MANAGED_LABEL: "true", JOB_KIND_LABEL: self.kind,
                       JOB_NAME_LABEL: self.name}, internal=bool(isolated)))
         try:
-            plans = self._stage_and_plan(record, job_dir)
+            plans = self.job.plan(self, record, job_dir)
         finally:
             made.result()
         self._mark("staged")
-        image = (record["AlgorithmSpecification"]["TrainingImage"] if self.kind == training.KIND
-                 else record["AppSpecification"]["ImageUri"])
-        resources = (record["ResourceConfig"] if self.kind == training.KIND
-                     else record["ProcessingResources"]["ClusterConfig"])
-        limits = contract.resources_for(resources["InstanceType"])
+        image = self.job.image(record)
+        limits = contract.resources_for(self.job.resources(record)["InstanceType"])
         if self.ctx.store.stop_requested(self.kind, self.name):
             self._mutate(lambda rec, run: run.update(phase="running", containers={},
                                                      network=network, trigger=STOP))
@@ -196,96 +188,19 @@ class Supervisor:
             run.update(phase="running", containers=containers, network=network,
                        started=started)
             run.setdefault("timings", {})["started"] = time.time()
-            if self.kind == training.KIND:
-                rec["TrainingStartTime"] = started
-                records.transition(rec, "Training",
-                                   "Training image download completed. Training in progress.",
-                                   started)
-            else:
-                rec["ProcessingStartTime"] = started
-                rec["LastModifiedTime"] = started
+            self.job.started(rec, started)
 
         self._mutate(mark_running)
 
-    def _stage_and_plan(self, record: dict[str, Any], job_dir: Path) -> list[HostPlan]:
-        staging_root = job_dir / "staging"
-        if self.kind == training.KIND:
-            hosts = contract.host_names(training.host_count(record))
-            self._transition("Downloading", "Downloading input data")
-            channels: dict[str, dict[str, Path]] = {}
-            for channel in record["InputDataConfig"]:
-                uri, data_type, distribution = source_uri_of_channel(channel)
-                staged = staging.stage_input(uri, data_type, distribution, hosts,
-                                             staging_root / channel["ChannelName"],
-                                             self._s3_for(uri), roots=self.ctx.file_roots)
-                channels[channel["ChannelName"]] = {h: p.host_path for h, p in staged.items()}
-            checkpoints = self._restore_checkpoints(record, job_dir, hosts)
-            return training.plan_hosts(record, job_dir, channels, checkpoints,
-                                       self._stage_code(record, job_dir))
-        hosts = contract.host_names(processing.host_count(record))
-        inputs: dict[str, dict[str, Path]] = {}
-        for item in record["ProcessingInputs"]:
-            s3 = item["S3Input"]
-            staged = staging.stage_input(s3["S3Uri"], s3["S3DataType"],
-                                         s3["S3DataDistributionType"], hosts,
-                                         staging_root / item["InputName"],
-                                         self._s3_for(s3["S3Uri"]), roots=self.ctx.file_roots)
-            inputs[item["InputName"]] = {h: p.host_path for h, p in staged.items()}
-        return processing.plan_hosts(record, job_dir, inputs)
-
-    def _stage_code(self, record: dict[str, Any], job_dir: Path) -> Path | None:
-        """Fetch an s3:// or file:// submit directory; tarballs are checked, then extracted."""
-        submit = training.submit_directory(record)
-        if submit is None or not training.platform_stages_code(submit[0]):
-            return None
-        uri = submit[0]
-        if uri.startswith("s3://"):
-            source = job_dir / "code-download" / "sourcedir.tar.gz"
-            self.ctx.s3.download_file(uri, source)
-        else:
-            source = staging.local_path_from_uri(uri, self.ctx.file_roots)
-            if source.is_dir():
-                return source
-        code = job_dir / "code"
-        safe_extract(source, code)
-        return code
-
-    def _destination(self, uri: str) -> str:
+    def destination(self, uri: str) -> str:
         """An output location as it is written: s3:// as given, a local one resolved and
         checked again now (the container may have made a folder on the way a link)."""
         if uri.startswith("s3://"):
             return uri
         return str(self.ctx.file_roots.path(uri, "output"))
 
-    def _s3_for(self, uri: str) -> Any:
+    def s3_for(self, uri: str) -> S3Client | None:
         return self.ctx.s3 if uri.startswith("s3://") else None
-
-    def _restore_checkpoints(self, record: dict[str, Any], job_dir: Path, hosts: list[str]
-                             ) -> dict[str, Path]:
-        """SageMaker restores CheckpointConfig.S3Uri into the local path before training and
-        syncs it back. A file:// or local checkpoint location is mounted read-write as it is,
-        which is that sync without a copy; an s3:// one is downloaded now, uploaded at the end.
-        """
-        config = record.get("CheckpointConfig")
-        if config is None:
-            return {}
-        uri = config["S3Uri"]
-        if not uri.startswith("s3://"):
-            folder = self.ctx.file_roots.path(uri, "CheckpointConfig.S3Uri")
-            folder.mkdir(parents=True, exist_ok=True)
-            return {host: folder for host in hosts}
-        dirs = {}
-        existing = self.ctx.s3.list_objects(uri)
-        for host in hosts:
-            folder = job_dir / "checkpoints" / host
-            if existing:
-                staged = staging.stage_input(uri, "S3Prefix", "FullyReplicated", [host],
-                                             job_dir / "checkpoint-staging" / host, self.ctx.s3)
-                shutil.copytree(staged[host].host_path, folder, dirs_exist_ok=True)
-            folder.mkdir(parents=True, exist_ok=True)
-            folder.chmod(0o777)
-            dirs[host] = folder
-        return dirs
 
     # -- phase: running ---------------------------------------------------------------------
     def _supervise(self) -> None:
@@ -293,8 +208,7 @@ class Supervisor:
         runner = row.runner
         containers: dict[str, str] = runner.get("containers", {})
         runtime = self.ctx.runtime
-        definitions = (row.record["AlgorithmSpecification"].get("MetricDefinitions") or []
-                       if self.kind == training.KIND else [])
+        definitions = self.job.metric_definitions(row.record)
         for host, cname in containers.items():
             thread = threading.Thread(target=self._follow, args=(host, cname, definitions),
                                       name=f"logs-{self.name}-{host}", daemon=True)
@@ -334,7 +248,7 @@ class Supervisor:
                 marks = {"trigger": trigger, "kill_at": kill_at}
                 self._mutate(lambda rec, run, marks=marks: run.update(marks))
                 if trigger == MAX_RUNTIME:
-                    self._transition("MaxRuntimeExceeded",
+                    self.transition("MaxRuntimeExceeded",
                                      "Job stopped because max runtime exceeded.")
                 for host, cname in containers.items():
                     if host not in finals:
@@ -391,46 +305,27 @@ class Supervisor:
         job_dir = Path(runner["job_dir"])
         roots = {h: job_dir / "hosts" / h for h in finals}
         status, reason = self._outcome(trigger, finals, roots, record)
-        if status != records.FAILED or self.kind == processing.KIND:
-            self._transition("Uploading", "Uploading generated training model")
+        if status != records.FAILED:
+            self.transition("Uploading", "Uploading generated training model")
         self._mark("collected")
-        upload_error = self._deliver(record, roots, status, job_dir)
-        if upload_error and status != records.FAILED:
-            status, reason = records.FAILED, upload_error
-        exit_message = self._exit_message(roots) if self.kind == processing.KIND else None
-        series = self.ctx.store.metric_series(self.kind, self.name)
+        try:
+            self.job.deliver(self, record, roots, status, job_dir)
+        except ShipyardError as exc:
+            if status != records.FAILED:
+                status, reason = (records.FAILED,
+                                  f"ClientError: uploading the job's output failed: {exc}")
         end = records.now()
-        started = float(runner.get("started") or end)
+        outcome = Outcome(status=status, reason=reason, trigger=trigger,
+                          started=float(runner.get("started") or end), end=end, roots=roots,
+                          series=self.ctx.store.metric_series(self.kind, self.name))
 
         def complete(rec: dict[str, Any], run: dict[str, Any]) -> str:
             run["phase"] = "done"
             run.setdefault("timings", {})["done"] = time.time()
-            if reason:
-                rec["FailureReason"] = reason[: contract.FAILURE_REASON_MAX]
-            if self.kind == training.KIND:
-                if series:
-                    rec["FinalMetricDataList"] = final_metric_data(series)
-                if "TrainingStartTime" in rec:
-                    rec["TrainingEndTime"] = end
-                    seconds = max(1, round(end - started))
-                    rec["TrainingTimeInSeconds"] = seconds
-                    rec["BillableTimeInSeconds"] = seconds
-                secondary, message = {
-                    records.COMPLETED: ("Completed", "Training job completed"),
-                    records.STOPPED: ("Stopped", "Training job stopped"),
-                }.get(status, ("Failed", f"Training job failed. Reason: {reason or ''}"[:1024]))
-                if not (trigger == MAX_RUNTIME and status == records.FAILED):
-                    records.transition(rec, secondary, message, end)
-                else:
-                    transitions = rec.get("SecondaryStatusTransitions") or []
-                    if transitions and "EndTime" not in transitions[-1]:
-                        transitions[-1]["EndTime"] = end
-            else:
-                if exit_message is not None:
-                    rec["ExitMessage"] = exit_message
-                if "ProcessingStartTime" in rec:
-                    rec["ProcessingEndTime"] = end
-            return records.set_status(self.kind, rec, status, end)
+            if outcome.reason:
+                rec["FailureReason"] = outcome.reason[: contract.FAILURE_REASON_MAX]
+            self.job.complete(rec, outcome)
+            return records.set_status(self.kind, rec, outcome.status, end)
 
         self._mutate(complete)
         self._cleanup(runner, job_dir)
@@ -466,49 +361,6 @@ class Supervisor:
         room = contract.FAILURE_REASON_MAX - len(head)
         return records.FAILED, head + (tail[-room:] if room > 0 else "")
 
-    def _deliver(self, record: dict[str, Any], roots: dict[str, Path], status: str,
-                 job_dir: Path) -> str | None:
-        """Upload what SageMaker uploads; the failure text if that fails."""
-        try:
-            if self.kind == training.KIND:
-                model_uri, output_uri = artifacts.training_output_uris(
-                    record["OutputDataConfig"]["S3OutputPath"], self.name)
-                if status != records.FAILED:
-                    merged = job_dir / "merged-model"
-                    artifacts.merge_dirs([Path(OptMl.at(r).model_dir) for r in roots.values()],
-                                         merged)
-                    artifacts.pack_and_upload(merged, self._destination(model_uri),
-                                              self._s3_for(model_uri))
-                merged_out = job_dir / "merged-output"
-                artifacts.merge_dirs([Path(OptMl.at(r).output_data_dir) for r in roots.values()],
-                                     merged_out)
-                artifacts.pack_and_upload(merged_out, self._destination(output_uri),
-                                          self._s3_for(output_uri))
-                checkpoint = record.get("CheckpointConfig")
-                if checkpoint is not None and checkpoint["S3Uri"].startswith("s3://"):
-                    for host in roots:
-                        artifacts.upload_dir(job_dir / "checkpoints" / host, checkpoint["S3Uri"],
-                                             self._s3_for(checkpoint["S3Uri"]))
-            else:
-                for item in processing.outputs(record):
-                    uri = item["S3Output"]["S3Uri"]
-                    for root in roots.values():
-                        artifacts.upload_dir(processing.output_dir(root, item["OutputName"]),
-                                             self._destination(uri), self._s3_for(uri))
-        except ShipyardError as exc:
-            return f"ClientError: uploading the job's output failed: {exc}"
-        return None
-
-    def _exit_message(self, roots: dict[str, Path]) -> str | None:
-        texts = []
-        for host in sorted(roots):
-            path = Path(OptMl.at(roots[host]).message_file)
-            if path.is_file():
-                texts.append(path.read_bytes().decode("utf-8", errors="replace"))
-        if not texts:
-            return None
-        return "".join(texts)[: contract.EXIT_MESSAGE_MAX]
-
     def _cleanup(self, runner: dict[str, Any], job_dir: Path) -> None:
         runtime = self.ctx.runtime
         if self.ctx.settings.remove_containers:
@@ -534,9 +386,7 @@ class Supervisor:
         def fail(rec: dict[str, Any], run: dict[str, Any]) -> str:
             run["phase"] = "done"
             rec["FailureReason"] = reason[: contract.FAILURE_REASON_MAX]
-            if self.kind == training.KIND:
-                records.transition(rec, "Failed", f"Training job failed. Reason: {reason}"[:1024],
-                                   at)
+            self.job.failed_early(rec, reason, at)
             return records.set_status(self.kind, rec, records.FAILED, at)
 
         self._mutate(fail)

@@ -29,12 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shipyard.contract.archives import safe_extract
 from shipyard.contract.serving import INVOCATIONS_PATH
-from shipyard.control.context import Context
-from shipyard.control.invocation import InvokeDone, InvokeRequest, InvokeResult, InvokeStream
-from shipyard.control.serving import Instance, VariantSpec, remove_tree
-from shipyard.control.upstream import BodyTooLarge, Response, Upstream, UpstreamError
+from shipyard.control.context import Context, runtime_for
+from shipyard.control.endpoints.invocation import (
+    InvokeDone,
+    InvokeRequest,
+    InvokeResult,
+    InvokeStream,
+)
+from shipyard.control.endpoints.serving import Instance, VariantSpec, remove_tree
+from shipyard.control.endpoints.upstream import BodyTooLarge, Response, Upstream, UpstreamError
+from shipyard.control.unpack import safe_extract
 from shipyard.errors import (
     InvokeValidationError,
     ModelError,
@@ -42,6 +47,7 @@ from shipyard.errors import (
     ServiceUnavailable,
     ShipyardError,
 )
+from shipyard.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +93,16 @@ class Router:
             weakref.WeakKeyDictionary())
 
     # -- routing without deploying (the data-plane process) ---------------------------------
+    @classmethod
+    def standalone(cls, settings: Settings) -> Router:
+        """A router of its own over the data directory's state, for a process that only
+        answers invocations; it routes once :meth:`adopt_routes` has run."""
+        return cls(Context.build(settings, runtime_for(settings)))
+
+    def state_version(self) -> int:
+        """Changes whenever another process changed the state (new routes, maybe)."""
+        return self.ctx.store.data_version()
+
     def adopt_routes(self) -> None:
         """Route to what the store says each InService (or Updating) endpoint runs, as the
         managing plane recorded it: for a process that answers InvokeEndpoint and manages

@@ -5,17 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-#: kind -> (ARN resource type, status field, name field, ARN field)
-KINDS: dict[str, tuple[str, str, str, str]] = {
-    "training": ("training-job", "TrainingJobStatus", "TrainingJobName", "TrainingJobArn"),
-    "processing": ("processing-job", "ProcessingJobStatus", "ProcessingJobName",
-                   "ProcessingJobArn"),
-    "transform": ("transform-job", "TransformJobStatus", "TransformJobName", "TransformJobArn"),
-    # Models and endpoint configs have no status of their own; their rows say "Created".
-    "model": ("model", "", "ModelName", "ModelArn"),
-    "endpoint-config": ("endpoint-config", "", "EndpointConfigName", "EndpointConfigArn"),
-    "endpoint": ("endpoint", "EndpointStatus", "EndpointName", "EndpointArn"),
-}
+from shipyard import kinds
 
 IN_PROGRESS = "InProgress"
 COMPLETED = "Completed"
@@ -28,7 +18,7 @@ TERMINAL_STATUSES = (COMPLETED, FAILED, STOPPED)
 
 def job_arn(kind: str, name: str, region: str, account: str) -> str:
     """``arn:aws:sagemaker:<region>:<account>:training-job/<name>``; AWS lowercases names."""
-    return f"arn:aws:sagemaker:{region}:{account}:{KINDS[kind][0]}/{name.lower()}"
+    return kinds.get(kind).arn(name, region, account)
 
 
 def now() -> float:
@@ -37,11 +27,11 @@ def now() -> float:
 
 
 def status_of(kind: str, record: dict[str, Any]) -> str:
-    return str(record[KINDS[kind][1]])
+    return str(record[kinds.get(kind).status_field])
 
 
 def set_status(kind: str, record: dict[str, Any], status: str, at: float) -> str:
-    record[KINDS[kind][1]] = status
+    record[kinds.get(kind).status_field] = status
     record["LastModifiedTime"] = at
     return status
 

@@ -3,7 +3,8 @@
 InvokeEndpoint's latency target (p50 within 1.5x of a direct request) leaves no room for a new
 TCP connection or a general-purpose client per call: requests go out in one write on an idle
 connection kept from an earlier call, and the response is parsed with nothing more than the
-contract needs (Content-Length or chunked bodies, or a body up to connection close).
+contract needs (Content-Length or chunked bodies, or a body up to connection close), by
+:mod:`shipyard.http1`.
 
 Whole answers (``submit``) are read by a plain ``asyncio.Protocol`` and handed to a callback
 from its ``data_received``: no future, no Task, no extra loop iteration between the
@@ -32,11 +33,23 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import cast
 
+from shipyard import http1
+from shipyard.http1 import (
+    MAX_HEAD_BYTES,
+    ProtocolError,
+    chunk_size,
+    content_length,
+    parse_response_head,
+    read_chunked,
+    request_bytes,
+)
+
 #: Where a container listens: (host, port).
 Address = tuple[str, int]
+#: The answer is over the caller's ``max_body`` (raised by http1's chunked decoder too).
+BodyTooLarge = http1.BodyTooLarge
 #: Idle connections kept per container.
 _MAX_IDLE = 64
-_HEAD_LIMIT = 64 * 1024
 
 try:
     import fcntl
@@ -74,10 +87,6 @@ class UpstreamError(Exception):
     def __init__(self, message: str, *, sent: bool) -> None:
         super().__init__(message)
         self.sent = sent
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 @dataclass
@@ -187,7 +196,11 @@ class _Exchange(asyncio.Protocol):
                     del buf[:self._length]
                     self._finish(Response(self._status, self._head or {}, body), None)
             elif self._length == _CHUNKED:
-                done = _chunked_body(buf, self._max_body)
+                try:
+                    done = read_chunked(buf, 0, self._max_body)
+                except ProtocolError as exc:
+                    raise UpstreamError(f"the container broke off its response: {exc}",
+                                        sent=True) from exc
                 if done is not None:
                     body, end = done
                     del buf[:end]
@@ -226,20 +239,20 @@ class _Exchange(asyncio.Protocol):
         buf = self._buf
         end = buf.find(b"\r\n\r\n")
         if end < 0:
-            if len(buf) > _HEAD_LIMIT:
+            if len(buf) > MAX_HEAD_BYTES:
                 raise UpstreamError("the container sent an oversized response head", sent=True)
             return False
-        if end + 4 > _HEAD_LIMIT:
+        if end + 4 > MAX_HEAD_BYTES:
             raise UpstreamError("the container sent an oversized response head", sent=True)
-        self._status, head = _parse_head(bytes(buf[:end + 4]))
+        self._status, head = _parse_head(buf[:end + 4])
         del buf[:end + 4]
         if "chunked" in head.get("transfer-encoding", "").lower():
             self._length = _CHUNKED
         elif "content-length" in head:
-            length = head["content-length"]
-            if not length.isdigit():
-                raise UpstreamError(f"the container sent Content-Length {length!r}", sent=True)
-            self._length = int(length)
+            try:
+                self._length = content_length(head["content-length"])
+            except ProtocolError as exc:
+                raise UpstreamError(f"the container sent {exc}", sent=True) from exc
             if self._length > self._max_body:
                 raise BodyTooLarge(f"{self._length} bytes")
         else:
@@ -251,36 +264,6 @@ class _Exchange(asyncio.Protocol):
 
 _CHUNKED = -1
 _TO_CLOSE = -2
-
-
-def _chunked_body(buf: bytearray, max_body: int) -> tuple[bytes, int] | None:
-    """A whole chunked body at the start of ``buf``: (body, bytes used), or None if more is
-    needed. Raises UpstreamError on a malformed chunk size, BodyTooLarge past ``max_body``."""
-    parts: list[bytes] = []
-    pos = size_total = 0
-    while True:
-        eol = buf.find(b"\r\n", pos)
-        if eol < 0:
-            return None
-        try:
-            size = int(bytes(buf[pos:eol]).split(b";", 1)[0].strip() or b"0", 16)
-        except ValueError as exc:
-            raise UpstreamError(f"the container broke off its response: {exc}",
-                                sent=True) from exc
-        if size == 0:
-            # Trailers, if any, end with an empty line.
-            if buf[eol + 2:eol + 4] == b"\r\n":
-                return b"".join(parts), eol + 4
-            end = buf.find(b"\r\n\r\n", eol + 2)
-            return None if end < 0 else (b"".join(parts), end + 4)
-        size_total += size
-        if size_total > max_body:
-            raise BodyTooLarge(f"over {max_body} bytes")
-        start = eol + 2
-        if len(buf) < start + size + 2:
-            return None
-        parts.append(bytes(buf[start:start + size]))
-        pos = start + size + 2
 
 
 class Upstream:
@@ -349,7 +332,7 @@ class Upstream:
         BodyTooLarge, or asyncio.TimeoutError after ``timeout`` seconds (the connection is then
         dropped: the container may still be working on the request).
         """
-        self._submit(address, _request_bytes(method, path, headers, body), max_body, timeout,
+        self._submit(address, request_bytes(method, path, headers, body), max_body, timeout,
                      done, True)
 
     def _submit(self, address: Address, data: bytes, max_body: int, timeout: float | None,
@@ -410,7 +393,7 @@ class Upstream:
         """Status and headers at once; the body's chunks as the container sends them.
 
         A pooled connection the container had closed is retried once on a fresh one."""
-        data = _request_bytes(method, path, headers, body)
+        data = request_bytes(method, path, headers, body)
         conn = await self._connect(address)
         try:
             status, head, reader = await self._exchange(conn, method, data)
@@ -458,35 +441,17 @@ class Upstream:
         except (asyncio.IncompleteReadError, OSError) as exc:
             raise UpstreamError("the container closed the connection without answering",
                                 sent=conn.delivered(len(data))) from exc
-        if len(raw) > _HEAD_LIMIT:
+        if len(raw) > MAX_HEAD_BYTES:
             raise UpstreamError("the container sent an oversized response head", sent=True)
         status, head = _parse_head(raw)
         return status, head, _body(conn.reader, head, method)
 
 
-def _request_bytes(method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: localhost", f"Content-Length: {len(body)}"]
-    lines.extend(f"{k}: {v}" for k, v in headers)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def _parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
-    text = raw.decode("latin-1")
-    status_line, _, rest = text.partition("\r\n")
-    parts = status_line.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise UpstreamError(f"the container sent a malformed status line {status_line!r}",
-                            sent=True)
-    headers: dict[str, str] = {}
-    for line in rest.split("\r\n"):
-        if not line:
-            continue
-        key, sep, value = line.partition(":")
-        if sep:
-            headers[key.strip().lower()] = value.strip()
-    if parts[0] == "HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
-        headers["connection"] = "close"
-    return int(parts[1]), headers
+def _parse_head(raw: bytes | bytearray) -> tuple[int, dict[str, str]]:
+    try:
+        return parse_response_head(raw)
+    except ProtocolError as exc:
+        raise UpstreamError(f"the container sent a {exc}", sent=True) from exc
 
 
 async def _body(reader: asyncio.StreamReader, head: dict[str, str], method: str
@@ -496,18 +461,18 @@ async def _body(reader: asyncio.StreamReader, head: dict[str, str], method: str
             return
         if "chunked" in head.get("transfer-encoding", "").lower():
             while True:
-                size_line = await reader.readuntil(b"\r\n")
-                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+                size = chunk_size((await reader.readuntil(b"\r\n"))[:-2])
                 if size == 0:
                     # Trailers, if any, end with an empty line.
                     while await reader.readuntil(b"\r\n") != b"\r\n":
                         pass
                     return
                 chunk = await reader.readexactly(size)
-                await reader.readexactly(2)
+                if await reader.readexactly(2) != b"\r\n":
+                    raise ProtocolError("chunk data not followed by CRLF")
                 yield chunk
         elif "content-length" in head:
-            remaining = int(head["content-length"])
+            remaining = content_length(head["content-length"])
             while remaining > 0:
                 chunk = await reader.read(min(remaining, 1 << 20))
                 if not chunk:

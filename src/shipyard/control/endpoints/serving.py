@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.contract import resources_for
-from shipyard.contract.archives import safe_extract
+from shipyard.contract.labels import (
+    HOST_LABEL,
+    JOB_KIND_LABEL,
+    JOB_NAME_LABEL,
+    MANAGED_LABEL,
+    RUN_LABEL,
+    VARIANT_LABEL,
+)
 from shipyard.contract.paths import OptMl
 from shipyard.contract.serving import (
     MULTI_MODEL_ENV,
@@ -31,21 +38,14 @@ from shipyard.contract.serving import (
     SERVING_PORT,
 )
 from shipyard.control.context import Context
+from shipyard.control.unpack import safe_extract
 from shipyard.errors import ShipyardError, ValidationError
-from shipyard.runtimes.base import (
-    HOST_LABEL,
-    JOB_KIND_LABEL,
-    JOB_NAME_LABEL,
-    MANAGED_LABEL,
-    ContainerSpec,
-    Mount,
-)
+from shipyard.runtimes.base import ContainerSpec, Mount
 
 #: Label of the deployment (one endpoint config rolled out once) a container belongs to.
 log = logging.getLogger(__name__)
 
-DEPLOYMENT_LABEL = "org.shipyard.job-uid"
-VARIANT_LABEL = "org.shipyard.variant"
+DEPLOYMENT_LABEL = RUN_LABEL
 CONTAINER_MODEL_DIR = str(OptMl().model_dir)
 #: Log lines kept in a startup failure's reason.
 _REASON_LOG_LINES = 5

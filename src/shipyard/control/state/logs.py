@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from shipyard.control.state.log_reader import HostLog
 from shipyard.runtimes.base import LogLine
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,9 @@ class LogStore:
                 yield writer
             finally:
                 writer.close()
+
+    def host_log(self, kind: str, name: str, host: str) -> HostLog:
+        return HostLog(host, self.path(kind, name, host))
 
     def hosts(self, kind: str, name: str) -> list[str]:
         folder = self._dir(kind, name)

@@ -51,13 +51,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shipyard import contract
+from shipyard import contract, kinds
+from shipyard.contract.labels import JOB_KIND_LABEL, JOB_NAME_LABEL
 from shipyard.contract.serving import EXECUTION_PARAMETERS_PATH, INVOCATIONS_PATH
-from shipyard.control import models, records, staging
+from shipyard.control import staging
 from shipyard.control.context import Context
-from shipyard.control.logs import await_followers
-from shipyard.control.s3 import iter_regular_files, parse_s3_uri
-from shipyard.control.serving import (
+from shipyard.control.endpoints import models
+from shipyard.control.endpoints.serving import (
     Instance,
     VariantSpec,
     follow_logs,
@@ -68,15 +68,18 @@ from shipyard.control.serving import (
     stop_instance,
     wait_healthy,
 )
-from shipyard.control.transform_data import (
+from shipyard.control.s3 import iter_regular_files, parse_s3_uri
+from shipyard.control.state import records
+from shipyard.control.state.logs import await_followers
+from shipyard.control.transform.data import (
     ObjectWork,
     TransformParameters,
     TransformPlan,
     container_environment,
-    input_source,
     output_name,
     resolve_parameters,
 )
+from shipyard.control.transform.request import input_source
 from shipyard.errors import (
     DataSourceError,
     ModelError,
@@ -85,11 +88,10 @@ from shipyard.errors import (
     StorageError,
     ValidationError,
 )
-from shipyard.runtimes.base import JOB_KIND_LABEL, JOB_NAME_LABEL
 
 log = logging.getLogger(__name__)
 
-KIND = "transform"
+KIND = kinds.TRANSFORM.key
 #: How often the driver looks for a StopTransformJob.
 STOP_POLL_SECONDS = 0.1
 #: SIGTERM-to-SIGKILL grace for the job's containers. Shorter than an endpoint's 30 s: when
