@@ -1,4 +1,5 @@
-"""Images for ``shipyard check``: one correct image and a set that each break exactly one rule.
+"""Images for ``shipyard check``: one correct image and a set that each break exactly one rule
+(failing its check, or warning for a rule SageMaker does not enforce).
 
 Two bases, built once per engine and reused by content hash like every test image:
 ``check-base`` (the base image, the toolkit and a user ``app`` with uid 1000) for images that
@@ -30,6 +31,7 @@ _USER = (
 MAIN_PY = '''import json, os, signal, sys, time
 
 IGNORE_SIGTERM = False  # the sigterm-ignored image flips this
+TRAIN_SECONDS_MAX = float("inf")  # the sigterm-ignored-short image caps how long training takes
 
 
 def rows(folder):
@@ -51,7 +53,7 @@ def train():
     if IGNORE_SIGTERM:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     print("training", len(data), "rows", flush=True)
-    time.sleep(float(hp.get("sleep", "0")))
+    time.sleep(min(float(hp.get("sleep", "0")), TRAIN_SECONDS_MAX))
     mean = sum(map(sum, data)) / sum(map(len, data))
     model_dir = os.environ.get("SM_MODEL_DIR", "/opt/ml/model")
     with open(os.path.join(model_dir, "model.json"), "w") as f:
@@ -93,6 +95,24 @@ import main
 try:
     main.train()
 except Exception as exc:
+    print("training failed:", exc, file=sys.stderr)
+    sys.exit(1)
+'''
+
+# A `train` like the one in AWS's scikit_bring_your_own example: PID 1 with no SIGTERM handler,
+# so the signal is dropped (PID 1 gets no default action), and training that takes its own few
+# seconds whatever the hyperparameters ask: it finishes on its own 2 s after the check's
+# SIGTERM (sent 2 s after the first output line), within the 3 s grace of the tests.
+TRAIN_IGNORING_SIGTERM = '''#!/usr/bin/env python3
+import sys
+sys.path.insert(0, "/opt/program")
+import main
+main.TRAIN_SECONDS_MAX = 4.0
+try:
+    main.train()
+except Exception as exc:
+    with open("/opt/ml/output/failure", "w") as f:
+        f.write(f"training failed: {exc}")
     print("training failed:", exc, file=sys.stderr)
     sys.exit(1)
 '''
@@ -155,13 +175,17 @@ server.server_close()
 BREAKS = {
     "shell-form": "entrypoint-exec-form",
     "tini": "entrypoint-no-wrapper",
-    "root": "user-non-root",
     "opt-ml": "opt-ml-empty",
     "secret-layer": "no-credentials-layers",
     "sigterm-ignored": "train-sigterm",
+    "sigterm-ignored-short": "train-sigterm",
     "no-failure-file": "train-failure-file",
     "ping-before-load": "serve-ping-ready",
     "wrong-port": "serve-bind-to-port",
+}
+#: Each image that breaks a rule SageMaker does not enforce, and the one check that warns.
+WARNS = {
+    "root": "user-non-root",
 }
 
 _SERVE_FILES = {"serve": PLAIN_SERVE}
@@ -193,8 +217,8 @@ class Spec:
 
     @property
     def breaks(self) -> str | None:
-        """The one check this image must fail (None: the correct image)."""
-        return BREAKS.get(self.name)
+        """The one check this image must fail or warn on (None: the correct image)."""
+        return BREAKS.get(self.name) or WARNS.get(self.name)
 
 
 def debian_package(name: str) -> Path:
@@ -231,6 +255,9 @@ def specs() -> list[Spec]:
         Spec("no-failure-file", "COPY train /usr/local/bin/train\n"
              "RUN chmod 755 /usr/local/bin/train\n" + correct,
              {**main, "train": TRAIN_WITHOUT_FAILURE_FILE}),
+        Spec("sigterm-ignored-short", "COPY train /usr/local/bin/train\n"
+             "RUN chmod 755 /usr/local/bin/train\n" + correct,
+             {**main, "train": TRAIN_IGNORING_SIGTERM}, stages=("train",)),
         Spec("ping-before-load", f"{_SERVE_BODY}\nENV PING_BEFORE_LOAD=1 LOAD_SECONDS=4\nUSER 1000:1000",
              _SERVE_FILES, plain=True, stages=("serve",)),
         Spec("wrong-port", f'{_SERVE_BODY}\nENV IGNORE_BIND_PORT=1\nLABEL {BIND_LABEL}="true"\n'

@@ -161,10 +161,11 @@ ENTRYPOINT_NO_WRAPPER = _register(CheckInfo(
 USER_NON_ROOT = _register(CheckInfo(
     "user-non-root", Stage.STATIC,
     "Runs as a non-root user",
-    "Not a SageMaker requirement: a security default. AWS ECS best practices: \"You should "
-    "run containers as a non-root user. By default, containers run as the root user unless "
-    "the USER directive is included in your Dockerfile.\" SageMaker mounts /opt/ml writable "
-    "for the image's user either way (sagemaker-inference-toolkit #72).",
+    "Not a SageMaker requirement, so root is a warning: a security default. AWS ECS best "
+    "practices: \"You should run containers as a non-root user. By default, containers run "
+    "as the root user unless the USER directive is included in your Dockerfile.\" SageMaker "
+    "mounts /opt/ml writable for the image's user either way (sagemaker-inference-toolkit "
+    "#72).",
     "Create a user and switch to it at the end of the Dockerfile, e.g. "
     "RUN useradd -u 1000 -m app and USER 1000:1000.",
 ))

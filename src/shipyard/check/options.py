@@ -88,7 +88,8 @@ class CheckOptions:
     #: Neither given: every channel is replaced by garbage bytes.
     bad_channels: dict[str, Path] = field(default_factory=dict)
     bad_hyperparameters: dict[str, str] = field(default_factory=dict)
-    #: Hyperparameters (over the good ones) that keep training busy until SIGTERM.
+    #: Hyperparameters (over the good ones) that keep training busy well past SIGTERM (an
+    #: unsignalled run with them must outlast the signalled one's exit).
     slow_hyperparameters: dict[str, str] = field(default_factory=dict)
     #: Extra environment for every container.
     env: dict[str, str] = field(default_factory=dict)

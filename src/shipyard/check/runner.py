@@ -1,9 +1,10 @@
 """``run_checks``: every registered check against one image, in parallel where it can be.
 
 The static read (``docker save``, a few seconds for a typical image) runs beside the
-containers: the three training runs start at once, the serving containers start as soon as
-there is a model to serve (``--model``, or the one ``train-completes`` wrote), processing
-starts at once. Every check ends up in the report: run, or skipped with the reason.
+containers: the training runs (four: ``train-sigterm`` has two) start at once, the serving
+containers start as soon as there is a model to serve (``--model``, or the one
+``train-completes`` wrote), processing starts at once. Every check ends up in the report:
+run, or skipped with the reason.
 """
 
 from __future__ import annotations

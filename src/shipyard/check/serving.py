@@ -9,11 +9,15 @@ mounted read-only at ``/opt/ml/model``:
   ``serve-sigterm-drain`` (SIGTERM while a request is in flight);
 - ``SAGEMAKER_BIND_TO_PORT`` set to another port, when the image is labelled for it;
 - ``SAGEMAKER_MULTI_MODEL=true``, when the image is labelled multi-models.
+
+A server that exits, or says its model cannot load, fails at once rather than at the end of
+the health-check time, naming the model it was given and the options that give another.
 """
 
 from __future__ import annotations
 
 import http.client
+import re
 import select
 import signal
 import time
@@ -36,7 +40,7 @@ from shipyard.contract.serving import (
     SERVE_COMMAND,
     SERVING_PORT,
 )
-from shipyard.runtimes.base import Mount
+from shipyard.runtimes.base import ContainerState, Mount
 
 __all__ = [
     "ALTERNATE_PORT",
@@ -44,6 +48,7 @@ __all__ = [
     "check_main_server",
     "check_multi_model",
     "model_folder",
+    "says_cannot_load",
 ]
 
 #: The port given in SAGEMAKER_BIND_TO_PORT by the bind-to-port check.
@@ -55,6 +60,20 @@ POLL_SECONDS = 0.1
 WRONG_PORT_PATIENCE = 2.0
 #: Time for a request to be accepted and read by the server before SIGTERM is sent.
 IN_FLIGHT_DELAY = 1.0
+#: A server still answering /ping with an error this long after its first answer gets an
+#: /invocations probe every PROBE_EVERY seconds: Shipyard's toolkit says why the model
+#: failed to load there, not in /ping. Not sooner, so a model that loads in a few seconds
+#: gets no request before /ping says it is ready.
+PROBE_AFTER = 3.0
+PROBE_EVERY = 2.0
+#: An error answer that says the model will never load (the toolkit's is "model failed to
+#: load: ..."); "not loaded" and "is loading" are still waited for.
+_CANNOT_LOAD = re.compile(
+    r"model\b.{0,80}?\b(failed|fails|cannot|can't|could not|couldn't|unable) to load"
+    r"|\b(failed|fails|cannot|can't|could not|couldn't|unable) to load\b.{0,40}?\bmodel",
+    re.IGNORECASE | re.DOTALL)
+_MODEL_OPTIONS = ("give the model to serve with --model DIR|FILE.tar.gz, or training data "
+                  "with --channel NAME=DIR so that train-completes trains the model served")
 
 
 def model_folder(sandbox: Sandbox, options: CheckOptions, trained: Path | None) -> Path:
@@ -69,6 +88,20 @@ def model_folder(sandbox: Sandbox, options: CheckOptions, trained: Path | None) 
     if trained is not None:
         return trained
     return sandbox.folder("model")
+
+
+def says_cannot_load(reply: Reply) -> bool:
+    """Whether an error answer says the model cannot load (a bare 503 does not)."""
+    return reply.status >= 500 and bool(
+        _CANNOT_LOAD.search(reply.body[:4096].decode("utf-8", "replace")))
+
+
+def _model_served(options: CheckOptions, model_dir: Path) -> str:
+    if options.model is not None:
+        return f"--model {options.model}"
+    if not any(model_dir.iterdir()):
+        return "an empty /opt/ml/model (no --model, and train-completes wrote no model)"
+    return "the model train-completes wrote"
 
 
 def _headers(payload: Payload) -> dict[str, str]:
@@ -98,22 +131,78 @@ class _Ready:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _LoadProbe:
+    """Tells a model that cannot load from one still loading, while /ping is not 200: from
+    /ping's own answer, else from an occasional /invocations (see :data:`PROBE_AFTER`)."""
+
+    payload: Payload
+    timeout: float
+    erring_since: float | None = None
+    next_probe: float = 0.0
+
+    def failed(self, port: int, ping: Reply) -> tuple[str, Reply] | None:
+        """The path and answer that said the model cannot load, if one did."""
+        if says_cannot_load(ping):
+            return PING_PATH, ping
+        if ping.status in (0, 200):
+            return None
+        now = time.monotonic()
+        if self.erring_since is None:
+            self.erring_since = now
+        if now - self.erring_since < PROBE_AFTER or now < self.next_probe:
+            return None
+        self.next_probe = now + PROBE_EVERY
+        reply = _invoke(port, self.payload, self.timeout)
+        return (INVOCATIONS_PATH, reply) if says_cannot_load(reply) else None
+
+
+def _probe(options: CheckOptions) -> _LoadProbe:
+    return _LoadProbe(options.payload or Payload(b""), options.timeouts.ping)
+
+
+def _cannot_load(info: CheckInfo, container: Container, options: CheckOptions,
+                 model_dir: Path, said: tuple[str, Reply], prefix: str = "") -> CheckResult:
+    path, reply = said
+    tail = container.log_tail()
+    return CheckResult(
+        info, Status.FAIL,
+        f"{prefix}the model cannot load: {path} answered {reply.describe()} "
+        f"{container.elapsed():.1f} s after start (model served: "
+        f"{_model_served(options, model_dir)})"
+        + (f"; last log lines:\n{tail}" if tail else ""),
+        f"If the model is missing or wrong, {_MODEL_OPTIONS}; otherwise the log says why "
+        "loading failed.")
+
+
+def _exited(info: CheckInfo, container: Container, state: ContainerState,
+            options: CheckOptions, model_dir: Path, what: str) -> CheckResult:
+    return CheckResult(
+        info, Status.FAIL,
+        f"{what} (model served: {_model_served(options, model_dir)}): "
+        f"{container.ended(state)}",
+        f"Read the log lines above; if the model is missing or wrong, {_MODEL_OPTIONS}.")
+
+
 def _wait_ping(container: Container, info: CheckInfo, options: CheckOptions,
-               container_port: int) -> _Ready:
+               model_dir: Path, container_port: int) -> _Ready:
     timeouts = options.timeouts
     deadline = container.started + timeouts.health
     last = Reply(0, error="not tried")
+    probe = _probe(options)
     while time.monotonic() < deadline:
         state = container.exited()
         if state is not None:
-            return _Ready(failure=CheckResult(
-                info, Status.FAIL,
-                f"the server exited before /ping answered 200: {container.ended(state)}"))
+            return _Ready(failure=_exited(info, container, state, options, model_dir,
+                                          "the server exited before /ping answered 200"))
         port = container.host_port(container_port)
         if port:
             last = http_request(port, "GET", PING_PATH, timeout=timeouts.ping)
             if last.status == 200:
                 return _Ready(port=port, at=container.elapsed())
+            said = probe.failed(port, last)
+            if said is not None:
+                return _Ready(failure=_cannot_load(info, container, options, model_dir, said))
         time.sleep(POLL_SECONDS)
     tail = container.log_tail()
     return _Ready(failure=CheckResult(
@@ -135,7 +224,7 @@ def check_main_server(sandbox: Sandbox, options: CheckOptions, model_dir: Path
     ping_info, invoke_info, drain_info = (
         model.SERVE_PING_READY, model.SERVE_INVOCATIONS, model.SERVE_SIGTERM_DRAIN)
     container = _start(sandbox, "serve", options, model_dir)
-    ready = _wait_ping(container, ping_info, options, SERVING_PORT)
+    ready = _wait_ping(container, ping_info, options, model_dir, SERVING_PORT)
     if ready.failure is not None:
         why = "skipped: the server never became ready (see serve-ping-ready)"
         return [ready.failure, CheckResult(invoke_info, Status.SKIP, why),
@@ -174,7 +263,7 @@ def _readiness(container: Container, ready: _Ready, options: CheckOptions
     while time.monotonic() < deadline and container.exited() is None:
         time.sleep(POLL_SECONDS * 2)
         later = _invoke(ready.port, payload, timeouts.invocation)
-        if later.ok or 400 <= later.status < 500:
+        if later.ok or 400 <= later.status < 500 or says_cannot_load(later):
             break
     if later.ok:
         return (CheckResult(ping_info, Status.FAIL,
@@ -249,12 +338,13 @@ def check_bind_to_port(sandbox: Sandbox, options: CheckOptions, model_dir: Path,
     deadline = container.started + timeouts.health
     wrong_since: float | None = None
     last = Reply(0, error="not tried")
+    probe = _probe(options)
+    with_port = f"with {BIND_TO_PORT_ENV}={ALTERNATE_PORT}"
     while time.monotonic() < deadline:
         state = container.exited()
         if state is not None:
-            return CheckResult(info, Status.FAIL,
-                               f"with {BIND_TO_PORT_ENV}={ALTERNATE_PORT} the server exited: "
-                               f"{container.ended(state)}")
+            return _exited(info, container, state, options, model_dir,
+                           f"{with_port} the server exited")
         asked = container.host_port(ALTERNATE_PORT)
         default = container.host_port(SERVING_PORT)
         if asked and default:
@@ -264,6 +354,10 @@ def check_bind_to_port(sandbox: Sandbox, options: CheckOptions, model_dir: Path,
                                    f"/ping answered 200 on port {ALTERNATE_PORT} "
                                    f"({BIND_TO_PORT_ENV}) {container.elapsed():.1f} s after "
                                    "start")
+            said = probe.failed(asked, last)
+            if said is not None:
+                return _cannot_load(info, container, options, model_dir, said,
+                                    f"{with_port}: ")
             if wrong_since is None:
                 other = http_request(default, "GET", PING_PATH, timeout=timeouts.ping)
                 if other.status == 200:
@@ -288,10 +382,10 @@ def check_multi_model(sandbox: Sandbox, options: CheckOptions, model_dir: Path,
     container = _start(sandbox, "serve-mme", options, model_dir,
                        env={MULTI_MODEL_ENV: "true"},
                        extra=[Mount(str(models), MULTI_MODEL_ROOT, read_only=True)])
-    ready = _wait_ping(container, info, options, SERVING_PORT)
+    ready = _wait_ping(container, info, options, model_dir, SERVING_PORT)
     if ready.failure is not None:
         return CheckResult(info, Status.FAIL, f"with {MULTI_MODEL_ENV}=true: "
-                           + ready.failure.detail)
+                           + ready.failure.detail, ready.failure.fix)
     listed = http_request(ready.port, "GET", "/models", timeout=options.timeouts.ping)
     if listed.status != 200:
         return CheckResult(info, Status.FAIL,

@@ -1,4 +1,4 @@
-"""Dynamic training checks: run ``train`` as SageMaker does, three times, side by side.
+"""Dynamic training checks: run ``train`` as SageMaker does, four times, side by side.
 
 Each run gets its own ``/opt/ml`` (a host folder mounted whole, config files written as
 SageMaker writes them, channels under ``input/data``) and runs ``docker run IMAGE train``
@@ -7,13 +7,18 @@ with hostname ``algo-1``:
 - ``train-completes``: the fixture channels and hyperparameters; exit 0 and a model;
 - ``train-failure-file``: the broken input; non-zero exit and ``output/failure``;
 - ``train-sigterm``: the slow hyperparameters; SIGTERM once the program is busy (``--sigterm-after``
-  seconds after its first output line), then the grace period.
+  seconds after its first output line), then the grace period. Beside it the same run gets no
+  signal: an exit within the grace counts as handling SIGTERM only if that run is still
+  training a while later (:data:`SIGTERM_MARGIN_SECONDS`), since a ``train`` that ignores the
+  signal (PID 1 with no handler) but finishes on its own looks the same from outside.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +35,7 @@ from shipyard.contract import (
 )
 from shipyard.contract import hyperparameters as hyperparameters_json
 from shipyard.contract.env import TRAINING_JOB_NAME
+from shipyard.errors import ShipyardError
 from shipyard.runtimes.base import ContainerState, Mount
 
 __all__ = [
@@ -52,6 +58,9 @@ HOSTNAME = "algo-1"
 _DATA_FILE = "data.csv"
 #: A training program that prints nothing gets SIGTERM this much later than one that talks.
 SILENT_START_SECONDS = 10.0
+#: How much longer than the signalled run the unsignalled one must be seen training for the
+#: signalled run's exit to be put down to SIGTERM (more than the two runs' start-up jitter).
+SIGTERM_MARGIN_SECONDS = 2.0
 _POLL_SECONDS = 0.1
 
 
@@ -203,49 +212,122 @@ def check_failure_file(sandbox: Sandbox, options: CheckOptions) -> CheckResult:
                        seconds=run.container.elapsed())
 
 
-def _wait_until_busy(container: Container, after: float) -> ContainerState | None:
-    """Wait until the program is surely running: ``after`` seconds past its first output line
-    (a process still starting has no signal handler yet, and as PID 1 it would ignore the
-    signal), or ``after`` + :data:`SILENT_START_SECONDS` for a program that prints nothing.
-    Returns the final state if it exits meanwhile."""
+@dataclass
+class _Watch:
+    """A run seen from outside, in the engine's epoch seconds (a poll delayed by a busy host
+    shifts nothing): when its first output line was written, when it ended."""
+
+    run: TrainRun
     first_output: float | None = None
-    deadline = container.started + after + SILENT_START_SECONDS
+    state: ContainerState | None = None
+
+    def poll(self) -> None:
+        if self.state is not None:
+            return
+        container = self.run.container
+        if self.first_output is None:
+            self.first_output = container.first_output_at()
+        self.state = container.exited()
+
+    @property
+    def ended(self) -> float:
+        if self.state is not None and self.state.finished_at is not None:
+            return self.state.finished_at
+        return time.time()
+
+    def busy_for(self, at: float | None = None) -> float:
+        """Seconds of training at ``at`` (default: its end, or now), counted from the first
+        output line so that start-up times do not count (from the start for a silent one)."""
+        since = self.first_output
+        if since is None:
+            since = time.time() - self.run.container.elapsed()
+        return (self.ended if at is None else at) - since
+
+
+def _watch_until(done: Callable[[], bool], deadline: float, *watches: _Watch) -> bool:
+    """Poll every run until ``done()`` or the (monotonic) ``deadline``; whether ``done()``."""
     while True:
-        state = container.exited()
-        if state is not None:
-            return state
-        now = time.monotonic()
-        if first_output is None and container.has_output():
-            first_output = now
-            deadline = min(deadline, now + after)
-        if now >= deadline:
-            return None
+        for watch in watches:
+            watch.poll()
+        if done():
+            return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(_POLL_SECONDS)
 
 
+def _busy(watch: _Watch, after: float) -> bool:
+    """Whether the program is surely running: ``after`` seconds past its first output line (a
+    process still starting has no signal handler yet, and as PID 1 it would ignore the
+    signal), or ``after`` + :data:`SILENT_START_SECONDS` for a program that prints nothing."""
+    if watch.first_output is not None:
+        return time.time() >= watch.first_output + after
+    return watch.run.container.elapsed() >= after + SILENT_START_SECONDS
+
+
 def check_sigterm(sandbox: Sandbox, options: CheckOptions) -> CheckResult:
+    hyperparameters = {**options.hyperparameters, **options.slow_hyperparameters}
+    channels = good_channels(options)
+    signalled = _Watch(_start(sandbox, "train-sigterm", options, channels, hyperparameters))
+    unsignalled = _Watch(_start(sandbox, "train-unsignalled", options, channels,
+                                hyperparameters))
+    try:
+        return _judge_sigterm(signalled, unsignalled, options)
+    finally:
+        # Only its timing matters: it need not train to the end.
+        with contextlib.suppress(ShipyardError):
+            unsignalled.run.container.signal(signal.SIGKILL)
+
+
+def _judge_sigterm(signalled: _Watch, unsignalled: _Watch, options: CheckOptions
+                   ) -> CheckResult:
     info = model.TRAIN_SIGTERM
     timeouts = options.timeouts
-    hyperparameters = {**options.hyperparameters, **options.slow_hyperparameters}
-    run = _start(sandbox, "train-sigterm", options, good_channels(options), hyperparameters)
-    early = _wait_until_busy(run.container, timeouts.sigterm_after)
-    if early is not None:
+    run = signalled.run
+    _watch_until(lambda: signalled.state is not None or _busy(signalled, timeouts.sigterm_after),
+                 float("inf"), signalled, unsignalled)
+    if signalled.state is not None:
         return CheckResult(info, Status.SKIP,
-                           f"training ended ({run.container.ended(early, logs=False)}) "
-                           f"{run.container.elapsed():.1f} s after start, before SIGTERM could "
+                           f"training ended ({run.container.ended(signalled.state, logs=False)})"
+                           f" {run.container.elapsed():.1f} s after start, before SIGTERM could "
                            "be sent; pass --slow-hyperparameter KEY=VALUE to keep it busy")
     run.container.signal(signal.SIGTERM)
-    sent = run.container.elapsed()
-    state = run.container.wait(timeouts.stop_grace)
+    sent, sent_at = time.time(), run.container.elapsed()
+    _watch_until(lambda: signalled.state is not None, time.monotonic() + timeouts.stop_grace,
+                 signalled, unsignalled)
+    state = signalled.state
     if state is None:
         tail = run.container.log_tail()
         return CheckResult(info, Status.FAIL,
                            f"still running {timeouts.stop_grace:g} s after SIGTERM: SageMaker "
                            "would SIGKILL it (exit 137) and the program gets no chance to save "
                            "a checkpoint" + (f"; last log lines:\n{tail}" if tail else ""))
-    took = run.container.elapsed() - sent
-    return CheckResult(info, Status.PASS,
-                       f"SIGTERM {sent:.1f} s into training; exited with code "
-                       f"{state.exit_code} {took:.1f} s later (grace {timeouts.stop_grace:g} s)",
+    exited = (f"SIGTERM {sent_at:.1f} s into training; exited with code {state.exit_code} "
+              f"{signalled.ended - sent:.1f} s later (grace {timeouts.stop_grace:g} s)")
+    # Did SIGTERM end it, or would it have ended then anyway? The unsignalled run tells.
+    lasted = signalled.busy_for()
+    _watch_until(lambda: unsignalled.state is not None
+                 or unsignalled.busy_for() > lasted + SIGTERM_MARGIN_SECONDS,
+                 time.monotonic() + timeouts.stop_grace + SIGTERM_MARGIN_SECONDS, unsignalled)
+    if unsignalled.state is None:
+        return CheckResult(info, Status.PASS,
+                           f"{exited}; the same run without SIGTERM was still running "
+                           f"{unsignalled.busy_for():.1f} s after its first output line",
+                           seconds=run.container.elapsed())
+    natural = unsignalled.busy_for()
+    code = unsignalled.state.exit_code
+    if natural <= signalled.busy_for(sent):
+        return CheckResult(info, Status.SKIP,
+                           f"training ends on its own {natural:.1f} s after its first output line, "
+                           "before SIGTERM could reach it; pass --slow-hyperparameter KEY=VALUE "
+                           "to keep it busy")
+    return CheckResult(info, Status.FAIL,
+                       f"{exited}, when training ends anyway: the same run without SIGTERM "
+                       f"ended on its own (exit code {code}) {natural:.1f} s after its first "
+                       f"output line (this one: {lasted:.1f} s), so nothing shows that the "
+                       "signal stopped it",
+                       "Handle SIGTERM in train: as PID 1 the program gets no default action, "
+                       "so install a handler that saves a checkpoint and exits (or forward the "
+                       "signal to it). If it does, give --slow-hyperparameter KEY=VALUE that "
+                       "keeps training busy well past SIGTERM.",
                        seconds=run.container.elapsed())
-
