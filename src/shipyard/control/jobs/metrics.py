@@ -15,8 +15,6 @@ from typing import Any
 from shipyard.errors import ValidationError
 from shipyard.runtimes.base import LogLine
 
-MAX_DEFINITIONS = 40
-
 
 class MetricExtractor:
     def __init__(self, definitions: Sequence[dict[str, Any]]) -> None:

@@ -33,7 +33,6 @@ from shipyard.control.state import records
 from shipyard.errors import ValidationError
 from shipyard.runtimes.base import Mount
 
-KIND = kinds.PROCESSING.key
 CONTAINER_ROOT = OptMl()
 
 
@@ -192,7 +191,7 @@ class ProcessingJobs:
     def preflight(self, req: dict[str, Any], ctx: Context, describe: Describe) -> Preflight:
         return Preflight(self.image(req),
                          [i["S3Input"]["S3Uri"] for i in req.get("ProcessingInputs") or []],
-                         self.host_count(req))
+                         self.host_count(req), self.resources(req)["InstanceType"])
 
     def new_record(self, req: dict[str, Any], arn: str, at: float) -> dict[str, Any]:
         return new_record(req, arn, at)
@@ -230,7 +229,8 @@ class ProcessingJobs:
             inputs[item["InputName"]] = {h: p.host_path for h, p in staged.items()}
         return plan_hosts(record, job_dir, inputs)
 
-    def started(self, record: dict[str, Any], at: float) -> None:
+    def started(self, record: dict[str, Any], at: float, notice: str = "") -> None:
+        """DescribeProcessingJob has no status message: the notice is in the server's log."""
         record["ProcessingStartTime"] = at
         record["LastModifiedTime"] = at
 

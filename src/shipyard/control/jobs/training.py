@@ -48,7 +48,6 @@ from shipyard.control.unpack import check_archive, safe_extract
 from shipyard.errors import ValidationError
 from shipyard.runtimes.base import Mount
 
-KIND = kinds.TRAINING.key
 CONTAINER_ROOT = OptMl()
 #: MaxRuntimeInSeconds: 28 days (the model says only "at least 1").
 MAX_RUNTIME_SECONDS = 2419200
@@ -244,7 +243,7 @@ class TrainingJobs:
                 check_archive(code, Path("/opt/ml/code"))
         return Preflight(self.image(req),
                          [source_uri_of_channel(c)[0] for c in req.get("InputDataConfig") or []],
-                         self.host_count(req))
+                         self.host_count(req), self.resources(req)["InstanceType"])
 
     def new_record(self, req: dict[str, Any], arn: str, at: float) -> dict[str, Any]:
         return new_record(req, arn, at)
@@ -284,10 +283,11 @@ class TrainingJobs:
         return plan_hosts(record, job_dir, channels, checkpoints,
                                    _stage_code(job, record, job_dir))
 
-    def started(self, record: dict[str, Any], at: float) -> None:
+    def started(self, record: dict[str, Any], at: float, notice: str = "") -> None:
         record["TrainingStartTime"] = at
-        records.transition(record, "Training",
-                           "Training image download completed. Training in progress.", at)
+        # The SDK prints each new transition's message: where a user of fit() sees it.
+        message = "Training image download completed. Training in progress."
+        records.transition(record, "Training", f"{message} {notice}".strip(), at)
 
     def transition(self, record: dict[str, Any], status: str, message: str, at: float) -> None:
         records.transition(record, status, message, at)
