@@ -139,6 +139,24 @@ def test_oom_killed_container(plane: ControlPlane, images: dict[str, str],
     assert record["FailureReason"].startswith("OutOfMemoryError")
 
 
+def test_aws_instance_type_runs_capped(plane: ControlPlane, images: dict[str, str],
+                                       tmp_path: Path) -> None:
+    # 96 vCPUs and 384 GiB: an engine refuses such a CPU limit ("Range of CPUs is from 0.01
+    # to 2.00"); the job runs with the machine's instead, and says so.
+    capacity = plane.ctx.runtime.capacity()
+    assert capacity is not None and capacity.cpus < 96
+    plane.create("training", request(
+        "aws-type", images["seed000"], tmp_path,
+        ResourceConfig={"InstanceType": "ml.m5.24xlarge", "InstanceCount": 1}))
+    record = plane.wait("training", "aws-type", timeout=120)
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    assert record["ResourceConfig"]["InstanceType"] == "ml.m5.24xlarge"
+    [training] = [t for t in record["SecondaryStatusTransitions"] if t["Status"] == "Training"]
+    assert "ml.m5.24xlarge has 96 vCPUs" in training["StatusMessage"]
+    assert f"capped at this machine's {capacity.cpus:g} vCPUs" in training["StatusMessage"]
+    assert json.loads(model_files(tmp_path, "aws-type")["model.json"]) == {"training_files": 3}
+
+
 def test_stop_reaches_script_through_toolkit_and_keeps_checkpoint(
         plane: ControlPlane, images: dict[str, str], tmp_path: Path) -> None:
     plane.create("training", request("stop-ckpt", images["toolkit-behaviours"], tmp_path,

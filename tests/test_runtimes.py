@@ -35,6 +35,7 @@ from shipyard.runtimes import (
     ProcessRuntime,
     Runtime,
 )
+from shipyard.runtimes.base import host_capacity
 from shipyard.runtimes.docker import (
     _Dechunker,
     _frames,
@@ -283,6 +284,25 @@ def test_bad_entry_point_is_an_exit_not_an_exception(harness: Harness) -> None:
     assert state.exit_code == 127
     said = [state.error, *harness.lines(spec.name)]
     assert any("no such file" in text.lower() for text in said), said
+
+
+def test_capacity_is_a_limit_the_runtime_accepts(harness: Harness) -> None:
+    # What control.limits caps instance types at: a container asking for all of it starts
+    # (an engine refuses more CPUs than it has: "Range of CPUs is from 0.01 to 2.00").
+    capacity = harness.runtime.capacity()
+    if harness.kind == "fake":
+        assert capacity is None  # unknown unless a test says: nothing is capped
+        return
+    assert capacity is not None and capacity.cpus >= 1 and capacity.memory_bytes > 1 << 28
+    if harness.kind == "process":
+        assert capacity == host_capacity()
+    else:
+        assert capacity.gpus == 0  # containers get no GPU device requests
+    spec = harness.spec("print('fits', flush=True)", cpus=capacity.cpus,
+                        memory_bytes=capacity.memory_bytes)
+    harness.runtime.start(spec)
+    assert harness.finished(spec.name).exit_code == 0
+    assert "fits" in harness.lines(spec.name)  # the process runtime notes it enforces none
 
 
 def test_name_conflict_is_resource_in_use(harness: Harness) -> None:

@@ -306,3 +306,15 @@ def test_bad_capabilities_name_the_setting(tmp_path: Path, raw: Any) -> None:
 def test_pids_limit_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="container_pids_limit"):
         Settings.load({"data_dir": tmp_path}, environ={"SHIPYARD_CONTAINER_PIDS_LIMIT": "0"})
+
+
+def test_refuse_missing_gpu_is_off_unless_asked(tmp_path: Path) -> None:
+    assert Settings.load({"data_dir": tmp_path}, environ={}).refuse_missing_gpu is False
+    settings = Settings.load({"data_dir": tmp_path},
+                             environ={"SHIPYARD_REFUSE_MISSING_GPU": "true"})
+    assert settings.refuse_missing_gpu is True
+    assert settings.sources["refuse_missing_gpu"] is Source.ENV
+    # What a detached supervisor gets.
+    assert Settings.load(json.loads(json.dumps(settings.as_overrides())), environ={}) == settings
+    with pytest.raises(ValidationError, match="refuse_missing_gpu"):
+        Settings.load({"data_dir": tmp_path}, environ={"SHIPYARD_REFUSE_MISSING_GPU": "maybe"})

@@ -49,11 +49,19 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path.home() / ".shipyard")
     #: ``auto`` (Docker when an engine answers, else process), ``docker`` or ``process``.
     runtime: str = "auto"
-    #: S3-compatible endpoint for s3:// URIs (None = AWS's default resolution).
+    #: S3-compatible endpoint for s3:// URIs. None: the store ``shipyard server`` runs
+    #: (``embedded_s3``), else AWS's default resolution.
     s3_endpoint_url: str | None = None
-    #: Credentials for the S3 endpoint; None = boto3's usual chain (env, ~/.aws, role).
+    #: Credentials for the S3 endpoint; None = boto3's usual chain (env, ~/.aws, role). The
+    #: embedded store takes the API's key pair instead.
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
+    #: ``shipyard server`` runs an S3 store (SeaweedFS) for its data directory when
+    #: ``s3_endpoint_url`` names none (docs/s3.md). Servers started in a thread
+    #: (``ApiServer``, tests) run one only when asked.
+    embedded_s3: bool = True
+    #: The embedded store's loopback port; 0 picks a free one at each server start.
+    s3_port: int = 8778
     region: str = "us-east-1"
     account_id: str = "000000000000"
     #: SIGTERM-to-SIGKILL grace for stops and MaxRuntime (SageMaker: 120 s).
@@ -88,6 +96,9 @@ class Settings:
     #: Capabilities beyond the base set that an image may ask for with the label
     #: ``org.shipyard.capabilities`` (docs/security.md); none unless the operator says.
     container_extra_capabilities: tuple[str, ...] = ()
+    #: Refuse a GPU instance type where no GPU is available to containers, instead of running
+    #: it on CPU with a notice (docs/jobs.md, "Instance types").
+    refuse_missing_gpu: bool = False
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -169,6 +180,8 @@ def _cast(name: str, raw: Any) -> Any:
         "s3_endpoint_url": lambda v: str(v) or None,
         "s3_access_key_id": lambda v: str(v) or None,
         "s3_secret_access_key": lambda v: str(v) or None,
+        "embedded_s3": lambda v: v if isinstance(v, bool) else _bool(str(v)),
+        "s3_port": _port,
         "region": str,
         "account_id": str,
         "stop_grace_seconds": _grace_seconds,
@@ -185,6 +198,7 @@ def _cast(name: str, raw: Any) -> Any:
         "dataplane_orphan_seconds": _positive_seconds,
         "container_pids_limit": _positive_int,
         "container_extra_capabilities": _capabilities,
+        "refuse_missing_gpu": lambda v: v if isinstance(v, bool) else _bool(str(v)),
     }
     return kinds[name](raw)
 
@@ -235,6 +249,15 @@ def _capabilities(raw: Any) -> tuple[str, ...]:
             raise ValueError(f"{item!r} is not a capability name")
         names.append(name)
     return tuple(names)
+
+
+def _port(raw: Any) -> int:
+    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+        raise ValueError(f"not a port number: {raw!r}")
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"must be a port from 0 to 65535, not {value}")
+    return value
 
 
 def _positive_int(raw: Any) -> int:

@@ -14,16 +14,17 @@ import pytest
 
 from shipyard.control import ControlPlane
 from shipyard.control.endpoints.invocation import InvokeRequest
-from shipyard.runtimes import Confinement, DockerRuntime, FakeRuntime
+from shipyard.runtimes import Capacity, Confinement, DockerRuntime, FakeRuntime
 from shipyard.settings import Settings
 from tests.support.jobs import FAKE_IMAGE, ROLE
 from tests.support.polling import WAIT_S
 
 
-def fake_plane(tmp: Path, handler: Any = None, **settings: Any
-               ) -> tuple[ControlPlane, FakeRuntime]:
-    """A plane over a FakeRuntime that has ``FAKE_IMAGE``; ``handler`` scripts each container."""
-    runtime = FakeRuntime(handler, images=[FAKE_IMAGE])
+def fake_plane(tmp: Path, handler: Any = None, *, capacity: Capacity | None = None,
+               **settings: Any) -> tuple[ControlPlane, FakeRuntime]:
+    """A plane over a FakeRuntime that has ``FAKE_IMAGE``; ``handler`` scripts each container;
+    ``capacity``: the machine it pretends to be (default: unknown, nothing is capped)."""
+    runtime = FakeRuntime(handler, images=[FAKE_IMAGE], capacity=capacity)
     values = {"data_dir": str(tmp / "state"), "stop_grace_seconds": 0.3, **settings}
     return ControlPlane(Settings.load(values, environ={}), runtime), runtime
 

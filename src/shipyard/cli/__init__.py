@@ -22,6 +22,10 @@ _HELP = {
     "s3_endpoint_url": "S3-compatible endpoint for s3:// URIs [env SHIPYARD_S3_ENDPOINT_URL].",
     "s3_access_key_id": "Access key for the S3 endpoint [env SHIPYARD_S3_ACCESS_KEY_ID].",
     "s3_secret_access_key": "Secret key for the S3 endpoint [env SHIPYARD_S3_SECRET_ACCESS_KEY].",
+    "embedded_s3": "shipyard server runs an S3 store when s3_endpoint_url names none "
+    "[env SHIPYARD_EMBEDDED_S3; default true].",
+    "s3_port": "Loopback port of the embedded S3 store; 0 picks a free one "
+    "[env SHIPYARD_S3_PORT; default 8778].",
     "region": "Region used in ARNs and for S3 [env SHIPYARD_REGION].",
     "account_id": "Account id used in ARNs [env SHIPYARD_ACCOUNT_ID].",
     "stop_grace_seconds": "SIGTERM-to-SIGKILL grace on stop [env SHIPYARD_STOP_GRACE_SECONDS].",
@@ -38,6 +42,8 @@ _HELP = {
     "[env SHIPYARD_INVOKE_TIMEOUT_SECONDS].",
     "file_roots": "Host folders file:// locations may name, separated by ':' or ',' "
     "[env SHIPYARD_FILE_ROOTS; default your home and the temporary folder].",
+    "refuse_missing_gpu": "Refuse GPU instance types where no GPU is available, instead of "
+    "running them on CPU [env SHIPYARD_REFUSE_MISSING_GPU].",
 }
 
 

@@ -35,6 +35,7 @@ from shipyard.control.endpoints.invocation import (
 )
 from shipyard.control.jobs.kind import JobKind, Preflight, Runner
 from shipyard.control.jobs.registry import JOB_KINDS
+from shipyard.control.limits import check_instance_type
 from shipyard.control.staging import local_path_from_uri
 from shipyard.control.state import records
 from shipyard.control.state.log_reader import HostLog
@@ -236,6 +237,8 @@ class ControlPlane:
         for uri in check.sources:
             if not uri.startswith("s3://"):
                 local_path_from_uri(uri, self.ctx.file_roots)
+        if check.instance_type is not None:
+            check_instance_type(self.ctx, check.instance_type)
         self.ctx.runtime.check_image(check.image)
 
     # -- supervisors ------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from shipyard.contract.labels import (
 )
 from shipyard.errors import RuntimeUnavailable
 from shipyard.runtimes.base import (
+    Capacity,
     Confinement,
     ContainerSpec,
     ContainerState,
@@ -38,6 +39,7 @@ __all__ = [
     "JOB_NAME_LABEL",
     "MANAGED_LABEL",
     "SCOPE_LABEL",
+    "Capacity",
     "Confinement",
     "ContainerSpec",
     "ContainerState",

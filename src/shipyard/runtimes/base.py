@@ -12,6 +12,8 @@ finds them again from its database without keeping engine-specific ids.
 from __future__ import annotations
 
 import abc
+import glob
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -103,6 +105,29 @@ class ContainerState:
 
 
 @dataclass(frozen=True)
+class Capacity:
+    """What one container of a runtime can be given at most: the machine's (or the engine's
+    virtual machine's) CPUs and memory, and the GPUs the runtime hands to a container."""
+
+    cpus: float
+    memory_bytes: int
+    gpus: int = 0
+
+
+def host_capacity() -> Capacity:
+    """This machine as a process sees it: the CPUs it may run on (its affinity, which a
+    cgroup's cpuset narrows), its physical memory, and the NVIDIA GPUs in ``/dev``."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    cpus = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        memory = 0
+    gpus = len(glob.glob("/dev/nvidia[0-9]*"))
+    return Capacity(float(cpus), int(memory), gpus)
+
+
+@dataclass(frozen=True)
 class LogLine:
     #: Epoch nanoseconds as the runtime recorded them; used to resume a log without repeats.
     timestamp_ns: int
@@ -160,6 +185,11 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def list(self, labels: dict[str, str]) -> list[str]:
         """Names of containers carrying all ``labels``."""
+
+    def capacity(self) -> Capacity | None:
+        """The most one container can get here (see :class:`Capacity`); ``None`` when
+        unknown, and then instance types are not fitted to the machine."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release client resources."""

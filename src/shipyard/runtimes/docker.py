@@ -34,7 +34,14 @@ from shipyard.errors import (
     ShipyardError,
     ValidationError,
 )
-from shipyard.runtimes.base import Confinement, ContainerSpec, ContainerState, LogLine, Runtime
+from shipyard.runtimes.base import (
+    Capacity,
+    Confinement,
+    ContainerSpec,
+    ContainerState,
+    LogLine,
+    Runtime,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -312,11 +319,23 @@ class DockerRuntime(Runtime):
         self._api = client.api
         self._labels = dict(labels or {})
         self._confinement = confinement or Confinement()
+        self._capacity: Capacity | None = None
 
     def ping(self) -> None:
         """Raise ``RuntimeUnavailable`` unless the engine answers."""
         with translate_errors():
             self._api.ping()
+
+    def capacity(self) -> Capacity:
+        """What the engine reports (``docker info``: ``NCPU``, ``MemTotal``), which on Docker
+        Desktop is its virtual machine's, not the host's; asked once. No GPUs: containers are
+        started without device requests, so a GPU type runs on CPU here."""
+        if self._capacity is None:
+            with translate_errors():
+                info = self._api.info()
+            self._capacity = Capacity(float(info.get("NCPU") or 0),
+                                      int(info.get("MemTotal") or 0), 0)
+        return self._capacity
 
     def close(self) -> None:
         if self._owns_client:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from shipyard.contract.labels import MANAGED_LABEL
 from shipyard.errors import ImageNotFound, ResourceInUse, ResourceNotFound
-from shipyard.runtimes.base import ContainerSpec, ContainerState, LogLine, Runtime
+from shipyard.runtimes.base import Capacity, ContainerSpec, ContainerState, LogLine, Runtime
 
 __all__ = ["FakeBehaviour", "FakeRuntime", "Handler"]
 
@@ -68,9 +68,12 @@ class FakeRuntime(Runtime):
 
     kind = "fake"
 
-    def __init__(self, handler: Handler | None = None, *, images: Iterable[str] | None = None):
+    def __init__(self, handler: Handler | None = None, *, images: Iterable[str] | None = None,
+                 capacity: Capacity | None = None):
         self._handler = handler or _default_handler
         self._images = None if images is None else set(images)
+        #: The machine it pretends to be; ``None``: unknown, so nothing is fitted to it.
+        self._capacity = capacity
         self._containers: dict[str, _Container] = {}
         self._cond = threading.Condition()
         self._next_port = 30000
@@ -94,6 +97,9 @@ class FakeRuntime(Runtime):
             self._cond.notify_all()
 
     # -- Runtime ---------------------------------------------------------------------------
+
+    def capacity(self) -> Capacity | None:
+        return self._capacity
 
     def check_image(self, image: str) -> None:
         if self._images is not None and image not in self._images:

@@ -43,7 +43,14 @@ from shipyard.errors import (
     ValidationError,
 )
 from shipyard.runtimes import _process_shim as shim
-from shipyard.runtimes.base import ContainerSpec, ContainerState, LogLine, Runtime
+from shipyard.runtimes.base import (
+    Capacity,
+    ContainerSpec,
+    ContainerState,
+    LogLine,
+    Runtime,
+    host_capacity,
+)
 
 __all__ = ["IMAGE_PREFIX", "ProcessCommand", "ProcessRuntime", "resolve_command"]
 
@@ -243,6 +250,10 @@ class ProcessRuntime(Runtime):
         if not _NAME_RE.match(name):
             raise ValidationError(f"invalid container name {name!r}")
         return self.base_dir / name
+
+    def capacity(self) -> Capacity:
+        """This machine's: the processes run on it, and see its GPUs."""
+        return host_capacity()
 
     def check_image(self, image: str) -> None:
         _locate(image)

@@ -59,6 +59,7 @@ from shipyard.control.endpoints.serving import (
     variant_spec,
     wait_healthy,
 )
+from shipyard.control.limits import check_instance_type
 from shipyard.control.shapes import check_request
 from shipyard.control.state import records
 from shipyard.control.state.locks import JobLock
@@ -207,6 +208,7 @@ class EndpointManager(Router):
         for variant in config["ProductionVariants"]:
             model = self._get(models.MODEL_KIND, variant["ModelName"])
             specs.append(variant_spec(variant, model, default))
+            check_instance_type(self.ctx, specs[-1].instance_type)
         return specs
 
     def _start_thread(self, label: str, target: Any, *args: Any,

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shipyard.contract import resources_for
 from shipyard.contract.labels import (
     HOST_LABEL,
     JOB_KIND_LABEL,
@@ -38,6 +37,7 @@ from shipyard.contract.serving import (
     SERVING_PORT,
 )
 from shipyard.control.context import Context
+from shipyard.control.limits import limits_for
 from shipyard.control.unpack import safe_extract
 from shipyard.errors import ShipyardError, ValidationError
 from shipyard.runtimes.base import ContainerSpec, Mount
@@ -167,15 +167,14 @@ def start_instance(ctx: Context, *, owner_kind: str, owner_name: str, deployment
         models = workdir / "models"
         models.mkdir(parents=True, exist_ok=True)
         mounts.append(Mount(str(models), MULTI_MODEL_ROOT, read_only=True))
-    limits = resources_for(spec.instance_type)
+    limits = limits_for(ctx, spec.instance_type, f"{owner_kind} {owner_name}")
     labels = {MANAGED_LABEL: "true", JOB_KIND_LABEL: owner_kind, JOB_NAME_LABEL: owner_name,
               DEPLOYMENT_LABEL: deployment, VARIANT_LABEL: spec.name, HOST_LABEL: instance_id}
     network = owner_network(ctx, owner_kind, owner_name)
     ctx.runtime.start(ContainerSpec(
         name=name, image=spec.image, command=[SERVE_COMMAND],
         env={**spec.env, **(extra_env or {})}, mounts=mounts, labels=labels, network=network,
-        cpus=limits.cpus if limits else None,
-        memory_bytes=limits.memory_bytes if limits else None,
+        cpus=limits.cpus, memory_bytes=limits.memory_bytes,
         root_dir=str(root), ports={SERVING_PORT: 0},
     ))
     return Instance(name, spec.name, _published_port(ctx, name),

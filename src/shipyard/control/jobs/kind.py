@@ -36,6 +36,8 @@ class Preflight:
     #: Input locations that must exist now (s3:// ones are checked when staged).
     sources: list[str]
     hosts: int
+    #: Checked against what the runtime can give (``control.limits``); None: nothing to check.
+    instance_type: str | None = None
 
 
 class Runner(Protocol):
@@ -99,8 +101,9 @@ class ContainerJob(JobKind, Protocol):
     def plan(self, job: JobServices, record: dict[str, Any], job_dir: Path) -> list[HostPlan]:
         """Stage the inputs and lay out each host (the ``created`` phase)."""
 
-    def started(self, record: dict[str, Any], at: float) -> None:
-        """Record that the containers run."""
+    def started(self, record: dict[str, Any], at: float, notice: str = "") -> None:
+        """Record that the containers run; ``notice``: how their limits were fitted to this
+        machine (``control.limits``), for the user, or ""."""
 
     def deliver(self, job: JobServices, record: dict[str, Any], roots: dict[str, Path],
                 status: str, job_dir: Path) -> None:

@@ -36,6 +36,7 @@ from shipyard.contract.paths import OptMl
 from shipyard.control.context import Context
 from shipyard.control.jobs.kind import HOST_FAILED, MAX_RUNTIME, STOP, ContainerJob, Outcome
 from shipyard.control.jobs.metrics import MetricExtractor
+from shipyard.control.limits import limits_for
 from shipyard.control.s3 import S3Client
 from shipyard.control.state import records
 from shipyard.control.state.logs import await_followers
@@ -164,7 +165,8 @@ class Supervisor:
             made.result()
         self._mark("staged")
         image = self.job.image(record)
-        limits = contract.resources_for(self.job.resources(record)["InstanceType"])
+        limits = limits_for(self.ctx, self.job.resources(record)["InstanceType"],
+                            f"{self.job.kind.label} {self.name}")
         if self.ctx.store.stop_requested(self.kind, self.name):
             self._mutate(lambda rec, run: run.update(phase="running", containers={},
                                                      network=network, trigger=STOP))
@@ -177,8 +179,7 @@ class Supervisor:
                 env=plan.env, mounts=plan.mounts, labels=self._labels(uid, plan.host),
                 hostname=plan.host, network=network,
                 network_aliases=[plan.host] if network not in (None, "none") else [],
-                cpus=limits.cpus if limits else None,
-                memory_bytes=limits.memory_bytes if limits else None,
+                cpus=limits.cpus, memory_bytes=limits.memory_bytes,
                 root_dir=str(plan.root),
             ))
             containers[plan.host] = cname
@@ -188,7 +189,7 @@ class Supervisor:
             run.update(phase="running", containers=containers, network=network,
                        started=started)
             run.setdefault("timings", {})["started"] = time.time()
-            self.job.started(rec, started)
+            self.job.started(rec, started, limits.notice)
 
         self._mutate(mark_running)
 

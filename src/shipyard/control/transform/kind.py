@@ -29,7 +29,8 @@ class TransformJobs:
         model = describe(kinds.MODEL.key, req["ModelName"])
         # Each instance is a serve container of its own: no multi-host network is needed.
         return Preflight(primary_container(model)["Image"],
-                         [transform_request.input_source(req)[0]], 1)
+                         [transform_request.input_source(req)[0]], 1,
+                         req["TransformResources"].get("InstanceType") or "local")
 
     def new_record(self, req: dict[str, Any], arn: str, at: float) -> dict[str, Any]:
         return transform_request.new_record(req, arn, at)
