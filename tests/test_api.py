@@ -204,7 +204,8 @@ def test_signatures_are_checked(api: Api) -> None:
 def test_sts_get_caller_identity(api: Api) -> None:
     identity = api.sts.get_caller_identity()
     assert identity["Account"] == "000000000000"
-    assert identity["Arn"].startswith("arn:aws:iam::000000000000:")
+    assert identity["Arn"] == (
+        f"arn:aws:sts::000000000000:assumed-role/ShipyardExecutionRole/{api.akid}")
 
 
 def test_tags_round_trip(api: Api, images: dict[str, str], tmp_path: Path) -> None:

@@ -620,9 +620,11 @@ def test_sdk_loop_tails_a_running_job(world: World, client: Any, tmp_path: Path)
 def test_sts_get_caller_identity_through_boto3(endpoint: str) -> None:
     identity = _client(endpoint, "sts").get_caller_identity()
     assert identity["Account"] == ACCOUNT
-    assert identity["Arn"] == f"arn:aws:iam::{ACCOUNT}:user/shipyard"
-    assert identity["UserId"] == sts.user_id(ACCESS_KEY)
-    assert identity["UserId"].startswith("AIDA") and len(identity["UserId"]) == 21
+    assert identity["Arn"] == (
+        f"arn:aws:sts::{ACCOUNT}:assumed-role/ShipyardExecutionRole/{ACCESS_KEY}")
+    assert identity["UserId"] == sts.user_id(ACCOUNT, ACCESS_KEY)
+    role_id, session = identity["UserId"].split(":")
+    assert role_id.startswith("AROA") and len(role_id) == 21 and session == ACCESS_KEY
     assert identity["ResponseMetadata"]["RequestId"] == "rid-1"
 
 
@@ -650,4 +652,4 @@ def test_sts_helpers() -> None:
     assert sts.parse_query_body(b"") == {}
     assert b"<Type>Receiver</Type>" in sts.query_error("InternalFailure", "x", 500)
     assert b"&lt;b&gt;" in sts.query_error("InvalidAction", "<b>", 400)
-    assert sts.user_id("a") == sts.user_id("a") != sts.user_id("b")
+    assert sts.user_id("1", "a") == sts.user_id("1", "a") != sts.user_id("1", "b")

@@ -759,5 +759,6 @@ def test_client_env() -> None:
         "AWS_ACCESS_KEY_ID": "SYAKX",
         "AWS_SECRET_ACCESS_KEY": "sec",
         "AWS_ENDPOINT_URL": "http://127.0.0.1:8080",
+        "AWS_ENDPOINT_URL_IAM": "http://127.0.0.1:8080",
         "AWS_DEFAULT_REGION": "us-east-1",
     }

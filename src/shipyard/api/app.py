@@ -6,13 +6,14 @@ Routing, in order:
   (rest-json, ``api.runtime``), on the hot path of inference;
 - ``X-Amz-Target: SageMaker.<Op>``: the SageMaker control plane (awsJson1.1);
 - ``X-Amz-Target: Logs_20140328.<Op>``: CloudWatch Logs, read side (awsJson1.1);
-- a form-encoded ``Action=GetCallerIdentity``: STS (query protocol, XML).
+- a form-encoded ``Action=<Operation>``: the query protocol (XML), IAM's read side when
+  signed for ``iam`` (``api.iam``), else STS's GetCallerIdentity (``api.sts``).
 
 Every request is authenticated with SigV4 against the server's keys, then validated against
 botocore's own model of the operation (the runtime checks its few headers itself; the control
 plane checks its creates and UpdateEndpoint at its door), then handed to a handler. Errors
 leave in AWS's envelope for the protocol (``{"__type", "message"}``, rest-json's
-``x-amzn-ErrorType`` + ``{"message"}``, or STS's XML); nothing else escapes.
+``x-amzn-ErrorType`` + ``{"message"}``, or the query protocol's XML); nothing else escapes.
 
 Handlers are synchronous and may block (CreateTrainingJob asks the engine about the image and
 reads the whole code archive), so they run off the event loop, in a thread pool of the app's
@@ -33,7 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
-from shipyard.api import extensions, sigv4, sts, validation
+from shipyard.api import extensions, iam, sigv4, sts, validation
 from shipyard.api import logs as logs_api
 from shipyard.api import runtime as runtime_api
 from shipyard.api import sagemaker as sagemaker_api
@@ -117,13 +118,16 @@ class ShipyardApi:
             await self.runtime(scope, receive, send, headers, request_id)
             return
         protocol = "query" if not target and _is_form(headers) else "json"
+        if protocol == "query" and sigv4.signed_service(
+                headers, scope.get("query_string", b"").decode("latin-1")) == "iam":
+            protocol = "iam"
         try:
             body = await _read_body(receive, headers)
             access_key = sigv4.verify(method, scope.get("raw_path", path.encode()).decode(
                 "latin-1").split("?")[0], scope.get("query_string", b"").decode("latin-1"),
                 headers, body, self.secrets)
-            if protocol == "query":
-                await self._query(send, body, access_key, request_id)
+            if protocol != "json":
+                await self._query(send, protocol, body, access_key, request_id)
                 return
             service, operation = self._route(method, target)
             if (service == "sagemaker" and operation.startswith("Describe")
@@ -173,24 +177,29 @@ class ShipyardApi:
                         "(docs/api.md lists what it does)", what)
         return f"Shipyard does not implement {what} (docs/api.md lists what it implements)"
 
-    async def _query(self, send: Send, body: bytes, access_key: str, request_id: str) -> None:
+    async def _query(self, send: Send, protocol: str, body: bytes, access_key: str,
+                     request_id: str) -> None:
         params = sts.parse_query_body(body)
-        if params.get("Action") != "GetCallerIdentity":
-            payload = sts.query_error("InvalidAction", f"Could not find operation "
-                                      f"{params.get('Action', '')} for version "
-                                      f"{params.get('Version', '')}", 400,
-                                      request_id=request_id)
-            await _respond(send, 400, payload, b"text/xml", request_id)
-            return
-        payload = sts.get_caller_identity(self.plane.settings.account_id, access_key,
-                                          request_id=request_id)
-        await _respond(send, 200, payload, b"text/xml", request_id)
+        action = params.get("Action", "")
+        account = self.plane.settings.account_id
+        if protocol == "iam" and action in iam.OPERATIONS:
+            status, payload = iam.answer(account, params, request_id=request_id)
+        elif protocol != "iam" and action == "GetCallerIdentity":
+            status, payload = 200, sts.get_caller_identity(account, access_key,
+                                                           request_id=request_id)
+        else:
+            # AWS's code for an action a query service lacks, in Shipyard's words.
+            service = "iam" if protocol == "iam" else "sts"
+            document = iam.error if protocol == "iam" else sts.query_error
+            status, payload = 400, document(
+                "InvalidAction", self._not_implemented(service, action), 400, request_id)
+        await _respond(send, status, payload, b"text/xml", request_id)
 
     async def _error(self, send: Send, protocol: str, exc: ShipyardError,
                      request_id: str) -> None:
-        if protocol == "query":
-            payload = sts.query_error(exc.code, exc.message, exc.http_status,
-                                      request_id=request_id)
+        if protocol != "json":
+            document = iam.error if protocol == "iam" else sts.query_error
+            payload = document(exc.code, exc.message, exc.http_status, request_id)
             await _respond(send, exc.http_status, payload, b"text/xml", request_id)
             return
         payload = json.dumps({"__type": exc.code, "message": exc.message}).encode()
@@ -222,8 +231,9 @@ def operations_doc() -> str:
     lines = ["# Operations the API implements", "",
              "Generated from the server's routing tables (`shipyard.api.app.operations_doc`; "
              "tests/test_api_docs.py fails when this file drifts). Any other operation is "
-             "answered `UnknownOperationException` with the message "
-             "`Shipyard does not implement <service>:<Operation>`, and logged once.", ""]
+             "answered `UnknownOperationException` (`InvalidAction` over the query "
+             "protocol) with the message `Shipyard does not implement "
+             "<service>:<Operation>`, and logged once.", ""]
     for service, table in tables.items():
         lines += [f"## {service} ({protocols[service]})", ""]
         lines += [f"- {name}" for name in sorted(table)]
@@ -232,6 +242,9 @@ def operations_doc() -> str:
     lines += [f"- {name} (`{path}`)" for path, name in sorted(runtime_api.OPERATIONS.items(),
                                                              key=lambda kv: kv[1])]
     lines += ["", "## sts (query protocol, `Action=<Operation>`)", "", "- GetCallerIdentity", ""]
+    lines += ["## iam (query protocol, `Action=<Operation>`, signed for `iam`)", ""]
+    lines += [f"- {name}" for name in sorted(iam.OPERATIONS)]
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -57,6 +57,7 @@ __all__ = [
     "UNSIGNED_PAYLOAD",
     "canonical_path",
     "canonical_query_string",
+    "signed_service",
     "signing_key",
     "verify",
 ]
@@ -199,6 +200,27 @@ def verify(
             log.debug("SigV4 mismatch for %s; canonical request:\n%s\nstring to sign:\n%s",
                       access_key, canonical_request, string_to_sign)
     raise InvalidSignature(SIGNATURE_MISMATCH)
+
+
+def signed_service(headers: Mapping[str, str], query_string: str) -> str:
+    """The service a request's credential scope names (``sts``, ``iam``...), "" if none.
+
+    Query-protocol services share one wire shape (a form body, ``Action=<Operation>``), and
+    AWS tells them apart by host; on Shipyard's one listener the scope a client signed for
+    says which service it meant. Reads the scope only: ``verify`` checks it.
+    """
+    credential = ""
+    authorization = headers.get("authorization")
+    if authorization is not None:
+        for token in authorization.replace(",", " ").split():
+            if token.startswith("Credential="):
+                credential = token[len("Credential="):]
+                break
+    elif query_string:
+        credential = next((v.decode("utf-8", "replace") for k, v in _parse_query(query_string)
+                           if k == b"X-Amz-Credential"), "")
+    parts = credential.split("/")
+    return parts[3] if len(parts) == 5 else ""
 
 
 @lru_cache(maxsize=1024)
