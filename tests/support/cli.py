@@ -17,10 +17,12 @@ from tests.support.images import SESSION_SCOPE
 
 def shipyard_env(data_dir: Path, **settings: str) -> dict[str, str]:
     """Settings for a CLI or server on ``data_dir``: containers on the engine in this test
-    session's scope, the API on a free port; ``settings`` add more by name
+    session's scope, the API on a free port, no S3 store of its own (``embedded_s3="true"``
+    asks for one, on a free port); ``settings`` add more by name
     (``stop_grace_seconds="5"`` is ``SHIPYARD_STOP_GRACE_SECONDS=5``)."""
     return {"SHIPYARD_DATA_DIR": str(data_dir), "SHIPYARD_RUNTIME": "docker",
             "SHIPYARD_SCOPE": SESSION_SCOPE, "SHIPYARD_API_PORT": "0",
+            "SHIPYARD_EMBEDDED_S3": "false", "SHIPYARD_S3_PORT": "0",
             **{f"SHIPYARD_{name.upper()}": value for name, value in settings.items()}}
 
 

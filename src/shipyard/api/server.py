@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -36,7 +36,8 @@ from shipyard.api.credentials import load_or_create
 from shipyard.api.fastpath import fast_path_protocol
 from shipyard.api.processes import process_start, run_loop, still_runs, terminate, write_json
 from shipyard.control import ControlPlane
-from shipyard.errors import RuntimeUnavailable
+from shipyard.errors import ObjectStoreUnavailable, RuntimeUnavailable
+from shipyard.s3store import ObjectStore, SeaweedStore
 from shipyard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ class ServerInfo:
     #: pid it names the process, whatever command line started it, and a reused pid never
     #: matches.
     process_start: int | None = None
+    #: The S3 store the server runs (None: it runs none, or it could not start).
+    s3_url: str | None = None
+    #: Why the server's S3 store is not running, when it should be.
+    s3_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,8 +82,11 @@ def read_info(settings: Settings) -> ServerInfo | None:
     try:
         data = json.loads(info_path(settings).read_text(encoding="utf-8"))
         start = data.get("process_start")
+        s3_url, s3_error = data.get("s3_url"), data.get("s3_error")
         return ServerInfo(url=str(data["url"]), pid=int(data["pid"]),
-                          process_start=None if start is None else int(start))
+                          process_start=None if start is None else int(start),
+                          s3_url=None if s3_url is None else str(s3_url),
+                          s3_error=None if s3_error is None else str(s3_error))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -96,16 +104,29 @@ class ApiServer:
 
     def __init__(self, settings: Settings, plane: ControlPlane | None = None, *,
                  host: str | None = None, port: int | None = None,
-                 data_plane: bool = False) -> None:
+                 data_plane: bool = False, embedded_s3: bool = False) -> None:
         """``data_plane``: the API's port belongs to a data-plane process of its own
         (``api.dataplane``, started if none runs for the data directory), which hands this
-        server every connection that is not a plain InvokeEndpoint."""
+        server every connection that is not a plain InvokeEndpoint.
+
+        ``embedded_s3``: run an S3 store for the data directory (``s3store``) unless the
+        settings name one; the control plane built here reaches it with the API's key pair."""
         import uvicorn
 
         from shipyard.api.app import create_app
 
-        self.settings = settings
         self.keys = load_or_create(settings.data_dir)
+        self.s3_store: ObjectStore | None = None
+        self.s3_error: str | None = None
+        if embedded_s3 and not settings.s3_endpoint_url:
+            keys = self.keys
+            self.s3_store = SeaweedStore(
+                settings.data_dir / "s3", port=settings.s3_port, keys=lambda: [
+                    (k.access_key_id, k.secret_access_key) for k in keys.keys])
+            akid, secret = keys.default
+            settings = replace(settings, s3_endpoint_url=self.s3_store.url,
+                               s3_access_key_id=akid, s3_secret_access_key=secret)
+        self.settings = settings
         self.plane = plane or ControlPlane(settings, launch="thread")
         self._owns_plane = plane is None
         # proxy_headers off: the app reads neither the client address nor the scheme that
@@ -138,9 +159,14 @@ class ApiServer:
                     f"cannot listen on {self.config.host}:{self.config.port}")
             bound = self.server.servers[0].sockets[0].getsockname()
             self.url = f"http://{bound[0]}:{bound[1]}"
+        store = self.s3_store
+        if store is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._start_store, store)
         write_json(info_path(self.settings), {
             "url": self.url, "pid": os.getpid(), "started": time.time(),
-            "process_start": process_start(os.getpid())})
+            "process_start": process_start(os.getpid()),
+            "s3_url": store.url if store is not None and self.s3_error is None else None,
+            "s3_error": self.s3_error})
         if ready is not None:
             ready(self.url)
         try:
@@ -154,6 +180,9 @@ class ApiServer:
             left: list[str] = []
             if self._owns_plane:
                 left = self.plane.close(FINISH_SECONDS)
+            if store is not None:
+                # After the plane: the job cleanups it waited for may still upload.
+                store.stop()
             info = read_info(self.settings)
             if info is not None and info.pid == os.getpid():
                 write_json(stopped_path(self.settings), {
@@ -204,6 +233,15 @@ class ApiServer:
             None, ensure_data_plane, self.settings, self.config.host, self.config.port)
         return receiver
 
+    def _start_store(self, store: ObjectStore) -> None:
+        # The API serves without its store: SageMaker calls that name no s3:// location
+        # work, and the error says which setting to change.
+        try:
+            store.start()
+        except ObjectStoreUnavailable as exc:
+            self.s3_error = str(exc)
+            log.error("%s", exc)
+
     def start_in_thread(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> str:
         """Serve from a background thread (tests, embedding); returns the URL once it listens."""
         started = threading.Event()
@@ -229,7 +267,8 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     plane goes on answering InvokeEndpoint and the next server attaches to it. SIGINT (Ctrl-C
     at a terminal) stops both.
     """
-    api = ApiServer(settings, host=host, port=port, data_plane=settings.separate_data_plane)
+    api = ApiServer(settings, host=host, port=port, data_plane=settings.separate_data_plane,
+                    embedded_s3=settings.embedded_s3)
 
     def on_signal(signum: int, frame: object) -> None:
         api.server.should_exit = True

@@ -2,27 +2,48 @@
 
 from __future__ import annotations
 
+import shlex
+from typing import TYPE_CHECKING
+
 import click
 
 from shipyard.api.credentials import client_env, load_or_create
 from shipyard.cli.errors import CliError, ExitCode
 from shipyard.settings import Settings
 
+if TYPE_CHECKING:
+    from shipyard.api.server import ServerInfo
 
-def _print_usage(settings: Settings, url: str) -> None:
+
+def usage_env(settings: Settings, info: ServerInfo) -> dict[str, str]:
+    """The variables that point boto3 and the SageMaker SDK at the server and its S3 store."""
     akid, secret = load_or_create(settings.data_dir).default
-    env = client_env(akid, secret, url, settings.region)
-    # Per-service endpoints rather than AWS_ENDPOINT_URL: Shipyard does not serve S3, and the
-    # SDK's S3 calls must reach the S3-compatible store the jobs read from.
+    env = client_env(akid, secret, info.url, settings.region)
+    # Per-service endpoints rather than AWS_ENDPOINT_URL: S3 is another server (the one
+    # `shipyard server` runs, or the one the settings name).
     del env["AWS_ENDPOINT_URL"]
     for service in ("SAGEMAKER", "SAGEMAKER_RUNTIME", "CLOUDWATCH_LOGS", "STS"):
-        env[f"AWS_ENDPOINT_URL_{service}"] = url
-    if settings.s3_endpoint_url:
-        env["AWS_ENDPOINT_URL_S3"] = settings.s3_endpoint_url
-    click.echo(f"Shipyard API listening on {url}", err=True)
-    click.echo("Point boto3 and the SageMaker SDK at it with:", err=True)
-    for key, value in env.items():
-        click.echo(f"  export {key}={value}", err=True)
+        env[f"AWS_ENDPOINT_URL_{service}"] = info.url
+    s3_url = info.s3_url or settings.s3_endpoint_url
+    if s3_url:
+        env["AWS_ENDPOINT_URL_S3"] = s3_url
+    return env
+
+
+def _print_usage(settings: Settings, info: ServerInfo) -> None:
+    """``export`` lines on standard output, so ``eval "$(shipyard server status)"`` sets
+    them; notes for people on standard error."""
+    click.echo(f"Shipyard API listening on {info.url}", err=True)
+    if info.s3_error:
+        click.echo(f"the S3 store did not start: {info.s3_error}", err=True)
+    elif not (info.s3_url or settings.s3_endpoint_url):
+        click.echo("no S3 store: s3:// locations go to AWS's S3", err=True)
+    else:
+        click.echo(f"S3 store at {info.s3_url or settings.s3_endpoint_url}", err=True)
+    click.echo('Point boto3 and the SageMaker SDK at it: eval "$(shipyard server status)"',
+               err=True)
+    for key, value in usage_env(settings, info).items():
+        click.echo(f"export {key}={shlex.quote(value)}")
 
 
 @click.group(invoke_without_command=True)
@@ -34,14 +55,18 @@ def server(ctx: click.Context, host: str | None, port: int | None) -> None:
     if ctx.invoked_subcommand is not None:
         return
     # The server module loads the control plane: only commands that need it pay for it.
-    from shipyard.api.server import healthy, read_info, serve
+    from shipyard.api.server import ServerInfo, healthy, read_info, serve
 
     settings: Settings = ctx.obj
     info = read_info(settings)
     if info is not None and healthy(info.url):
         raise CliError(f"a server for {settings.data_dir} already runs at {info.url} "
                        f"(pid {info.pid}); stop it with: shipyard server stop", ExitCode.USAGE)
-    serve(settings, host=host, port=port, ready=lambda url: _print_usage(settings, url))
+
+    def ready(url: str) -> None:
+        _print_usage(settings, read_info(settings) or ServerInfo(url=url, pid=0))
+
+    serve(settings, host=host, port=port, ready=ready)
 
 
 @server.command("status")
@@ -53,7 +78,7 @@ def status(settings: Settings) -> None:
     info = read_info(settings)
     if info is None or not healthy(info.url):
         raise CliError("no server is running for this data directory", ExitCode.NOT_FOUND)
-    _print_usage(settings, info.url)
+    _print_usage(settings, info)
 
 
 @server.command("stop")
