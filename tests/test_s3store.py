@@ -25,9 +25,9 @@ from botocore.client import Config
 from botocore.exceptions import ClientError
 
 from shipyard.api.credentials import load_or_create
+from shipyard.api.s3store import SeaweedStore, weed_binary
 from shipyard.api.server import ApiServer, read_info
 from shipyard.errors import ObjectStoreUnavailable
-from shipyard.s3store import SeaweedStore, weed_binary
 from shipyard.settings import Settings
 from tests.support.cli import shipyard_env
 from tests.support.polling import until

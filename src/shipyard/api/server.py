@@ -35,9 +35,9 @@ from shipyard.api import dataplane, handoff
 from shipyard.api.credentials import load_or_create
 from shipyard.api.fastpath import fast_path_protocol
 from shipyard.api.processes import process_start, run_loop, still_runs, terminate, write_json
+from shipyard.api.s3store import ObjectStore, SeaweedStore
 from shipyard.control import ControlPlane
 from shipyard.errors import ObjectStoreUnavailable, RuntimeUnavailable
-from shipyard.s3store import ObjectStore, SeaweedStore
 from shipyard.settings import Settings
 
 log = logging.getLogger(__name__)
