@@ -252,6 +252,16 @@ def test_the_door_checks_what_the_api_leaves_to_it(plane: Any, operation: str) -
     assert runtime.started == []
 
 
+@pytest.mark.parametrize("kind", [k.key for k in kinds.ALL])
+def test_a_request_that_is_no_object_is_refused_at_the_door(plane: Any, kind: str) -> None:
+    # Only a Python caller can send one (the API parses JSON objects): a clear error, not a
+    # TypeError from deep inside.
+    cp, runtime = plane
+    with pytest.raises(ValidationError, match="must be a JSON object, not list"):
+        cp.create(kind, ["Tags"])
+    assert runtime.started == []
+
+
 def test_unsafe_submit_directory_tarball_is_rejected(tmp_path: Path, plane: Any) -> None:
     cp, runtime = plane
     archive = write_tar_gz(tmp_path / "sourcedir.tar.gz", {"../../etc/evil.py": b"x=1\n"})

@@ -98,11 +98,15 @@ class ControlPlane:
     def create(self, kind: str, request: dict[str, Any]) -> dict[str, str]:
         """Create a resource from its SageMaker request; answers ``{<Resource>Arn: arn}``."""
         spec = kinds.get(kind)
-        if isinstance(request, dict) and request.get("Tags") is not None:
-            # Checked before they are taken off: the kind's own check sees the rest.
-            shapes.validate("sagemaker", spec.operation("Create"), request, only=("Tags",))
-        request = dict(request)
-        tags = request.pop("Tags", None) or []
+        tags: list[dict[str, str]] = []
+        # Anything but an object is refused by the kind's own check, in AWS's words.
+        if isinstance(request, dict):
+            if request.get("Tags") is not None:
+                # Checked before they are taken off: the kind's own check sees the rest.
+                shapes.validate("sagemaker", spec.operation("Create"), request,
+                                only=("Tags",))
+            request = dict(request)
+            tags = request.pop("Tags", None) or []
         if spec.key in JOB_KINDS:
             arn = self._create_job(JOB_KINDS[spec.key], request)
         elif spec is kinds.ENDPOINT:
