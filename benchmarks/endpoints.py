@@ -65,6 +65,7 @@ from typing import Any
 
 import bench_docker
 from bench_docker import BASE_IMAGE, LABELS, ROOT, SCOPE
+from bench_stats import latency_summary
 
 RESULTS = ROOT / "benchmarks" / "results" / "endpoints.json"
 WHEEL_CACHE = ROOT / ".cache" / "wheels"
@@ -354,17 +355,6 @@ def summary(values: list[float]) -> dict[str, float]:
            if len(ordered) > 1 else ordered[0])
     return {"median": statistics.median(ordered), "p90": p90, "min": ordered[0],
             "max": ordered[-1], "mean": statistics.fmean(ordered), "n": len(ordered)}
-
-
-def latency_summary(latencies: list[float]) -> dict[str, float]:
-    ms = sorted(x * 1000 for x in latencies)
-
-    def q(p: float) -> float:
-        return ms[min(len(ms) - 1, round(p * (len(ms) - 1)))]
-
-    return {"n": len(ms), "p50_ms": round(q(0.50), 3), "p90_ms": round(q(0.90), 3),
-            "p99_ms": round(q(0.99), 3), "max_ms": round(ms[-1], 3),
-            "mean_ms": round(statistics.fmean(ms), 3)}
 
 
 def spans(marks: list[tuple[str, float, float]]) -> dict[str, list[tuple[float, float]]]:

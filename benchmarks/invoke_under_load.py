@@ -56,7 +56,6 @@ import os
 import platform
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -71,6 +70,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from bench_stats import latency_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "invoke_under_load.json"
@@ -479,17 +480,6 @@ def scoped_cleanup(runtime: str) -> Iterator[None]:
 
 
 # -- report --------------------------------------------------------------------------------------
-def latency_summary(latencies: list[float]) -> dict[str, float]:
-    ms = sorted(x * 1000 for x in latencies)
-
-    def q(p: float) -> float:
-        return ms[min(len(ms) - 1, round(p * (len(ms) - 1)))]
-
-    return {"n": len(ms), "p50_ms": round(q(0.50), 3), "p90_ms": round(q(0.90), 3),
-            "p99_ms": round(q(0.99), 3), "max_ms": round(ms[-1], 3),
-            "mean_ms": round(statistics.fmean(ms), 3)}
-
-
 def mode_report(server: Server) -> dict[str, Any]:
     idle, loaded = latency_summary(server.idle), latency_summary(server.loaded)
     ratio = loaded["p99_ms"] / idle["p99_ms"]

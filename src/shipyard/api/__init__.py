@@ -9,8 +9,9 @@ for a key pair and must not load the server, the control plane and botocore's mo
 
 from __future__ import annotations
 
-import importlib
 import typing
+
+from shipyard._lazy import lazy_names
 
 if typing.TYPE_CHECKING:
     from shipyard.api.app import create_app
@@ -26,15 +27,4 @@ _LAZY = {
     "stop_server": "shipyard.api.server",
 }
 
-
-def __getattr__(name: str) -> typing.Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, globals(), _LAZY)

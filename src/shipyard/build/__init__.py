@@ -17,8 +17,9 @@ Docker SDK is imported only by the functions that talk to the engine.
 
 from __future__ import annotations
 
-import importlib
 import typing
+
+from shipyard._lazy import lazy_names
 
 if typing.TYPE_CHECKING:
     from shipyard.build.base import DEFAULT_BASE, BaseInfo, make_base_image, probe_base
@@ -96,15 +97,4 @@ _LAZY = {
     "write_context": "shipyard.build.image",
 }
 
-
-def __getattr__(name: str) -> typing.Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, globals(), _LAZY)

@@ -16,6 +16,7 @@ __all__ = ["TOOLKIT_FILES", "TOOLKIT_REQUIRES_PYTHON", "TOOLKIT_SCRIPTS"]
 #: subpackage.
 TOOLKIT_FILES = (
     "shipyard/__init__.py",
+    "shipyard/_lazy.py",
     "shipyard/errors.py",
     "shipyard/http1.py",
     "shipyard/contract/",

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from shipyard.control.context import Context
 from shipyard.control.jobs.spec import HostPlan
@@ -127,3 +127,13 @@ class Outcome:
     roots: dict[str, Path]
     #: Metric points the job's log gave: (name, timestamp, value, host).
     series: list[tuple[str, float, float, str]]
+
+
+class Supervised:
+    """What every :class:`ContainerJob` kind shares: the supervisor is its runner."""
+
+    def runner(self, ctx: Context, name: str) -> Runner:
+        # Imported here: the supervisor imports this module.
+        from shipyard.control.jobs.supervisor import Supervisor
+
+        return Supervisor(ctx, cast(ContainerJob, self), name)

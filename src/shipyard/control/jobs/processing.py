@@ -18,7 +18,7 @@ from shipyard import contract, kinds
 from shipyard.contract.paths import PROCESSING_PREFIX, OptMl
 from shipyard.control import artifacts, staging
 from shipyard.control.context import Context
-from shipyard.control.jobs.kind import Describe, JobServices, Outcome, Preflight, Runner
+from shipyard.control.jobs.kind import Describe, JobServices, Outcome, Preflight, Supervised
 from shipyard.control.jobs.spec import (
     HostPlan,
     check_environment,
@@ -178,28 +178,18 @@ def plan_hosts(
     return plans
 
 
-class ProcessingJobs:
+class ProcessingJobs(Supervised):
     kind = kinds.PROCESSING
 
     # -- the door ---------------------------------------------------------------------------
-    def validate(self, request: dict[str, Any]) -> dict[str, Any]:
-        return validate(request)
-
-    def locations(self, req: dict[str, Any]) -> list[tuple[str, str]]:
-        return host_locations(req)
+    validate = staticmethod(validate)
+    locations = staticmethod(host_locations)
+    new_record = staticmethod(new_record)
 
     def preflight(self, req: dict[str, Any], ctx: Context, describe: Describe) -> Preflight:
         return Preflight(self.image(req),
                          [i["S3Input"]["S3Uri"] for i in req.get("ProcessingInputs") or []],
                          self.host_count(req), self.resources(req)["InstanceType"])
-
-    def new_record(self, req: dict[str, Any], arn: str, at: float) -> dict[str, Any]:
-        return new_record(req, arn, at)
-
-    def runner(self, ctx: Context, name: str) -> Runner:
-        from shipyard.control.jobs.supervisor import Supervisor
-
-        return Supervisor(ctx, self, name)
 
     # -- the supervisor ---------------------------------------------------------------------
     def image(self, record: dict[str, Any]) -> str:

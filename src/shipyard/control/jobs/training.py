@@ -28,7 +28,7 @@ from shipyard.control.jobs.kind import (
     JobServices,
     Outcome,
     Preflight,
-    Runner,
+    Supervised,
 )
 from shipyard.control.jobs.metrics import compile_metric_regex, final_metric_data
 from shipyard.control.jobs.spec import (
@@ -222,17 +222,13 @@ def plan_hosts(
     return plans
 
 
-
-
-class TrainingJobs:
+class TrainingJobs(Supervised):
     kind = kinds.TRAINING
 
     # -- the door ---------------------------------------------------------------------------
-    def validate(self, request: dict[str, Any]) -> dict[str, Any]:
-        return validate(request)
-
-    def locations(self, req: dict[str, Any]) -> list[tuple[str, str]]:
-        return host_locations(req)
+    validate = staticmethod(validate)
+    locations = staticmethod(host_locations)
+    new_record = staticmethod(new_record)
 
     def preflight(self, req: dict[str, Any], ctx: Context, describe: Describe) -> Preflight:
         submit = submit_directory(req)
@@ -244,14 +240,6 @@ class TrainingJobs:
         return Preflight(self.image(req),
                          [source_uri_of_channel(c)[0] for c in req.get("InputDataConfig") or []],
                          self.host_count(req), self.resources(req)["InstanceType"])
-
-    def new_record(self, req: dict[str, Any], arn: str, at: float) -> dict[str, Any]:
-        return new_record(req, arn, at)
-
-    def runner(self, ctx: Context, name: str) -> Runner:
-        from shipyard.control.jobs.supervisor import Supervisor
-
-        return Supervisor(ctx, self, name)
 
     # -- the supervisor ---------------------------------------------------------------------
     def image(self, record: dict[str, Any]) -> str:
