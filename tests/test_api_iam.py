@@ -38,9 +38,10 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         yield served
 
 
-def _client(api: Api, service: str, secret: str | None = None) -> Any:
-    return session(api.akid, secret or api.secret).client(service, endpoint_url=api.url,
-                                                          config=NO_RETRIES)
+def _client(api: Api, service: str, secret: str | None = None,
+            access_key: str | None = None) -> Any:
+    return session(access_key or api.akid, secret or api.secret).client(
+        service, endpoint_url=api.url, config=NO_RETRIES)
 
 
 # -- GetRole --------------------------------------------------------------------------------
@@ -119,11 +120,21 @@ def test_an_iam_action_shipyard_lacks_is_aws_invalid_action(api: Api) -> None:
                    "(docs/api.md lists what it implements)"}
 
 
-def test_a_wrong_secret_is_refused(api: Api) -> None:
+@pytest.mark.parametrize("service", ["iam", "sts"])
+def test_authentication_failures_carry_the_query_services_codes(api: Api, service: str
+                                                                ) -> None:
+    def call(client: Any) -> Any:
+        if service == "iam":
+            return client.get_role(RoleName="ShipyardExecutionRole")
+        return client.get_caller_identity()
+
     with pytest.raises(ClientError) as err:
-        _client(api, "iam", secret="wrong" * 8).get_role(RoleName="ShipyardExecutionRole")
+        call(_client(api, service, secret="wrong" * 8))
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
-    assert err.value.response["Error"]["Code"] == "InvalidSignatureException"
+    assert err.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+    with pytest.raises(ClientError) as err:
+        call(_client(api, service, access_key="SYAKNOSUCHKEY0000000"))
+    assert err.value.response["Error"]["Code"] == "InvalidClientTokenId"
 
 
 # -- STS: every key acts as the default role ------------------------------------------------

@@ -220,7 +220,12 @@ def test_server_status_evaluates_to_variables_that_reach_the_api_and_the_store(
             env={**{k: v for k, v in env.items() if not k.startswith("SHIPYARD_")},
                  **client_env})
         assert reached.returncode == 0, reached.stderr
-        assert reached.stdout.splitlines() == ["['from-env']", "[]"]
+        # The server made the SDK's default bucket (its defaults file names it).
+        assert reached.stdout.splitlines() == [
+            "['from-env', 'sagemaker-us-east-1-000000000000']", "[]"]
+        defaults = json.loads(Path(exported["SAGEMAKER_USER_CONFIG_OVERRIDE"]).read_text())
+        assert defaults["SageMaker"]["PythonSDK"]["Modules"]["Session"] == {
+            "DefaultS3Bucket": "sagemaker-us-east-1-000000000000"}
         store_pid = json.loads((tmp_path / "state" / "s3" / "store.json").read_text())["pid"]
     finally:
         proc.send_signal(signal.SIGINT)
@@ -228,3 +233,86 @@ def test_server_status_evaluates_to_variables_that_reach_the_api_and_the_store(
     assert code == 0
     until("the store stopped with the server", lambda: not Path(f"/proc/{store_pid}").exists(),
           timeout=10)
+
+
+def test_key_pairs_added_or_removed_reach_the_running_store(tmp_path: Path) -> None:
+    keys = [KEY]
+    running = SeaweedStore(tmp_path / "s3", port=0, keys=lambda: list(keys))
+    running.start()
+    try:
+        _client(running.url).create_bucket(Bucket="keys")
+        added = ("SYAKTESTSTORE0000002", "t" * 40)
+        keys.append(added)
+        until("the added key works", lambda: _works(running.url, added), timeout=15)
+        keys.remove(KEY)
+        until("the removed key is refused", lambda: not _works(running.url, KEY), timeout=15)
+        assert running.starts == 1  # handed over, not restarted
+    finally:
+        running.stop()
+
+
+def _works(url: str, key: tuple[str, str]) -> bool:
+    try:
+        _client(url, key).list_objects_v2(Bucket="keys")
+    except ClientError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def two_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ApiServer]]:
+    """Two servers in threads, each with its own data directory and store."""
+    servers = []
+    try:
+        for name in ("first", "second"):
+            settings = Settings.load({"data_dir": str(tmp_path_factory.mktemp(name)),
+                                      "s3_port": 0, "api_port": 0, "runtime": "process"},
+                                     environ={})
+            api = ApiServer(settings, embedded_s3=True)
+            api.start_in_thread(timeout=60)
+            servers.append(api)
+        yield servers
+    finally:
+        for api in servers:
+            api.stop()
+
+
+def test_a_second_server_on_another_data_directory_gets_its_own_store(
+        two_servers: list[ApiServer]) -> None:
+    first, second = two_servers
+    assert first.s3_store is not None and second.s3_store is not None
+    assert first.s3_store.url != second.s3_store.url
+    one, two = (_client(api.s3_store.url, api.keys.default)  # type: ignore[union-attr]
+                for api in two_servers)
+    one.put_object(Bucket="sagemaker-us-east-1-000000000000", Key="only-here", Body=b"1")
+    assert two.list_objects_v2(Bucket="sagemaker-us-east-1-000000000000").get(
+        "KeyCount") == 0
+    with pytest.raises(ClientError, match="InvalidAccessKeyId"):
+        _client(second.s3_store.url, first.keys.default).list_buckets()
+
+
+def test_sse_kms_objects_are_encrypted_at_rest_and_read_back_after_a_restart(
+        two_servers: list[ApiServer]) -> None:
+    api = two_servers[0]
+    store = api.s3_store
+    assert isinstance(store, SeaweedStore)
+    s3 = _client(store.url, api.keys.default)
+    secret = b"shipyard-plaintext-marker-" + os.urandom(8).hex().encode()
+    s3.put_object(Bucket="sagemaker-us-east-1-000000000000", Key="sealed", Body=secret * 100,
+                  ServerSideEncryption="aws:kms", SSEKMSKeyId="alias/aws/s3")
+    head = s3.head_object(Bucket="sagemaker-us-east-1-000000000000", Key="sealed")
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert head["SSEKMSKeyId"].startswith("arn:aws:kms:us-east-1:000000000000:key/")
+    # The data key came from the server's KMS: what lies on disk is not the plaintext.
+    on_disk = b"".join(p.read_bytes() for p in store.root.rglob("*") if p.is_file())
+    assert secret not in on_disk
+    starts = store.starts
+    os.kill(store.pid or 0, signal.SIGKILL)
+    until("the store restarted", lambda: store.starts > starts and store.ready(), timeout=60)
+    body = s3.get_object(Bucket="sagemaker-us-east-1-000000000000", Key="sealed")["Body"]
+    assert body.read() == secret * 100
+    # A key the server's KMS does not hold is refused (SeaweedFS says InternalError for
+    # every KMS failure), never silently stored unencrypted.
+    with pytest.raises(ClientError, match="InternalError"):
+        s3.put_object(Bucket="sagemaker-us-east-1-000000000000", Key="other-key", Body=b"x",
+                      ServerSideEncryption="aws:kms", SSEKMSKeyId="alias/not-here")

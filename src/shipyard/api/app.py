@@ -6,6 +6,8 @@ Routing, in order:
   (rest-json, ``api.runtime``), on the hot path of inference;
 - ``X-Amz-Target: SageMaker.<Op>``: the SageMaker control plane (awsJson1.1);
 - ``X-Amz-Target: Logs_20140328.<Op>``: CloudWatch Logs, read side (awsJson1.1);
+- ``X-Amz-Target: TrentService.<Op>``: KMS, the data keys of the S3 store's SSE-KMS
+  (awsJson1.1, ``api.kms``);
 - a form-encoded ``Action=<Operation>``: the query protocol (XML), IAM's read side when
   signed for ``iam`` (``api.iam``), else STS's GetCallerIdentity (``api.sts``).
 
@@ -19,7 +21,7 @@ Handlers are synchronous and may block (CreateTrainingJob asks the engine about 
 reads the whole code archive), so they run off the event loop, in a thread pool of the app's
 own (``HANDLER_THREADS``), as Starlette runs sync endpoints: the loop goes on answering
 InvokeEndpoint meanwhile. SageMaker's Describe calls, one record read each and what SDK
-waiters poll, are answered on the loop.
+waiters poll, and KMS's calls (microseconds each) are answered on the loop.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
-from shipyard.api import extensions, iam, sigv4, sts, validation
+from shipyard.api import extensions, iam, kms, query, sigv4, sts, validation
 from shipyard.api import logs as logs_api
 from shipyard.api import runtime as runtime_api
 from shipyard.api import sagemaker as sagemaker_api
@@ -53,9 +55,10 @@ JSON_CONTENT_TYPE = b"application/x-amz-json-1.1"
 #: Control-plane requests are small; a bigger body is refused before it is read whole.
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
-TARGET_PREFIXES = {"SageMaker": "sagemaker", "Logs_20140328": "logs", "Shipyard": "shipyard"}
+TARGET_PREFIXES = {"SageMaker": "sagemaker", "Logs_20140328": "logs", "Shipyard": "shipyard",
+                   kms.TARGET_PREFIX: "kms"}
 #: Services whose requests botocore has a model of (Shipyard's own validate themselves).
-MODELLED = frozenset({"sagemaker", "logs"})
+MODELLED = frozenset({"sagemaker", "logs", "kms"})
 #: Handlers running at once; more wait their turn. One, as they ran on the loop: no request
 #: path of the plane races another (a DeleteEndpoint between CreateEndpoint's insert and its
 #: registering a cancel event), and each thread runnable lengthens the loop's waits for the
@@ -84,6 +87,8 @@ class ShipyardApi:
             "sagemaker": dict(sagemaker_api.HANDLERS),
             "logs": dict(logs_api.HANDLERS),
             "shipyard": dict(extensions.HANDLERS),
+            "kms": _with_key_ring(kms.KeyRing(plane.settings.data_dir, plane.settings.region,
+                                              plane.settings.account_id)),
         }
         self.runtime = runtime_api.RuntimeApi(plane, secrets)
         #: Operations called but not implemented, each logged once.
@@ -130,9 +135,10 @@ class ShipyardApi:
                 await self._query(send, protocol, body, access_key, request_id)
                 return
             service, operation = self._route(method, target)
-            if (service == "sagemaker" and operation.startswith("Describe")
-                    and len(body) <= 4096):
-                # One record read by its key (~0.1 ms), what SDK waiters poll: the trip to a
+            if service == "kms" or (service == "sagemaker" and operation.startswith("Describe")
+                                    and len(body) <= 4096):
+                # One record read by its key (~0.1 ms), what SDK waiters poll, or a data key
+                # sealed for the S3 store (~20 us; one per encrypted object): the trip to a
                 # pool thread and back costs more (+0.15 ms of server CPU a request).
                 payload = self._dispatch(service, operation, body)
             else:
@@ -199,7 +205,8 @@ class ShipyardApi:
                      request_id: str) -> None:
         if protocol != "json":
             document = iam.error if protocol == "iam" else sts.query_error
-            payload = document(exc.code, exc.message, exc.http_status, request_id)
+            code = query.AUTH_CODES.get(exc.code, exc.code)
+            payload = document(code, exc.message, exc.http_status, request_id)
             await _respond(send, exc.http_status, payload, b"text/xml", request_id)
             return
         payload = json.dumps({"__type": exc.code, "message": exc.message}).encode()
@@ -222,12 +229,15 @@ class RequestIds:
 
 def operations_doc() -> str:
     """docs/api.md: every operation the server answers, from the tables it routes by."""
-    tables = {"sagemaker": sagemaker_api.HANDLERS, "logs": logs_api.HANDLERS,
-              "shipyard": extensions.HANDLERS}
+    tables: dict[str, Mapping[str, object]] = {
+        "sagemaker": sagemaker_api.HANDLERS, "logs": logs_api.HANDLERS,
+        "shipyard": extensions.HANDLERS, "kms": kms.HANDLERS}
     protocols = {"sagemaker": "awsJson1.1, `X-Amz-Target: SageMaker.<Operation>`",
                  "logs": "awsJson1.1, `X-Amz-Target: Logs_20140328.<Operation>`",
                  "shipyard": "awsJson1.1, `X-Amz-Target: Shipyard.<Operation>` "
-                             "(Shipyard's own)"}
+                             "(Shipyard's own)",
+                 "kms": "awsJson1.1, `X-Amz-Target: TrentService.<Operation>` (the SSE-KMS "
+                        "keys of the S3 store, `api.kms`)"}
     lines = ["# Operations the API implements", "",
              "Generated from the server's routing tables (`shipyard.api.app.operations_doc`; "
              "tests/test_api_docs.py fails when this file drifts). Any other operation is "
@@ -251,6 +261,13 @@ def operations_doc() -> str:
 def create_app(plane: ControlPlane, secrets: Mapping[str, str]) -> ShipyardApi:
     """The ASGI app over ``plane``, accepting requests signed with any of ``secrets``."""
     return ShipyardApi(plane, secrets)
+
+
+def _with_key_ring(ring: kms.KeyRing) -> dict[str, Handler]:
+    """KMS's handlers as the app calls handlers: they need the key ring, not the plane."""
+    def bind(handler: kms.Handler) -> Handler:
+        return lambda plane, params: handler(ring, params)
+    return {name: bind(handler) for name, handler in kms.HANDLERS.items()}
 
 
 def _is_form(headers: Mapping[str, str]) -> bool:

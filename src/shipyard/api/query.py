@@ -15,7 +15,17 @@ import uuid
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
-__all__ = ["error_document", "members", "parse_body", "response_document"]
+__all__ = ["AUTH_CODES", "error_document", "members", "parse_body", "response_document"]
+
+#: The authentication failures of the JSON protocols as query services name them (what
+#: STS and IAM answer a wrong secret, an unknown key, an unsigned or half-signed request).
+AUTH_CODES = {
+    "InvalidSignatureException": "SignatureDoesNotMatch",
+    "UnrecognizedClientException": "InvalidClientTokenId",
+    "MissingAuthenticationTokenException": "MissingAuthenticationToken",
+    "IncompleteSignatureException": "IncompleteSignature",
+    "AccessDeniedException": "AccessDenied",
+}
 
 
 def parse_body(body: bytes) -> dict[str, str]:

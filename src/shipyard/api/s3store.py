@@ -29,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -38,6 +39,7 @@ from shipyard.errors import ObjectStoreUnavailable
 __all__ = [
     "READY_TIMEOUT_SECONDS",
     "STOP_GRACE_SECONDS",
+    "KmsEndpoint",
     "ObjectStore",
     "SeaweedStore",
     "weed_binary",
@@ -49,6 +51,8 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT_SECONDS = 20.0
 #: SIGTERM to SIGKILL: enough for in-flight writes to land, far less than SeaweedFS's ~10 s.
 STOP_GRACE_SECONDS = 1.0
+#: How often the API's key pairs are compared with the store's (a ``stat`` of a file).
+KEY_CHECK_SECONDS = 1.0
 #: A store that keeps dying is restarted no faster than this (seconds, doubling from 0.5).
 MAX_RESTART_BACKOFF = 30.0
 _LOG_LIMIT_BYTES = 16 * 1024 * 1024
@@ -61,6 +65,17 @@ _SOCKETS = {"filer.port": "filer", "filer.port.grpc": "filer-grpc",
             "s3.port.grpc": "s3-grpc"}
 
 Keys = Callable[[], Sequence[tuple[str, str]]]
+Kms = Callable[[], "KmsEndpoint | None"]
+
+
+@dataclass(frozen=True)
+class KmsEndpoint:
+    """Where the store gets SSE-KMS data keys: AWS's KMS API at ``url`` (the Shipyard
+    server's, ``api.kms``), signed with ``key``."""
+
+    url: str
+    region: str
+    key: tuple[str, str]
 
 
 class ObjectStore(Protocol):
@@ -100,11 +115,14 @@ class SeaweedStore:
 
     def __init__(self, root: Path, *, port: int, keys: Keys, host: str = "127.0.0.1",
                  binary: Path | None = None, log_path: Path | None = None,
-                 setting: str = "s3_port") -> None:
+                 setting: str = "s3_port", kms: Kms | None = None) -> None:
         self.root = root
         self.host = host
         self.port = port or _free_port(host)
         self._keys = keys
+        self._kms = kms
+        #: The key pairs the store's configuration holds now.
+        self._configured: tuple[tuple[str, str], ...] = ()
         self._binary = binary
         self.log_path = log_path or root / "store.log"
         self._setting = setting
@@ -198,7 +216,7 @@ class SeaweedStore:
                 if not first.done.is_set():
                     first.succeed()
                 backoff = 0.5
-                code = proc.wait()
+                code = self._serve(proc)
                 if self._stopping.is_set():
                     return
                 _remove_sockets(self._internal, self.port)
@@ -213,8 +231,7 @@ class SeaweedStore:
         internal = {name: _free_port(self.host) for name in _INTERNAL_PORTS}
         meta = self.root / "meta"
         meta.mkdir(mode=0o700, exist_ok=True)
-        identities = self.root / "identities.json"
-        _write_private(identities, _identities(self._keys()))
+        identities = self._write_config()
         command = [
             str(self._binary), "server", f"-dir={self.root}", f"-master.dir={meta}",
             f"-ip={self.host}", f"-ip.bind={self.host}",
@@ -242,6 +259,35 @@ class SeaweedStore:
             "pid": proc.pid, "process_start": process_start(proc.pid), "url": self.url,
             "sockets": _socket_paths(internal, self.port)})
         return proc
+
+    def _serve(self, proc: subprocess.Popen[bytes]) -> int:
+        """Wait for the store to exit; meanwhile hand it the API's key pairs whenever they
+        change (SIGHUP makes SeaweedFS re-read its ``-s3.config``): a key added with
+        ``shipyard server keys`` works against the store within ``KEY_CHECK_SECONDS``, and a
+        removed one stops working."""
+        while True:
+            try:
+                return proc.wait(KEY_CHECK_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+            if self._stopping.is_set() or tuple(self._keys()) == self._configured:
+                continue
+            self._write_config()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGHUP)
+            log.info("the S3 store at %s was given the API's new key pairs", self.url)
+
+    def _write_config(self) -> Path:
+        """SeaweedFS's ``-s3.config``: the API's key pairs and the KMS to use."""
+        keys = tuple(self._keys())
+        document = _identities(keys)
+        kms = self._kms() if self._kms is not None else None
+        if kms is not None:
+            document["kms"] = _kms_provider(kms)
+        path = self.root / "identities.json"
+        _write_private(path, document)
+        self._configured = keys
+        return path
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -327,6 +373,15 @@ def _identities(keys: Sequence[tuple[str, str]]) -> dict[str, object]:
          "credentials": [{"accessKey": akid, "secretKey": secret}],
          "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
         for index, (akid, secret) in enumerate(keys)]}
+
+
+def _kms_provider(kms: KmsEndpoint) -> dict[str, object]:
+    """SeaweedFS's ``kms`` section: its AWS provider, pointed at ``kms.url``. Its own
+    ``local`` provider keeps keys in memory only: objects written under one would not
+    decrypt after a restart."""
+    return {"default_provider": "shipyard", "providers": {"shipyard": {
+        "type": "aws", "region": kms.region, "endpoint": kms.url,
+        "access_key": kms.key[0], "secret_key": kms.key[1]}}}
 
 
 def _write_private(path: Path, document: dict[str, object]) -> None:

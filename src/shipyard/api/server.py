@@ -31,11 +31,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from shipyard.api import dataplane, handoff
+from shipyard.api import dataplane, handoff, sdk_defaults
 from shipyard.api.credentials import load_or_create
 from shipyard.api.fastpath import fast_path_protocol
 from shipyard.api.processes import process_start, run_loop, still_runs, terminate, write_json
-from shipyard.api.s3store import ObjectStore, SeaweedStore
+from shipyard.api.s3store import KmsEndpoint, ObjectStore, SeaweedStore
 from shipyard.control import ControlPlane
 from shipyard.errors import ObjectStoreUnavailable, RuntimeUnavailable
 from shipyard.settings import Settings
@@ -122,7 +122,10 @@ class ApiServer:
             keys = self.keys
             self.s3_store = SeaweedStore(
                 settings.data_dir / "s3", port=settings.s3_port, keys=lambda: [
-                    (k.access_key_id, k.secret_access_key) for k in keys.keys])
+                    (k.access_key_id, k.secret_access_key) for k in keys.keys],
+                # The store starts once the API listens: its URL is known by then.
+                kms=lambda: KmsEndpoint(self.url, settings.region, keys.default)
+                if self.url else None)
             akid, secret = keys.default
             settings = replace(settings, s3_endpoint_url=self.s3_store.url,
                                s3_access_key_id=akid, s3_secret_access_key=secret)
@@ -160,8 +163,7 @@ class ApiServer:
             bound = self.server.servers[0].sockets[0].getsockname()
             self.url = f"http://{bound[0]}:{bound[1]}"
         store = self.s3_store
-        if store is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._start_store, store)
+        await asyncio.get_running_loop().run_in_executor(None, self._prepare_s3, store)
         write_json(info_path(self.settings), {
             "url": self.url, "pid": os.getpid(), "started": time.time(),
             "process_start": process_start(os.getpid()),
@@ -233,14 +235,21 @@ class ApiServer:
             None, ensure_data_plane, self.settings, self.config.host, self.config.port)
         return receiver
 
-    def _start_store(self, store: ObjectStore) -> None:
-        # The API serves without its store: SageMaker calls that name no s3:// location
-        # work, and the error says which setting to change.
-        try:
-            store.start()
-        except ObjectStoreUnavailable as exc:
-            self.s3_error = str(exc)
-            log.error("%s", exc)
+    def _prepare_s3(self, store: ObjectStore | None) -> None:
+        """Start the store, if the server runs one, and write the SDK's defaults file
+        (``sdk_defaults``), with the default bucket where there is a store to hold it."""
+        if store is not None:
+            # The API serves without its store: SageMaker calls that name no s3:// location
+            # work, and the error says which setting to change.
+            try:
+                store.start()
+            except ObjectStoreUnavailable as exc:
+                self.s3_error = str(exc)
+                log.error("%s", exc)
+            else:
+                sdk_defaults.ensure_bucket(self.settings, store.url, self.keys.default)
+        has_store = self.s3_error is None and self.settings.s3_endpoint_url is not None
+        sdk_defaults.write(self.settings, with_bucket=has_store)
 
     def start_in_thread(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> str:
         """Serve from a background thread (tests, embedding); returns the URL once it listens."""

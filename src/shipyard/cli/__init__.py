@@ -96,6 +96,7 @@ def _register() -> None:
         invoke,
         jobs,
         process,
+        s3,
         server,
         train,
         transform,
@@ -111,6 +112,7 @@ def _register() -> None:
     cli.add_command(invoke.invoke)
     cli.add_command(transform.transform)
     cli.add_command(server.server)
+    cli.add_command(s3.s3)
 
 
 _register()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from shipyard.api import sdk_defaults
 from shipyard.api.credentials import client_env, load_or_create
 from shipyard.cli.errors import CliError, ExitCode
 from shipyard.settings import Settings
@@ -27,6 +28,10 @@ def usage_env(settings: Settings, info: ServerInfo) -> dict[str, str]:
     s3_url = info.s3_url or settings.s3_endpoint_url
     if s3_url:
         env["AWS_ENDPOINT_URL_S3"] = s3_url
+    # The SDK's defaults (role, bucket, no telemetry): the server writes them at start.
+    defaults = sdk_defaults.path(settings)
+    if defaults.is_file():
+        env[sdk_defaults.ENV_VAR] = str(defaults)
     return env
 
 
