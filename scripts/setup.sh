@@ -49,4 +49,22 @@ if ! .venv/bin/python -c "import shipyard, docker, boto3, moto, pytest, numpy" >
   touch .venv/.shipyard-installed
 fi
 
+# SDK v3 (what `pip install sagemaker` gives new users) cannot share .venv with v2, which the
+# test extra pins: tests/test_sdk_v3.py runs it from a venv of its own, as subprocesses.
+if [ "${1:-}" = "--test" ]; then
+  if [ ! -x .venv-sdk3/bin/python ]; then
+    echo "== creating .venv-sdk3"
+    python3 -m venv .venv-sdk3
+  fi
+  # (Importing sagemaker.serve needs a region: it builds a boto3 client at import time.)
+  if ! AWS_DEFAULT_REGION=us-east-1 .venv-sdk3/bin/python -c \
+       "import sagemaker.train, sagemaker.serve, sagemaker.core" >/dev/null 2>&1; then
+    echo "== installing the SageMaker Python SDK v3 into .venv-sdk3"
+    # ~2 min on 2 cores (136 packages, ~750 MB); --no-compile: bytecode for what is imported
+    # only, at first import, instead of all of it here.
+    .venv-sdk3/bin/python -m pip install -q --no-compile --disable-pip-version-check \
+      'sagemaker>=3,<4'
+  fi
+fi
+
 bash scripts/base-image.sh

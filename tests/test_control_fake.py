@@ -67,6 +67,29 @@ def test_completed_job_has_sagemaker_record(tmp_path: Path) -> None:
     assert [e.message for e in events] == ["hello"]
 
 
+def test_a_copy_made_for_one_host_is_writable_the_users_folder_is_not(
+        tmp_path: Path, plane: Any) -> None:
+    """As on SageMaker, where a host's channels sit on its own volume (SDK v3's drivers
+    chmod and unpack code in them); the user's own folder is never the container's to change."""
+    cp, runtime = plane
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "part-0.csv").write_text("1,2\n")
+    request = training_request("job-writable", tmp_path, data=data)
+    sharded = dict(request["InputDataConfig"][0])
+    sharded["ChannelName"] = "copied"
+    sharded["DataSource"] = {"S3DataSource": {
+        **sharded["DataSource"]["S3DataSource"], "S3DataDistributionType": "ShardedByS3Key"}}
+    request["InputDataConfig"].append(sharded)
+    cp.create("training", request)
+    assert cp.wait("training", "job-writable", timeout=10)["TrainingJobStatus"] == "Completed"
+    targets = {m.target: m for m in runtime.started[0].mounts}
+    assert targets["/opt/ml/input/data/training"].read_only
+    assert targets["/opt/ml/input/data/training"].source == str(data)
+    assert not targets["/opt/ml/input/data/copied"].read_only
+    assert targets["/opt/ml/input/data/copied"].source != str(data)
+
+
 def test_container_arguments_replace_train(tmp_path: Path, plane: Any) -> None:
     cp, runtime = plane
     algo = {"TrainingImage": IMAGE, "TrainingInputMode": "File",

@@ -2,7 +2,8 @@
 or system folders: checked at create time (nothing written) and again where they are used.
 
 Most cases run the control plane over the FakeRuntime; the API's answer goes through real
-boto3 against a real server, and one job in a real container shows inputs are read-only.
+boto3 against a real server, and one job in a real container shows a user's own input folder
+is read-only.
 """
 
 from __future__ import annotations
@@ -325,7 +326,7 @@ def test_api_answers_validation_exception(tmp_path: Path, api: Api) -> None:
     assert credentials.read_bytes() == secret
 
 
-# -- in a real container: inputs are read-only --------------------------------------------
+# -- in a real container: the user's own folder is read-only --------------------------------------------
 
 
 @pytest.mark.docker

@@ -58,10 +58,19 @@ SHARED_DIR = "shared"
 
 @dataclass(frozen=True)
 class StagedPath:
-    """A host folder to mount read-only at the channel's path; ``copied`` if we made it."""
+    """A host folder to mount at the channel's path; ``copied`` if we made it."""
 
     host_path: Path
     copied: bool
+
+
+def private_copies(staged: dict[str, StagedPath]) -> bool:
+    """Every host has a copy of the data made for it alone, which its container may change
+    as it may on SageMaker (the instance's own volume): SDK v3's drivers ``chmod`` and unpack
+    code in place. A user's own folder, or one copy shared by several hosts, is mounted
+    read-only instead."""
+    paths = [p.host_path for p in staged.values()]
+    return all(p.copied for p in staged.values()) and len(set(paths)) == len(paths)
 
 
 @dataclass(frozen=True)

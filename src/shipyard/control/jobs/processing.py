@@ -136,8 +136,11 @@ def network_isolated(record: dict[str, Any]) -> bool:
 
 
 def plan_hosts(
-    record: dict[str, Any], job_dir: Path, input_paths: dict[str, dict[str, Path]]
+    record: dict[str, Any], job_dir: Path, input_paths: dict[str, dict[str, Path]],
+    writable: frozenset[str] = frozenset(),
 ) -> list[HostPlan]:
+    """Lay out each host; the inputs in ``writable`` are the host's own copies
+    (``staging.private_copies``)."""
     hosts = contract.host_names(host_count(record))
     config_doc = {k: v for k, v in record.items()
                   if k not in ("ProcessingJobStatus", "CreationTime", "LastModifiedTime")}
@@ -157,7 +160,7 @@ def plan_hosts(
         for item in record["ProcessingInputs"]:
             s3 = item["S3Input"]
             mounts.append(Mount(str(input_paths[item["InputName"]][host]),
-                                s3["LocalPath"].rstrip("/"), True))
+                                s3["LocalPath"].rstrip("/"), item["InputName"] not in writable))
         for item in outputs(record):
             folder = output_dir(root, item["OutputName"])
             folder.mkdir(parents=True, exist_ok=True)
@@ -210,6 +213,7 @@ class ProcessingJobs(Supervised):
     def plan(self, job: JobServices, record: dict[str, Any], job_dir: Path) -> list[HostPlan]:
         hosts = contract.host_names(host_count(record))
         inputs: dict[str, dict[str, Path]] = {}
+        writable: set[str] = set()
         for item in record["ProcessingInputs"]:
             s3 = item["S3Input"]
             staged = staging.stage_input(s3["S3Uri"], s3["S3DataType"],
@@ -217,7 +221,9 @@ class ProcessingJobs(Supervised):
                                          job_dir / "staging" / item["InputName"],
                                          job.s3_for(s3["S3Uri"]), roots=job.ctx.file_roots)
             inputs[item["InputName"]] = {h: p.host_path for h, p in staged.items()}
-        return plan_hosts(record, job_dir, inputs)
+            if staging.private_copies(staged):
+                writable.add(item["InputName"])
+        return plan_hosts(record, job_dir, inputs, frozenset(writable))
 
     def started(self, record: dict[str, Any], at: float, notice: str = "") -> None:
         """DescribeProcessingJob has no status message: the notice is in the server's log."""

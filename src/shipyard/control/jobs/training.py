@@ -170,8 +170,10 @@ def plan_hosts(
     channel_paths: dict[str, dict[str, Path]],
     checkpoint_dirs: dict[str, Path],
     code_dir: Path | None = None,
+    writable: frozenset[str] = frozenset(),
 ) -> list[HostPlan]:
-    """Lay out each host's contract root and say what the container sees where."""
+    """Lay out each host's contract root and say what the container sees where; the
+    channels in ``writable`` are the host's own copies (``staging.private_copies``)."""
     hosts = contract.host_names(host_count(record))
     instance_type = record["ResourceConfig"]["InstanceType"]
     algo = record["AlgorithmSpecification"]
@@ -197,7 +199,7 @@ def plan_hosts(
         ]
         for channel, per_host in sorted(channel_paths.items()):
             mounts.append(Mount(str(per_host[host]), str(CONTAINER_ROOT.channel_dir(channel)),
-                                True))
+                                channel not in writable))
         if code_dir is not None:
             mounts.append(Mount(str(code_dir), str(CONTAINER_ROOT.code_dir), True))
         checkpoint = record.get("CheckpointConfig")
@@ -261,15 +263,18 @@ class TrainingJobs(Supervised):
         hosts = contract.host_names(host_count(record))
         job.transition("Downloading", "Downloading input data")
         channels: dict[str, dict[str, Path]] = {}
+        writable = set()
         for channel in record["InputDataConfig"]:
             uri, data_type, distribution = source_uri_of_channel(channel)
             staged = staging.stage_input(uri, data_type, distribution, hosts,
                                          job_dir / "staging" / channel["ChannelName"],
                                          job.s3_for(uri), roots=job.ctx.file_roots)
             channels[channel["ChannelName"]] = {h: p.host_path for h, p in staged.items()}
+            if staging.private_copies(staged):
+                writable.add(channel["ChannelName"])
         checkpoints = _restore_checkpoints(job, record, job_dir, hosts)
         return plan_hosts(record, job_dir, channels, checkpoints,
-                                   _stage_code(job, record, job_dir))
+                          _stage_code(job, record, job_dir), frozenset(writable))
 
     def started(self, record: dict[str, Any], at: float, notice: str = "") -> None:
         record["TrainingStartTime"] = at
