@@ -41,9 +41,9 @@ def test_kinds_are_found_by_key_and_log_group() -> None:
     assert kinds.get("training") is kinds.TRAINING
     assert kinds.by_log_group("/aws/sagemaker/ProcessingJobs") is kinds.PROCESSING
     assert kinds.by_log_group("/aws/sagemaker/Endpoints/x") is None
-    assert [k.key for k in kinds.JOBS] == ["training", "processing", "transform"]
+    assert [k.key for k in kinds.JOBS] == ["training", "processing", "transform", "tuning"]
     with pytest.raises(KeyError, match="kinds: training"):
-        kinds.get("tuning")
+        kinds.get("labeling")
 
 
 def test_arns_are_aws_shaped() -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "PROCESSING",
     "TRAINING",
     "TRANSFORM",
+    "TUNING",
     "Kind",
     "by_log_group",
     "get",
@@ -63,6 +64,8 @@ class Kind:
     log_group: str | None = None
     #: The record member a stream's name takes its epoch from (else ``CreationTime``).
     start_field: str = "CreationTime"
+    #: What a List request with no ``SortBy`` sorts by (botocore's model says, per operation).
+    default_sort: str = "CreationTime"
 
     @property
     def name_field(self) -> str:
@@ -116,7 +119,19 @@ ENDPOINT = Kind(
                     "EndpointStatus"),
     list_filters=_ALL_FILTERS, list_descending=True, deletable=True)
 
-ALL: tuple[Kind, ...] = (TRAINING, PROCESSING, TRANSFORM, MODEL, ENDPOINT_CONFIG, ENDPOINT)
+#: Hyperparameter tuning jobs: each trial is a training job; the tuning job has no log.
+TUNING = Kind(
+    key="tuning", resource="HyperParameterTuningJob", arn_type="hyper-parameter-tuning-job",
+    label="hyperparameter tuning job", status_field="HyperParameterTuningJobStatus",
+    summaries="HyperParameterTuningJobSummaries",
+    summary_fields=("HyperParameterTuningJobName", "HyperParameterTuningJobArn",
+                    "HyperParameterTuningJobStatus", "Strategy", "CreationTime",
+                    "HyperParameterTuningEndTime", "LastModifiedTime",
+                    "TrainingJobStatusCounters", "ObjectiveStatusCounters", "ResourceLimits"),
+    list_filters=_ALL_FILTERS, list_descending=False, stoppable=True, default_sort="Name")
+
+ALL: tuple[Kind, ...] = (TRAINING, PROCESSING, TRANSFORM, TUNING, MODEL, ENDPOINT_CONFIG,
+                         ENDPOINT)
 #: The run-to-completion kinds, in the order ``shipyard jobs`` looks a name up.
 JOBS: tuple[Kind, ...] = tuple(k for k in ALL if k.is_job)
 _BY_KEY = {k.key: k for k in ALL}

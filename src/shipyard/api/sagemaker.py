@@ -1,5 +1,5 @@
-"""SageMaker control-plane operations: training, processing and transform jobs, models,
-endpoint configs, endpoints, and tags.
+"""SageMaker control-plane operations: training, processing, transform and tuning jobs,
+models, endpoint configs, endpoints, and tags.
 
 Handlers translate between the wire (already validated against botocore's model) and the
 control plane; they hold no business logic. Responses carry exactly SageMaker's members:
@@ -62,7 +62,7 @@ def _list(kind: Kind) -> Handler:
         filters: dict[str, Any] = {
             "statuses": (given["StatusEquals"],) if given.get("StatusEquals") else (),
             "name_contains": given.get("NameContains"),
-            "sort_by": params.get("SortBy") or "CreationTime",
+            "sort_by": params.get("SortBy") or kind.default_sort,
             "descending": kind.list_descending if order is None else order == "Descending",
         }
         for member, key in _TIME_FILTERS.items():
@@ -77,6 +77,34 @@ def _list(kind: Kind) -> Handler:
             result["NextToken"] = pagination.encode(offset + limit, filters)
         return result
     return handler
+
+
+def list_training_jobs_for_tuning_job(plane: ControlPlane, params: dict[str, Any]
+                                      ) -> dict[str, Any]:
+    """A tuning job's trials, filtered, sorted and paged as SageMaker does: by Name unless
+    ``SortBy`` says otherwise; by ``FinalObjectiveMetricValue``, trials without an objective
+    are left out (botocore's model)."""
+    name = params["HyperParameterTuningJobName"]
+    sort_by = params.get("SortBy") or "Name"
+    descending = params.get("SortOrder") == "Descending"
+    status = params.get("StatusEquals")
+    filters = {"name": name, "sort_by": sort_by, "descending": descending, "status": status}
+    found = [t for t in plane.tuning_trials(name)
+             if not status or t["TrainingJobStatus"] == status]
+    if sort_by == "FinalObjectiveMetricValue":
+        found = [t for t in found if "FinalHyperParameterTuningJobObjectiveMetric" in t]
+    keys = {"Name": lambda t: t["TrainingJobName"],
+            "CreationTime": lambda t: (t["CreationTime"], t["TrainingJobName"]),
+            "Status": lambda t: (t["TrainingJobStatus"], t["TrainingJobName"]),
+            "FinalObjectiveMetricValue": lambda t: (
+                t["FinalHyperParameterTuningJobObjectiveMetric"]["Value"], t["TrainingJobName"])}
+    found.sort(key=keys[sort_by], reverse=descending)
+    limit = int(params.get("MaxResults") or 10)
+    offset = pagination.decode(params.get("NextToken"), filters)
+    result: dict[str, Any] = {"TrainingJobSummaries": found[offset:offset + limit]}
+    if len(found) > offset + limit:
+        result["NextToken"] = pagination.encode(offset + limit, filters)
+    return result
 
 
 def _epoch(value: Any) -> float | None:
@@ -130,7 +158,8 @@ def _handlers() -> dict[str, Handler]:
         if kind.deletable:
             table[kind.operation("Delete")] = _delete(kind)
     table.update(UpdateEndpoint=update_endpoint, AddTags=add_tags, ListTags=list_tags,
-                 DeleteTags=delete_tags)
+                 DeleteTags=delete_tags,
+                 ListTrainingJobsForHyperParameterTuningJob=list_training_jobs_for_tuning_job)
     return table
 
 

@@ -33,14 +33,14 @@ from shipyard.control.endpoints.invocation import (
     InvokeResult,
     InvokeStream,
 )
-from shipyard.control.jobs.kind import JobKind, Preflight, Runner
+from shipyard.control.jobs.accept import accept, confine
+from shipyard.control.jobs.kind import JobKind, Runner
 from shipyard.control.jobs.registry import JOB_KINDS
-from shipyard.control.limits import check_instance_type
-from shipyard.control.staging import local_path_from_uri
 from shipyard.control.state import records
 from shipyard.control.state.log_reader import HostLog
 from shipyard.control.state.logs import LogEvent
 from shipyard.control.transform.job import sweep_finished
+from shipyard.control.tuning import trials
 from shipyard.errors import ResourceInUse, ResourceNotFound, ShipyardError, ValidationError
 from shipyard.runtimes.base import Runtime
 from shipyard.settings import Settings
@@ -164,6 +164,12 @@ class ControlPlane:
         return {"EndpointArn": self.endpoints.update(request)}
 
     # -- tags -------------------------------------------------------------------------------
+    def tuning_trials(self, name: str) -> list[dict[str, Any]]:
+        """The trials of a tuning job, as ListTrainingJobsForHyperParameterTuningJob shows
+        each (unsorted)."""
+        self.describe(kinds.TUNING.key, name)
+        return trials.summaries(self.ctx, name)
+
     def add_tags(self, arn: str, tags: dict[str, str]) -> None:
         self._check_resource(arn)
         self.ctx.store.add_tags(arn, tags)
@@ -182,30 +188,15 @@ class ControlPlane:
 
     # -- creating ---------------------------------------------------------------------------
     def _create_job(self, job: JobKind, request: dict[str, Any]) -> str:
-        req = job.validate(request)
-        self._confine(job.locations(req))
-        self._preflight(job.preflight(req, self.ctx, self.describe))
-        spec = job.kind
-        name = req[spec.name_field]
-        settings = self.ctx.settings
-        arn = spec.arn(name, settings.region, settings.account_id)
-        record = job.new_record(req, arn, records.now())
-        try:
-            self.ctx.store.insert_job(spec.key, name, arn, records.IN_PROGRESS, record,
-                                      {"phase": "created", "runtime": self.ctx.runtime.kind})
-        except ResourceInUse:
-            label = spec.label.capitalize()
-            raise ResourceInUse(
-                f"{label} names must be unique within an AWS account and region, and a "
-                f"{spec.label} with this name already exists ({arn})") from None
-        self._launch(spec.key, name)
+        name, arn = accept(self.ctx, job, request, self.describe)
+        self._launch(job.kind.key, name)
         return arn
 
     def _create_definition(self, spec: kinds.Kind, request: dict[str, Any]) -> str:
         """A model or an endpoint configuration: a record, nothing to run."""
         if spec is kinds.MODEL:
             req = models.validate_model(request)
-            self._confine(models.host_locations(req))
+            confine(self.ctx, models.host_locations(req))
             for container in [req.get("PrimaryContainer"), *(req.get("Containers") or [])]:
                 if isinstance(container, dict) and isinstance(container.get("Image"), str):
                     self.ctx.runtime.check_reference(container["Image"])
@@ -225,25 +216,6 @@ class ControlPlane:
             raise ValidationError(
                 f'Cannot create already existing {spec.label} "{arn}".') from None
         return arn
-
-    def _confine(self, locations: list[tuple[str, str]]) -> None:
-        """Refuse, before anything exists, a request naming a host path it may not use
-        (``confinement``); supervisors check again where they read or write it."""
-        roots = self.ctx.file_roots
-        for member, uri in locations:
-            roots.path(uri, member)
-
-    def _preflight(self, check: Preflight) -> None:
-        """Errors the user can fix, raised before anything is written or started."""
-        if check.hosts > 1 and self.ctx.runtime.kind == "process":
-            raise ValidationError("InstanceCount > 1 needs a container engine: the process "
-                                  "runtime runs one host per job")
-        for uri in check.sources:
-            if not uri.startswith("s3://"):
-                local_path_from_uri(uri, self.ctx.file_roots)
-        if check.instance_type is not None:
-            check_instance_type(self.ctx, check.instance_type)
-        self.ctx.runtime.check_image(check.image)
 
     # -- supervisors ------------------------------------------------------------------------
     def _launch(self, kind: str, name: str) -> None:

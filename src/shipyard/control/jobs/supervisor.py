@@ -279,22 +279,45 @@ class Supervisor:
         extractor = MetricExtractor(definitions)
         since = self.ctx.logs.last_timestamp_ns(self.kind, self.name, host)
         unparsed: list[LogLine] = []
-        parsed_at = time.monotonic()
+        lock = threading.Lock()
+        done = threading.Event()
+
+        def flush() -> None:
+            with lock:
+                batch = unparsed[:]
+                unparsed.clear()
+            if batch:
+                self.ctx.store.add_metrics(self.kind, self.name, host, extractor.extract(batch))
+
+        def flush_often() -> None:
+            # Parsed in batches (one regex pass and one insert per half second), on a clock
+            # of their own: the last value a job printed before going quiet for an epoch
+            # reaches the series now, not when the next line comes (a tuner's early
+            # stopping reads it).
+            while not done.wait(METRICS_SECONDS):
+                try:
+                    flush()
+                except ShipyardError as exc:
+                    log.warning("metrics of %s/%s: %s", self.name, host, exc)
+
+        flusher = threading.Thread(target=flush_often, name=f"metrics-{self.name}-{host}",
+                                   daemon=True)
+        if definitions:
+            flusher.start()
         try:
             with self.ctx.logs.open_append(self.kind, self.name, host) as out:
                 for line in self.ctx.runtime.logs(cname, since_ns=since, follow=True):
                     out.write(line)
                     if definitions:
-                        # Parsed in batches: one regex pass and one insert per half second.
-                        unparsed.append(line)
-                        if time.monotonic() - parsed_at > METRICS_SECONDS:
-                            self.ctx.store.add_metrics(self.kind, self.name, host,
-                                                       extractor.extract(unparsed))
-                            unparsed, parsed_at = [], time.monotonic()
+                        with lock:
+                            unparsed.append(line)
         except ShipyardError as exc:
             log.warning("log stream of %s/%s ended: %s", self.name, host, exc)
         finally:
-            self.ctx.store.add_metrics(self.kind, self.name, host, extractor.extract(unparsed))
+            done.set()
+            if flusher.is_alive():
+                flusher.join()
+            flush()
 
     # -- phase: done ------------------------------------------------------------------------
     def _finish(self) -> None:
