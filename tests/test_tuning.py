@@ -200,6 +200,22 @@ def test_completion_criteria_end_the_job_early(plane: ControlPlane, tmp_path: Pa
     assert "TuningJobCompletionDetails" in record
 
 
+def test_convergence_ends_the_job_once_the_best_stops_moving(plane: ControlPlane,
+                                                              tmp_path: Path) -> None:
+    # Every point scores 5 (or 6) plus almost nothing: the best settles at once.
+    ranges = {"ContinuousParameterRanges": [{"Name": "x", "MinValue": "3",
+                                             "MaxValue": "3.0001"}],
+              "IntegerParameterRanges": [{"Name": "layers", "MinValue": "5", "MaxValue": "6"}]}
+    plane.create("tuning", tuning_request(
+        "tune-converge", tmp_path, max_jobs=40, parallel=1, RandomSeed=2, ranges=ranges,
+        TuningJobCompletionCriteria={"ConvergenceDetected": {
+            "CompleteOnConvergence": "Enabled"}}))
+    record = plane.wait("tuning", "tune-converge", timeout=WAIT_S)
+    assert record["HyperParameterTuningJobStatus"] == "Completed"
+    assert "ConvergenceDetectedTime" in record["TuningJobCompletionDetails"]
+    assert 11 <= len(plane.tuning_trials("tune-converge")) < 40
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (lambda r: r["HyperParameterTuningJobConfig"].update(
         Strategy="Hyperband", TrainingJobEarlyStoppingType="Auto"), "must be Off"),

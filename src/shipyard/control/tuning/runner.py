@@ -45,6 +45,9 @@ POLL_SECONDS = 0.5
 DEFAULT_ATTEMPTS = 1
 _PLATFORM_FAILURE = "InternalServerError"
 _TRAINING_JOBS = TrainingJobs()
+#: ConvergenceDetected: how many trials the best must hold, and by how little it may move.
+CONVERGENCE_WINDOW = 10
+CONVERGENCE_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -53,7 +56,10 @@ class _Progress:
     exhausted: set[int] = field(default_factory=set)
     not_improving: int = 0
     best: float | None = None
+    #: The best objective after each trial judged, in order (convergence reads it).
+    bests: list[float] = field(default_factory=list)
     completion: str | None = None
+    converged_at: float | None = None
 
 
 class Tuner:
@@ -103,6 +109,9 @@ class Tuner:
         for trial in trials:
             if trial.state == "pending":
                 self._create(trial)
+            elif trial.value is not None:
+                # What the completion criteria had seen before a restart, seen again.
+                self._judge(trial.value, self.definitions[trial.definition], progress)
         while True:
             row = self.ctx.store.get_job(TUNING, self.name)
             stopping = row.stop_requested or row.status == records.STOPPING
@@ -271,6 +280,11 @@ class Tuner:
             "MaxNumberOfTrainingJobsNotImproving")
         if patience is not None and progress.not_improving >= int(patience):
             progress.completion = "BestObjectiveNotImproving"
+        progress.bests.append(value if progress.best is None else progress.best)
+        convergence = (criteria.get("ConvergenceDetected") or {}).get("CompleteOnConvergence")
+        if convergence == "Enabled" and _converged(progress.bests):
+            progress.completion = "ConvergenceDetected"
+            progress.converged_at = records.now()
 
     def _attempts(self, definition: Definition) -> int:
         retry = definition.body.get("RetryStrategy") or {}
@@ -393,6 +407,8 @@ class Tuner:
             if progress is not None and progress.completion is not None:
                 details: dict[str, Any] = {
                     "NumberOfTrainingJobsObjectiveNotImproving": progress.not_improving}
+                if progress.converged_at is not None:
+                    details["ConvergenceDetectedTime"] = progress.converged_at
                 rec["TuningJobCompletionDetails"] = details
             return records.set_status(TUNING, rec, status, at)
 
@@ -407,6 +423,16 @@ class Tuner:
 
     def _describe(self, kind: str, name: str) -> dict[str, Any]:
         return self.ctx.store.get_job(kind, name).record
+
+
+def _converged(bests: list[float]) -> bool:
+    """``ConvergenceDetected``: AWS does not say how it decides. Shipyard's rule: the best
+    objective moved by less than ``CONVERGENCE_TOLERANCE`` (relative) over the last
+    ``CONVERGENCE_WINDOW`` trials that had an objective."""
+    if len(bests) <= CONVERGENCE_WINDOW:
+        return False
+    before, now = bests[-1 - CONVERGENCE_WINDOW], bests[-1]
+    return abs(now - before) <= CONVERGENCE_TOLERANCE * max(abs(before), 1e-12)
 
 
 def _past_state(trial: Trial) -> str:
