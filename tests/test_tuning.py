@@ -216,6 +216,34 @@ def test_convergence_ends_the_job_once_the_best_stops_moving(plane: ControlPlane
     assert 11 <= len(plane.tuning_trials("tune-converge")) < 40
 
 
+def test_warm_start_seeds_the_search_and_compares_with_the_parents_best(
+        plane: ControlPlane, tmp_path: Path) -> None:
+    plane.create("tuning", tuning_request("tune-parent", tmp_path, max_jobs=4, RandomSeed=4))
+    parent = plane.wait("tuning", "tune-parent", timeout=WAIT_S)
+    plane.create("tuning", {**tuning_request("tune-child", tmp_path, max_jobs=2, RandomSeed=5),
+                            "WarmStartConfig": {
+                                "ParentHyperParameterTuningJobs": [
+                                    {"HyperParameterTuningJobName": "tune-parent"}],
+                                "WarmStartType": "IdenticalDataAndAlgorithm"}})
+    child = plane.wait("tuning", "tune-child", timeout=WAIT_S)
+    assert child["HyperParameterTuningJobStatus"] == "Completed"
+    assert len(plane.tuning_trials("tune-child")) == 2
+    values = [b["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
+              for b in (parent["BestTrainingJob"], child["BestTrainingJob"])]
+    assert child["OverallBestTrainingJob"][
+        "FinalHyperParameterTuningJobObjectiveMetric"]["Value"] == min(values)
+    assert child["WarmStartConfig"]["WarmStartType"] == "IdenticalDataAndAlgorithm"
+    # A parent still running cannot seed anything.
+    plane.create("tuning", tuning_request("tune-slow", tmp_path, max_jobs=1))
+    with pytest.raises(ValidationError, match="needs parents that have ended"):
+        plane.create("tuning", {**tuning_request("tune-early-child", tmp_path),
+                                "WarmStartConfig": {
+                                    "ParentHyperParameterTuningJobs": [
+                                        {"HyperParameterTuningJobName": "tune-slow"}],
+                                    "WarmStartType": "TransferLearning"}})
+    plane.wait("tuning", "tune-slow", timeout=WAIT_S)
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (lambda r: r["HyperParameterTuningJobConfig"].update(
         Strategy="Hyperband", TrainingJobEarlyStoppingType="Auto"), "must be Off"),

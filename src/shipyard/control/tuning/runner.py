@@ -70,6 +70,8 @@ class Tuner:
         self.name = name
         self.finishing = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: The parents' best trials, when a warm start's data and algorithm are the same.
+        self.parent_bests: list[dict[str, Any]] = []
 
     def run(self) -> bool:
         lock = self.ctx.job_lock(TUNING, self.name)
@@ -100,6 +102,7 @@ class Tuner:
         self.config = config
         trials = [Trial.from_state(t) for t in row.runner.get("trials", [])]
         self.searches = self._searches(config, trials, record)
+        self.parent_bests = _parent_bests(self.ctx, record)
         progress = _Progress(launched=len(trials))
         limits = config["ResourceLimits"]
         max_jobs = int(limits.get("MaxNumberOfTrainingJobs") or 0)
@@ -378,6 +381,11 @@ class Tuner:
                                    "ObjectiveStatusCounters": objectives}
         if best is not None:
             summary["BestTrainingJob"] = best[1]
+        overall = [s for s in [best[1] if best else None, *self.parent_bests] if s]
+        if self.parent_bests and overall:
+            minimize = self.definitions[0].minimize
+            summary["OverallBestTrainingJob"] = min(overall, key=lambda s: (
+                1 if minimize else -1) * s["FinalHyperParameterTuningJobObjectiveMetric"]["Value"])
         return summary
 
     def _finish(self, trials: list[Trial], progress: _Progress) -> None:
@@ -423,6 +431,24 @@ class Tuner:
 
     def _describe(self, kind: str, name: str) -> dict[str, Any]:
         return self.ctx.store.get_job(kind, name).record
+
+
+def _parent_bests(ctx: Context, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """``OverallBestTrainingJob`` compares this job's best with its parents' only for an
+    ``IdenticalDataAndAlgorithm`` warm start: with other data the values do not compare."""
+    config = record.get("WarmStartConfig") or {}
+    if config.get("WarmStartType") != "IdenticalDataAndAlgorithm":
+        return []
+    found = []
+    for parent in config.get("ParentHyperParameterTuningJobs") or []:
+        try:
+            rec = ctx.store.get_job(TUNING, parent["HyperParameterTuningJobName"]).record
+        except ResourceNotFound:
+            continue
+        best = rec.get("OverallBestTrainingJob") or rec.get("BestTrainingJob")
+        if best and "FinalHyperParameterTuningJobObjectiveMetric" in best:
+            found.append(best)
+    return found
 
 
 def _converged(bests: list[float]) -> bool:
