@@ -200,6 +200,17 @@ def test_completion_criteria_end_the_job_early(plane: ControlPlane, tmp_path: Pa
     assert "TuningJobCompletionDetails" in record
 
 
+def test_hyperband_lets_a_trial_that_ran_in_full_complete(plane: ControlPlane,
+                                                           tmp_path: Path) -> None:
+    # quadratic prints three epochs: MaxResource 3 is a full run, never a reason to stop.
+    plane.create("tuning", tuning_request(
+        "tune-band", tmp_path, strategy="Hyperband", max_jobs=3, parallel=1, RandomSeed=1,
+        StrategyConfig={"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 3}}))
+    record = plane.wait("tuning", "tune-band", timeout=WAIT_S)
+    assert record["HyperParameterTuningJobStatus"] == "Completed"
+    assert record["TrainingJobStatusCounters"]["Completed"] == 3
+
+
 def test_convergence_ends_the_job_once_the_best_stops_moving(plane: ControlPlane,
                                                               tmp_path: Path) -> None:
     # Every point scores 5 (or 6) plus almost nothing: the best settles at once.

@@ -150,6 +150,18 @@ class Client:
                     break
         return out[:limit]
 
+    def tuning_trials(self, name: str) -> list[dict[str, Any]]:
+        """Every trial of the tuning job ``name``, by name, all pages
+        (ListTrainingJobsForHyperParameterTuningJob)."""
+        out: list[dict[str, Any]] = []
+        with _translate():
+            paginator = self.sagemaker.get_paginator(
+                "list_training_jobs_for_hyper_parameter_tuning_job")
+            for page in paginator.paginate(HyperParameterTuningJobName=name,
+                                           PaginationConfig={"PageSize": 100}):
+                out.extend(page["TrainingJobSummaries"])
+        return out
+
     def wait(self, kind: str, name: str, poll: float = 0.5) -> dict[str, Any]:
         status_field = kinds.get(kind).status_field
         while True:

@@ -100,6 +100,7 @@ def _register() -> None:
         server,
         train,
         transform,
+        tune,
     )
 
     cli.add_command(build.build)
@@ -111,6 +112,8 @@ def _register() -> None:
     cli.add_command(endpoints.endpoints)
     cli.add_command(invoke.invoke)
     cli.add_command(transform.transform)
+    cli.add_command(tune.tune)
+    cli.add_command(tune.tuning)
     cli.add_command(server.server)
     cli.add_command(s3.s3)
 

@@ -7,6 +7,7 @@ import json
 
 import click
 
+from shipyard.cli.errors import CliError, ExitCode
 from shipyard.cli.output import (
     JOB_KINDS,
     as_datetime,
@@ -77,6 +78,11 @@ def logs(settings: Settings, name: str, kind: str | None, follow: bool) -> None:
     """The job's logs, every host; with -f, live until it ends (Ctrl-C detaches)."""
     client = open_client(settings)
     kind = find_kind(client, name, kind)
+    if JOB_KINDS[kind].log_group is None:
+        # A tuning job runs no container: its trials are training jobs with logs of their own.
+        raise CliError(f"{JOB_KINDS[kind].label} {name} has no log of its own; its trials "
+                       f"do: shipyard tuning jobs {name}, then shipyard jobs logs TRIAL",
+                       ExitCode.USAGE)
     if follow:
         raise SystemExit(watch(client, kind, name))
     streams = client.log_streams(kind, name)

@@ -45,6 +45,8 @@ POLL_SECONDS = 0.5
 DEFAULT_ATTEMPTS = 1
 _PLATFORM_FAILURE = "InternalServerError"
 _TRAINING_JOBS = TrainingJobs()
+#: How long a trial that reached Hyperband's MaxResource may take to end by itself.
+FULL_GRACE_SECONDS = 30.0
 #: ConvergenceDetected: how many trials the best must hold, and by how little it may move.
 CONVERGENCE_WINDOW = 10
 CONVERGENCE_TOLERANCE = 1e-3
@@ -72,6 +74,8 @@ class Tuner:
         self._threads: list[threading.Thread] = []
         #: The parents' best trials, when a warm start's data and algorithm are the same.
         self.parent_bests: list[dict[str, Any]] = []
+        #: Hyperband's MaxResource, by definition: the steps a trial runs at most.
+        self.max_steps: dict[int, int] = {}
 
     def run(self) -> bool:
         lock = self.ctx.job_lock(TUNING, self.name)
@@ -84,10 +88,10 @@ class Tuner:
             try:
                 self._drive()
             except ShipyardError as exc:
-                self._end(records.FAILED, str(exc))
+                self._abandon(str(exc))
             except Exception as exc:
                 log.error("tuner of %s crashed:\n%s", self.name, traceback.format_exc())
-                self._end(records.FAILED, f"InternalServerError: {type(exc).__name__}: {exc}")
+                self._abandon(f"InternalServerError: {type(exc).__name__}: {exc}")
             return True
         finally:
             lock.release()
@@ -128,10 +132,11 @@ class Tuner:
                 for trial in running:
                     self._stop_trial(trial.name)
                 if not running:
-                    reason = None if stopping else (
-                        f"The tuning job reached MaxRuntimeInSeconds ({max_runtime} s).")
-                    self._end(records.STOPPED if stopping else records.COMPLETED, reason,
-                              trials)
+                    if stopping:
+                        self._end(records.STOPPED, None, trials)
+                    else:
+                        self._finish(trials, progress, f"The tuning job reached "
+                                     f"MaxRuntimeInSeconds ({max_runtime} s).")
                     return
             elif progress.completion is None:
                 while len(running) < parallel and progress.launched < max_jobs:
@@ -161,6 +166,7 @@ class Tuner:
             if config["Strategy"] == "Hyperband":
                 hyperband = (int(band.get("MinResource") or 1),
                              tuning_request.max_resource(config, definition))
+                self.max_steps[index] = hyperband[1]
             # With their curves: early stopping compares a trial with the others' steps.
             history = [PastTrial(t.search_number, t.params, _past_state(t), t.value,
                                  self._steps(t.name, definition.metric))
@@ -236,16 +242,23 @@ class Tuner:
             TRAINING, trial.name, definition.metric)]
         ended = row.status in records.TERMINAL_STATUSES
         # Every step is reported, a finished trial's too: the others are judged against them.
+        full = self.max_steps.get(trial.definition)
         for step in range(trial.steps_seen, len(series)):
             point = series[step]
             trial.steps_seen = step + 1
-            if search.report(trial.search_number, step + 1, point) and not (
-                    ended or trial.pruned):
+            stop = search.report(trial.search_number, step + 1, point)
+            if full is not None and step + 1 >= full:
+                # Hyperband's MaxResource: the trial ran in full. It may still be saving its
+                # model: it gets FULL_GRACE_SECONDS to end by itself before it is stopped.
+                trial.full_at = trial.full_at or time.time()
+            elif stop and not (ended or trial.pruned):
                 trial.pruned = True
                 log.info("early stopping trial %s of %s at step %d (%s = %s)",
                          trial.name, self.name, step + 1, definition.metric, point)
                 self._stop_trial(trial.name)
         if not ended:
+            if trial.full_at and time.time() - trial.full_at > FULL_GRACE_SECONDS:
+                self._stop_trial(trial.name)
             return
         value = series[-1] if series else None
         if row.status == records.COMPLETED and value is None:
@@ -322,6 +335,13 @@ class Tuner:
             return
         self.ctx.store.request_stop(TRAINING, name)
 
+    def _abandon(self, reason: str) -> None:
+        """The tuning job fails: its trials still running are stopped, not left behind."""
+        row = self.ctx.store.get_job(TUNING, self.name)
+        for data in row.runner.get("trials", []):
+            self._stop_trial(Trial.from_state(data).name)
+        self._end(records.FAILED, reason)
+
     # -- the record -------------------------------------------------------------------------
     def _save(self, trials: list[Trial]) -> None:
         states = [t.to_state() for t in trials]
@@ -388,16 +408,19 @@ class Tuner:
                 1 if minimize else -1) * s["FinalHyperParameterTuningJobObjectiveMetric"]["Value"])
         return summary
 
-    def _finish(self, trials: list[Trial], progress: _Progress) -> None:
+    def _finish(self, trials: list[Trial], progress: _Progress, note: str | None = None
+                ) -> None:
+        """Completed when a trial gave an objective, else Failed; ``note``: why the search
+        ended early (MaxRuntimeInSeconds), kept as the job's FailureReason either way."""
         summary = self._summary(trials)
         if summary["ObjectiveStatusCounters"]["Succeeded"] == 0:
             count = sum(1 for t in trials if t.state != "pending")
-            self._end(records.FAILED,
-                      f"No training job succeeded after {count} attempts. For additional "
+            reason = (f"No training job succeeded after {count} attempts. For additional "
                       "details, please take a look at the training job failures by listing "
-                      "training jobs for the hyperparameter tuning job.", trials)
+                      "training jobs for the hyperparameter tuning job.")
+            self._end(records.FAILED, f"{note} {reason}" if note else reason, trials)
             return
-        self._end(records.COMPLETED, None, trials, progress)
+        self._end(records.COMPLETED, note, trials, progress)
 
     def _end(self, status: str, reason: str | None, trials: list[Trial] | None = None,
              progress: _Progress | None = None) -> None:

@@ -31,6 +31,8 @@ class Trial:
     steps_seen: int = 0
     attempt: int = 1
     pruned: bool = False
+    #: When it reached Hyperband's MaxResource (epoch seconds), if it has.
+    full_at: float | None = None
 
     def to_state(self) -> dict[str, Any]:
         return dict(self.__dict__)
