@@ -107,6 +107,18 @@ def test_random_search_runs_every_trial_as_a_training_job_and_finds_the_best(
         "static": "kept", "_tuning_objective_metric": "validation:loss"}
 
 
+def test_a_definition_given_tuning_resources_is_described_with_a_resource_config(
+        plane: ControlPlane, tmp_path: Path) -> None:
+    """What SDK v2.25x sends, and what its attach() reads back."""
+    request = tuning_request("tune-resources", tmp_path, max_jobs=1)
+    definition = request["TrainingJobDefinition"]
+    definition["HyperParameterTuningResourceConfig"] = definition.pop("ResourceConfig")
+    plane.create("tuning", request)
+    record = plane.wait("tuning", "tune-resources", timeout=WAIT_S)
+    assert record["TrainingJobDefinition"]["ResourceConfig"] == record[
+        "TrainingJobDefinition"]["HyperParameterTuningResourceConfig"]
+
+
 def test_grid_runs_each_combination_once(plane: ControlPlane, tmp_path: Path) -> None:
     ranges = {"CategoricalParameterRanges": [
         {"Name": "x", "Values": ["1", "3", "5"]}, {"Name": "layers", "Values": ["1", "2"]}]}

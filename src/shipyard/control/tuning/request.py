@@ -230,6 +230,10 @@ def new_record(req: dict[str, Any], arn: str, at: float) -> dict[str, Any]:
                                     strict=True):
             body["StaticHyperParameters"] = {**(body.get("StaticHyperParameters") or {}),
                                              OBJECTIVE_HYPERPARAMETER: definition.metric}
+            # SDK v2.25x sends HyperParameterTuningResourceConfig alone, and its attach()
+            # reads ResourceConfig: described, the definition carries both.
+            if not body.get("ResourceConfig"):
+                body["ResourceConfig"] = _resources(body)
         record[member] = bodies
     for optional in ("WarmStartConfig", "Autotune"):
         if req.get(optional) is not None:

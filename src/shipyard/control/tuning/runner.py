@@ -76,6 +76,8 @@ class Tuner:
         self.parent_bests: list[dict[str, Any]] = []
         #: Hyperband's MaxResource, by definition: the steps a trial runs at most.
         self.max_steps: dict[int, int] = {}
+        #: Set by a trial's supervisor thread when it ends.
+        self._ended = threading.Event()
 
     def run(self) -> bool:
         lock = self.ctx.job_lock(TUNING, self.name)
@@ -154,7 +156,9 @@ class Tuner:
                 self._finish(trials, progress)
                 return
             self._update(trials, progress)
-            time.sleep(POLL_SECONDS)
+            # A trial that ends wakes the loop at once: its slot is filled without a poll's wait.
+            self._ended.wait(POLL_SECONDS)
+            self._ended.clear()
 
     def _searches(self, config: dict[str, Any], trials: list[Trial],
                   record: dict[str, Any]) -> list[Search]:
@@ -176,7 +180,8 @@ class Tuner:
                 seed=config.get("RandomSeed"),
                 early_stopping=config.get("TrainingJobEarlyStoppingType", "Off"),
                 hyperband=hyperband, history=history,
-                warm_start=warm.get(definition.name, warm.get(None, []))))
+                warm_start=warm.get(definition.name, warm.get(None, [])),
+                budget=config["ResourceLimits"].get("MaxNumberOfTrainingJobs")))
         return searches
 
     def _steps(self, trial: str, metric: str) -> list[tuple[int, float]]:
@@ -226,7 +231,14 @@ class Tuner:
             raise
         trial.state = "running"
         runner = _TRAINING_JOBS.runner(self.ctx, trial.name)
-        thread = threading.Thread(target=runner.run, name=f"trial-{trial.name}", daemon=True)
+
+        def drive() -> None:
+            try:
+                runner.run()
+            finally:
+                self._ended.set()
+
+        thread = threading.Thread(target=drive, name=f"trial-{trial.name}", daemon=True)
         thread.start()
         self._threads.append(thread)
 
