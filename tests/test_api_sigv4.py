@@ -760,5 +760,6 @@ def test_client_env() -> None:
         "AWS_SECRET_ACCESS_KEY": "sec",
         "AWS_ENDPOINT_URL": "http://127.0.0.1:8080",
         "AWS_ENDPOINT_URL_IAM": "http://127.0.0.1:8080",
+        "AWS_ENDPOINT_URL_CLOUDWATCH": "http://127.0.0.1:8080",
         "AWS_DEFAULT_REGION": "us-east-1",
     }

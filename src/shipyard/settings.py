@@ -99,6 +99,12 @@ class Settings:
     #: Refuse a GPU instance type where no GPU is available to containers, instead of running
     #: it on CPU with a notice (docs/jobs.md, "Instance types").
     refuse_missing_gpu: bool = False
+    #: How long published CloudWatch metrics are kept (their one- and five-minute rollups),
+    #: in days; AWS keeps one-minute data 15 days (docs/metrics.md).
+    metrics_retention_days: float = 15.0
+    #: How long their raw points are kept, in days (never longer than the above): periods
+    #: under a minute and percentiles need them.
+    metrics_raw_retention_days: float = 3.0
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -199,6 +205,8 @@ def _cast(name: str, raw: Any) -> Any:
         "container_pids_limit": _positive_int,
         "container_extra_capabilities": _capabilities,
         "refuse_missing_gpu": lambda v: v if isinstance(v, bool) else _bool(str(v)),
+        "metrics_retention_days": _positive_days,
+        "metrics_raw_retention_days": _positive_days,
     }
     return kinds[name](raw)
 
@@ -281,6 +289,13 @@ def _positive_seconds(raw: Any) -> float:
     value = _grace_seconds(raw)
     if value == 0:
         raise ValueError("must be more than 0 seconds")
+    return value
+
+
+def _positive_days(raw: Any) -> float:
+    value = float(raw)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"must be a finite number of days > 0, not {raw!r}")
     return value
 
 

@@ -8,8 +8,11 @@ Routing, in order:
 - ``X-Amz-Target: Logs_20140328.<Op>``: CloudWatch Logs, read side (awsJson1.1);
 - ``X-Amz-Target: TrentService.<Op>``: KMS, the data keys of the S3 store's SSE-KMS
   (awsJson1.1, ``api.kms``);
+- ``X-Amz-Target: GraniteServiceVersion20100801.<Op>``: CloudWatch metrics (awsJson1.0,
+  ``api.cloudwatch``);
 - a form-encoded ``Action=<Operation>``: the query protocol (XML), IAM's read side when
-  signed for ``iam`` (``api.iam``), else STS's GetCallerIdentity (``api.sts``).
+  signed for ``iam`` (``api.iam``), CloudWatch metrics when signed for ``monitoring``
+  (``api.cloudwatch``), else STS's GetCallerIdentity (``api.sts``).
 
 Every request is authenticated with SigV4 against the server's keys, then validated against
 botocore's own model of the operation (the runtime checks its few headers itself; the control
@@ -27,15 +30,17 @@ waiters poll, and KMS's calls (microseconds each) are answered on the loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
+from shipyard.api import cloudwatch as cloudwatch_api
 from shipyard.api import extensions, iam, kms, query, sigv4, sts, validation
 from shipyard.api import logs as logs_api
 from shipyard.api import runtime as runtime_api
@@ -57,6 +62,8 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 
 TARGET_PREFIXES = {"SageMaker": "sagemaker", "Logs_20140328": "logs", "Shipyard": "shipyard",
                    kms.TARGET_PREFIX: "kms"}
+#: Query-protocol services other than STS, by the service their requests are signed for.
+QUERY_SERVICES = {"iam": "iam", cloudwatch_api.SIGNING_NAME: "monitoring"}
 #: Services whose requests botocore has a model of (Shipyard's own validate themselves).
 MODELLED = frozenset({"sagemaker", "logs", "kms"})
 #: Handlers running at once; more wait their turn. One, as they ran on the loop: no request
@@ -123,14 +130,21 @@ class ShipyardApi:
             await self.runtime(scope, receive, send, headers, request_id)
             return
         protocol = "query" if not target and _is_form(headers) else "json"
-        if protocol == "query" and sigv4.signed_service(
-                headers, scope.get("query_string", b"").decode("latin-1")) == "iam":
-            protocol = "iam"
+        if protocol == "query":
+            # Query services share one wire shape: the scope signed for says which is meant.
+            protocol = QUERY_SERVICES.get(sigv4.signed_service(
+                headers, scope.get("query_string", b"").decode("latin-1")), "query")
+        elif target.startswith(cloudwatch_api.TARGET_PREFIX + "."):
+            protocol = "cloudwatch"
         try:
             body = await _read_body(receive, headers)
             access_key = sigv4.verify(method, scope.get("raw_path", path.encode()).decode(
                 "latin-1").split("?")[0], scope.get("query_string", b"").decode("latin-1"),
                 headers, body, self.secrets)
+            if protocol in ("cloudwatch", "monitoring"):
+                await self._cloudwatch(send, protocol, target, body,
+                                       headers.get("content-encoding", ""), request_id)
+                return
             if protocol != "json":
                 await self._query(send, protocol, body, access_key, request_id)
                 return
@@ -142,11 +156,8 @@ class ShipyardApi:
                 # pool thread and back costs more (+0.15 ms of server CPU a request).
                 payload = self._dispatch(service, operation, body)
             else:
-                if self.executor is None:
-                    self.executor = self._own_pool = ThreadPoolExecutor(
-                        HANDLER_THREADS, thread_name_prefix="shipyard-handler")
                 payload = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, self._dispatch, service, operation, body)
+                    self._pool(), self._dispatch, service, operation, body)
             await _respond(send, 200, payload, JSON_CONTENT_TYPE, request_id)
         except ShipyardError as exc:
             await self._error(send, protocol, exc, request_id)
@@ -154,6 +165,12 @@ class ShipyardApi:
             log.error("request %s failed:\n%s", request_id, traceback.format_exc())
             await self._error(send, protocol, ShipyardError(
                 f"Internal error ({type(exc).__name__}); request id {request_id}"), request_id)
+
+    def _pool(self) -> Executor:
+        if self.executor is None:
+            self.executor = self._own_pool = ThreadPoolExecutor(
+                HANDLER_THREADS, thread_name_prefix="shipyard-handler")
+        return self.executor
 
     def _dispatch(self, service: str, operation: str, body: bytes) -> bytes:
         """Everything of a request that blocks or costs CPU in proportion to its size (a body
@@ -183,6 +200,23 @@ class ShipyardApi:
                         "(docs/api.md lists what it does)", what)
         return f"Shipyard does not implement {what} (docs/api.md lists what it implements)"
 
+    async def _cloudwatch(self, send: Send, protocol: str, target: str, body: bytes,
+                          encoding: str, request_id: str) -> None:
+        """CloudWatch metrics in either protocol (``api.cloudwatch``), run in the pool (a
+        query body is read there: it may come gzipped)."""
+        if protocol == "cloudwatch":
+            operation = target.partition(".")[2]
+            if operation not in cloudwatch_api.HANDLERS:
+                raise UnknownOperation(self._not_implemented("cloudwatch", operation))
+            run = functools.partial(cloudwatch_api.answer_json, self.plane, operation, body,
+                                    encoding)
+        else:
+            run = functools.partial(cloudwatch_api.answer_query, self.plane, body, encoding,
+                                    request_id, self._not_implemented)
+        reply = await asyncio.get_running_loop().run_in_executor(self._pool(), run)
+        await _respond(send, reply.status, reply.payload, reply.content_type, request_id,
+                       extra=reply.headers)
+
     async def _query(self, send: Send, protocol: str, body: bytes, access_key: str,
                      request_id: str) -> None:
         params = sts.parse_query_body(body)
@@ -203,6 +237,12 @@ class ShipyardApi:
 
     async def _error(self, send: Send, protocol: str, exc: ShipyardError,
                      request_id: str) -> None:
+        if protocol in ("cloudwatch", "monitoring"):
+            reply = cloudwatch_api.error_reply("json" if protocol == "cloudwatch" else "query",
+                                               exc, request_id)
+            await _respond(send, reply.status, reply.payload, reply.content_type, request_id,
+                           extra=reply.headers)
+            return
         if protocol != "json":
             document = iam.error if protocol == "iam" else sts.query_error
             code = query.AUTH_CODES.get(exc.code, exc.code)
@@ -231,13 +271,18 @@ def operations_doc() -> str:
     """docs/api.md: every operation the server answers, from the tables it routes by."""
     tables: dict[str, Mapping[str, object]] = {
         "sagemaker": sagemaker_api.HANDLERS, "logs": logs_api.HANDLERS,
-        "shipyard": extensions.HANDLERS, "kms": kms.HANDLERS}
+        "shipyard": extensions.HANDLERS, "kms": kms.HANDLERS,
+        "cloudwatch": cloudwatch_api.HANDLERS}
     protocols = {"sagemaker": "awsJson1.1, `X-Amz-Target: SageMaker.<Operation>`",
                  "logs": "awsJson1.1, `X-Amz-Target: Logs_20140328.<Operation>`",
                  "shipyard": "awsJson1.1, `X-Amz-Target: Shipyard.<Operation>` "
                              "(Shipyard's own)",
                  "kms": "awsJson1.1, `X-Amz-Target: TrentService.<Operation>` (the SSE-KMS "
-                        "keys of the S3 store, `api.kms`)"}
+                        "keys of the S3 store, `api.kms`)",
+                 "cloudwatch": "metrics: awsJson1.0, `X-Amz-Target: "
+                               "GraniteServiceVersion20100801.<Operation>`, or the query "
+                               "protocol, `Action=<Operation>` signed for `monitoring`; "
+                               "docs/metrics.md"}
     lines = ["# Operations the API implements", "",
              "Generated from the server's routing tables (`shipyard.api.app.operations_doc`; "
              "tests/test_api_docs.py fails when this file drifts). Any other operation is "
@@ -300,11 +345,13 @@ async def _read_body(receive: Receive, headers: Mapping[str, str]) -> bytes:
 
 
 async def _respond(send: Send, status: int, payload: bytes, content_type: bytes,
-                   request_id: str, *, error_type: str | None = None) -> None:
+                   request_id: str, *, error_type: str | None = None,
+                   extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
     headers = [
         (b"content-type", content_type),
         (b"content-length", str(len(payload)).encode()),
         (b"x-amzn-requestid", request_id.encode()),
+        *extra,
     ]
     if error_type:
         headers.append((b"x-amzn-errortype", error_type.encode()))

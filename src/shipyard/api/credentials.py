@@ -83,13 +83,16 @@ def client_env(access_key_id: str, secret: str, url: str, region: str) -> dict[s
     ``AWS_ENDPOINT_URL`` needs botocore >= 1.31 (boto3 >= 1.28); older clients take
     ``endpoint_url=`` explicitly. ``AWS_ENDPOINT_URL_IAM`` is named too: SDK v3 checks every
     execution role through IAM (``shipyard.api.iam``), and a user who overrides
-    ``AWS_ENDPOINT_URL`` for another service must not send those checks to AWS.
+    ``AWS_ENDPOINT_URL`` for another service must not send those checks to AWS. So is
+    ``AWS_ENDPOINT_URL_CLOUDWATCH``: the SDK's training analytics read CloudWatch metrics
+    (``shipyard.api.cloudwatch``), which must come from the server that ran the job.
     """
     return {
         "AWS_ACCESS_KEY_ID": access_key_id,
         "AWS_SECRET_ACCESS_KEY": secret,
         "AWS_ENDPOINT_URL": url,
         "AWS_ENDPOINT_URL_IAM": url,
+        "AWS_ENDPOINT_URL_CLOUDWATCH": url,
         "AWS_DEFAULT_REGION": region,
     }
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from shipyard import kinds
-from shipyard.control import recovery, shapes
+from shipyard.control import recovery, registry, shapes
 from shipyard.control.context import Context, runtime_for
 from shipyard.control.endpoints import models
 from shipyard.control.endpoints.deployments import EndpointManager
@@ -36,6 +36,8 @@ from shipyard.control.endpoints.invocation import (
 from shipyard.control.jobs.accept import accept, confine
 from shipyard.control.jobs.kind import JobKind, Runner
 from shipyard.control.jobs.registry import JOB_KINDS
+from shipyard.control.metrics import Metrics
+from shipyard.control.search import SearchIndex, SearchPage, search
 from shipyard.control.state import records
 from shipyard.control.state.log_reader import HostLog
 from shipyard.control.state.logs import LogEvent
@@ -50,7 +52,10 @@ log = logging.getLogger(__name__)
 Launch = Literal["thread", "process"]
 #: The SageMaker operations whose request the plane checks whole at its door (botocore's
 #: model, then what the model cannot say): the API leaves them to it rather than check twice.
-CHECKED_AT_DOOR = frozenset({k.operation("Create") for k in kinds.ALL} | {"UpdateEndpoint"})
+CHECKED_AT_DOOR = frozenset({k.operation("Create") for k in kinds.ALL}
+                            | {"UpdateEndpoint", "UpdateModelPackage"})
+#: The model registry's kinds: rows keyed by the lower-cased name their ARN ends with.
+_REGISTRY = (kinds.MODEL_PACKAGE_GROUP, kinds.MODEL_PACKAGE)
 
 
 class ControlPlane:
@@ -71,6 +76,10 @@ class ControlPlane:
         self._runners: list[tuple[str, Runner, threading.Thread]] = []
         #: Detached supervisors this plane started (their pids let tests kill one).
         self.processes: list[subprocess.Popen[bytes]] = []
+        #: Search's column cache of the records (``control/search``).
+        self.search_index = SearchIndex(self.ctx.store.path)
+        self._metrics: Metrics | None = None
+        self._metrics_lock = threading.Lock()
         if reconcile:
             self.reconcile()
 
@@ -91,12 +100,17 @@ class ControlPlane:
                 for kind, runner, thread in self._runners if runner.finishing.is_set()
                 and thread.is_alive()]
         left += self.endpoints.close(max(0.0, deadline - time.monotonic()))
+        self.search_index.close()
         self.ctx.store.close()
+        if self._metrics is not None:
+            self._metrics.close()
         return left
 
     # -- the door: every kind through the same few calls -----------------------------------
-    def create(self, kind: str, request: dict[str, Any]) -> dict[str, str]:
-        """Create a resource from its SageMaker request; answers ``{<Resource>Arn: arn}``."""
+    def create(self, kind: str, request: dict[str, Any], *,
+               caller: dict[str, Any] | None = None) -> dict[str, str]:
+        """Create a resource from its SageMaker request; answers ``{<Resource>Arn: arn}``.
+        ``caller``: the UserContext the model registry records as ``CreatedBy``."""
         spec = kinds.get(kind)
         tags: list[dict[str, str]] = []
         # Anything but an object is refused by the kind's own check, in AWS's words.
@@ -111,6 +125,10 @@ class ControlPlane:
             arn = self._create_job(JOB_KINDS[spec.key], request)
         elif spec is kinds.ENDPOINT:
             arn = self.endpoints.create(request)
+        elif spec is kinds.MODEL_PACKAGE_GROUP:
+            arn = registry.groups.create(self.ctx, request, caller or {})
+        elif spec is kinds.MODEL_PACKAGE:
+            arn = registry.packages.create(self.ctx, request, caller or {}, self._find_training)
         else:
             arn = self._create_definition(spec, request)
         if tags:
@@ -121,6 +139,10 @@ class ControlPlane:
         spec = kinds.get(kind)
         if spec is kinds.ENDPOINT:
             return self.endpoints.describe(name)
+        if spec is kinds.MODEL_PACKAGE_GROUP:
+            return registry.groups.describe(self.ctx, name)
+        if spec is kinds.MODEL_PACKAGE:
+            return registry.packages.describe(self.ctx, name)
         try:
             return self.ctx.store.get_job(spec.key, name).record
         except ResourceNotFound:
@@ -133,13 +155,24 @@ class ControlPlane:
 
     def lookup(self, kind: str, name: str) -> dict[str, Any] | None:
         """The stored record, or None: for readers that treat "missing" as an answer."""
+        if kinds.get(kind) in _REGISTRY:
+            try:
+                return self.describe(kind, name)
+            except ValidationError:
+                return None
         try:
             return self.ctx.store.get_job(kinds.get(kind).key, name).record
         except ResourceNotFound:
             return None
 
     def list_resources(self, kind: str, **filters: Any) -> list[dict[str, Any]]:
-        """Records of one kind; ``filters`` as :meth:`Store.list_jobs` takes them."""
+        """Records of one kind; ``filters`` as :meth:`Store.list_jobs` takes them (model
+        packages: as ``registry.packages.listing`` does, unpaged)."""
+        spec = kinds.get(kind)
+        if spec is kinds.MODEL_PACKAGE_GROUP:
+            return registry.groups.listing(self.ctx, **filters)
+        if spec is kinds.MODEL_PACKAGE:
+            return registry.packages.listing(self.ctx, **filters)
         return [r.record for r in self.ctx.store.list_jobs(kinds.get(kind).key, **filters)]
 
     def stop(self, kind: str, name: str) -> None:
@@ -155,6 +188,12 @@ class ControlPlane:
             return
         if not spec.deletable:
             raise ValidationError(f"A {spec.label} cannot be deleted")
+        if spec is kinds.MODEL_PACKAGE_GROUP:
+            registry.groups.delete(self.ctx, name)
+            return
+        if spec is kinds.MODEL_PACKAGE:
+            registry.packages.delete(self.ctx, name)
+            return
         # Endpoints keep what they deployed: deleting a model or a configuration does not
         # touch them (AWS).
         self.describe(spec.key, name)
@@ -162,6 +201,23 @@ class ControlPlane:
 
     def update_endpoint(self, request: dict[str, Any]) -> dict[str, str]:
         return {"EndpointArn": self.endpoints.update(request)}
+
+    # -- model registry and Search (docs/registry.md) ---------------------------------------
+    def update_model_package(self, request: dict[str, Any], *,
+                             caller: dict[str, Any] | None = None) -> dict[str, str]:
+        """UpdateModelPackage: approval, metadata...; ``caller`` is recorded as
+        ``LastModifiedBy``."""
+        return {"ModelPackageArn": registry.packages.update(self.ctx, request, caller or {})}
+
+    def search(self, request: dict[str, Any], offset: int = 0, limit: int = 10) -> SearchPage:
+        """A Search request's records ``offset`` to ``offset + limit``, and how many match."""
+        return search(self.search_index, request, offset, limit)
+
+    def _find_training(self, field: str, test: Callable[[Any], bool]) -> str | None:
+        """The ARN of a training job whose ``field`` passes ``test`` (a package's lineage)."""
+        name = self.search_index.first(kinds.TRAINING.key, "TrainingJob", field, test)
+        found = None if name is None else self.lookup(kinds.TRAINING.key, name)
+        return None if found is None else str(found["TrainingJobArn"])
 
     # -- tags -------------------------------------------------------------------------------
     def tuning_trials(self, name: str) -> list[dict[str, Any]]:
@@ -195,7 +251,8 @@ class ControlPlane:
     def _create_definition(self, spec: kinds.Kind, request: dict[str, Any]) -> str:
         """A model or an endpoint configuration: a record, nothing to run."""
         if spec is kinds.MODEL:
-            req = models.validate_model(request)
+            req = models.validate_model(
+                request, resolve=lambda checked: registry.resolve_model(self.ctx, checked))
             confine(self.ctx, models.host_locations(req))
             for container in [req.get("PrimaryContainer"), *(req.get("Containers") or [])]:
                 if isinstance(container, dict) and isinstance(container.get("Image"), str):
@@ -353,6 +410,27 @@ class ControlPlane:
                 return
             if not got:
                 time.sleep(poll)
+
+    # -- CloudWatch metrics: CloudWatch's requests and answers (docs/metrics.md) -------------
+    @property
+    def metrics(self) -> Metrics:
+        """Published metrics and jobs' series (``control.metrics``), opened on first use."""
+        with self._metrics_lock:
+            if self._metrics is None:
+                self._metrics = Metrics.open(self.ctx.settings, self.ctx.store.path)
+            return self._metrics
+
+    def put_metric_data(self, request: dict[str, Any]) -> None:
+        self.metrics.put_metric_data(request)
+
+    def get_metric_statistics(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self.metrics.get_metric_statistics(request)
+
+    def get_metric_data(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self.metrics.get_metric_data(request)
+
+    def list_metrics(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self.metrics.list_metrics(request)
 
     def metric_series(self, kind: str, name: str, metric: str | None = None
                       ) -> list[dict[str, Any]]:
