@@ -21,6 +21,8 @@ __all__ = [
     "ENDPOINT_LOG_GROUP_PREFIX",
     "JOBS",
     "MODEL",
+    "MODEL_PACKAGE",
+    "MODEL_PACKAGE_GROUP",
     "PROCESSING",
     "TRAINING",
     "TRANSFORM",
@@ -130,8 +132,30 @@ TUNING = Kind(
                     "TrainingJobStatusCounters", "ObjectiveStatusCounters", "ResourceLimits"),
     list_filters=_ALL_FILTERS, list_descending=False, stoppable=True, default_sort="Name")
 
+#: The model registry (``control/registry``): groups of versioned packages, and packages
+#: (versioned in a group, or standalone). Rows are keyed by the lower-cased name their ARN
+#: ends with (``<group>/<version>`` for a version), so a name or an ARN finds one row.
+MODEL_PACKAGE_GROUP = Kind(
+    key="model-package-group", resource="ModelPackageGroup", arn_type="model-package-group",
+    label="model package group", status_field="ModelPackageGroupStatus",
+    summaries="ModelPackageGroupSummaryList",
+    summary_fields=("ModelPackageGroupName", "ModelPackageGroupArn",
+                    "ModelPackageGroupDescription", "CreationTime", "ModelPackageGroupStatus"),
+    list_filters=_CREATION_FILTERS, list_descending=False, deletable=True)
+MODEL_PACKAGE = Kind(
+    key="model-package", resource="ModelPackage", arn_type="model-package",
+    label="model package", status_field="ModelPackageStatus",
+    summaries="ModelPackageSummaryList",
+    summary_fields=("ModelPackageName", "ModelPackageGroupName", "ModelPackageVersion",
+                    "ModelPackageArn", "ModelPackageDescription", "CreationTime",
+                    "ModelPackageStatus", "ModelApprovalStatus", "ModelLifeCycle",
+                    "ModelPackageRegistrationType"),
+    list_filters=_CREATION_FILTERS | {"ModelApprovalStatus", "ModelPackageGroupName",
+                                      "ModelPackageType"},
+    list_descending=False, deletable=True)
+
 ALL: tuple[Kind, ...] = (TRAINING, PROCESSING, TRANSFORM, TUNING, MODEL, ENDPOINT_CONFIG,
-                         ENDPOINT)
+                         ENDPOINT, MODEL_PACKAGE_GROUP, MODEL_PACKAGE)
 #: The run-to-completion kinds, in the order ``shipyard jobs`` looks a name up.
 JOBS: tuple[Kind, ...] = tuple(k for k in ALL if k.is_job)
 _BY_KEY = {k.key: k for k in ALL}

@@ -1,5 +1,5 @@
 """SageMaker control-plane operations: training, processing, transform and tuning jobs,
-models, endpoint configs, endpoints, and tags.
+models, endpoint configs, endpoints, the model registry, Search, and tags.
 
 Handlers translate between the wire (already validated against botocore's model) and the
 control plane; they hold no business logic. Responses carry exactly SageMaker's members:
@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from shipyard import kinds
-from shipyard.api import pagination
+from shipyard.api import iam, pagination
+from shipyard.api import search as search_api
 from shipyard.control import ControlPlane
 from shipyard.errors import ValidationError
 from shipyard.kinds import Kind
@@ -52,6 +53,50 @@ def _stop(kind: Kind) -> Handler:
 
 def update_endpoint(plane: ControlPlane, params: dict[str, Any]) -> dict[str, Any]:
     return plane.update_endpoint(params)
+
+
+# -- the model registry (docs/registry.md) ---------------------------------------------------
+def _caller(plane: ControlPlane) -> dict[str, Any]:
+    """The UserContext recorded as CreatedBy / LastModifiedBy: every Shipyard key acts as
+    the execution role (``api.sts``); which key signed is not known to handlers."""
+    account = plane.settings.account_id
+    return {"IamIdentity": {"Arn": iam.role_arn(account),
+                            "PrincipalId": iam.role_id(account, iam.DEFAULT_ROLE_NAME)}}
+
+
+def _create_registered(kind: Kind) -> Handler:
+    def handler(plane: ControlPlane, params: dict[str, Any]) -> dict[str, Any]:
+        return plane.create(kind.key, params, caller=_caller(plane))
+    return handler
+
+
+def update_model_package(plane: ControlPlane, params: dict[str, Any]) -> dict[str, Any]:
+    return plane.update_model_package(params, caller=_caller(plane))
+
+
+def list_model_packages(plane: ControlPlane, params: dict[str, Any]) -> dict[str, Any]:
+    """ListModelPackages: by group, approval status, type (Unversioned unless a group is
+    named, botocore's model), name and creation time; by CreationTime ascending unless the
+    request says otherwise."""
+    filters: dict[str, Any] = {
+        "group": params.get("ModelPackageGroupName"),
+        "approval": params.get("ModelApprovalStatus"),
+        "package_type": params.get("ModelPackageType"),
+        "name_contains": params.get("NameContains"),
+        "created_after": _epoch(params.get("CreationTimeAfter")),
+        "created_before": _epoch(params.get("CreationTimeBefore")),
+        "sort_by": params.get("SortBy") or "CreationTime",
+        "descending": params.get("SortOrder") == "Descending",
+    }
+    limit = int(params.get("MaxResults") or 10)
+    offset = pagination.decode(params.get("NextToken"), filters)
+    found = plane.list_resources(kinds.MODEL_PACKAGE.key, **filters)
+    fields = kinds.MODEL_PACKAGE.summary_fields
+    result: dict[str, Any] = {kinds.MODEL_PACKAGE.summaries: [
+        {f: r[f] for f in fields if f in r} for r in found[offset:offset + limit]]}
+    if len(found) > offset + limit:
+        result["NextToken"] = pagination.encode(offset + limit, filters)
+    return result
 
 
 def _list(kind: Kind) -> Handler:
@@ -160,6 +205,10 @@ def _handlers() -> dict[str, Handler]:
     table.update(UpdateEndpoint=update_endpoint, AddTags=add_tags, ListTags=list_tags,
                  DeleteTags=delete_tags,
                  ListTrainingJobsForHyperParameterTuningJob=list_training_jobs_for_tuning_job)
+    for registered in (kinds.MODEL_PACKAGE_GROUP, kinds.MODEL_PACKAGE):
+        table[registered.operation("Create")] = _create_registered(registered)
+    table.update(ListModelPackages=list_model_packages,
+                 UpdateModelPackage=update_model_package, Search=search_api.search)
     return table
 
 

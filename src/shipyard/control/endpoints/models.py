@@ -7,6 +7,7 @@ matches on ("Could not find", "Cannot create already existing").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from shipyard.control.jobs.spec import check_environment, require
@@ -19,14 +20,19 @@ CONFIG_KIND = "endpoint-config"
 CREATED = "Created"
 
 
-def validate_model(request: dict[str, Any]) -> dict[str, Any]:
+def validate_model(request: dict[str, Any],
+                   resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+                   ) -> dict[str, Any]:
     """Check a CreateModel request; returns a normalised deep copy.
 
-    botocore's model first (:func:`check_request`), then what it cannot say: one container
-    source (PrimaryContainer or Containers), an image in each, a ModelDataUrl for a
-    MultiModel container, an environment a process can be given.
+    botocore's model first (:func:`check_request`), then ``resolve`` (the model registry:
+    containers naming a ``ModelPackageName`` become the package's), then what the model
+    cannot say: one container source (PrimaryContainer or Containers), an image in each, a
+    ModelDataUrl for a MultiModel container, an environment a process can be given.
     """
     req = check_request("CreateModel", request)
+    if resolve is not None:
+        req = resolve(req)
     containers = req.get("Containers") or []
     primary = req.get("PrimaryContainer")
     if primary is None and not containers:
@@ -35,7 +41,7 @@ def validate_model(request: dict[str, Any]) -> dict[str, Any]:
         raise ValidationError("Specify either PrimaryContainer or Containers, not both")
     for index, container in enumerate([primary] if primary is not None else containers):
         where = "primaryContainer" if primary is not None else f"containers.{index + 1}.member"
-        # Optional in the model (a ModelPackageName may stand for it, which Shipyard cannot run).
+        # Optional in the model: a ModelPackageName may stand for it (``resolve``).
         require(container, "Image", f"{where}.image")
         mode = container.setdefault("Mode", "SingleModel")
         if mode == "MultiModel" and not container.get("ModelDataUrl"):
