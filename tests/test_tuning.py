@@ -119,6 +119,35 @@ def test_a_definition_given_tuning_resources_is_described_with_a_resource_config
         "TrainingJobDefinition"]["HyperParameterTuningResourceConfig"]
 
 
+def test_several_definitions_take_turns_and_tags_stick(plane: ControlPlane,
+                                                        tmp_path: Path) -> None:
+    request = tuning_request("tune-multi", tmp_path, max_jobs=4, RandomSeed=9)
+    config = request["HyperParameterTuningJobConfig"]
+    objective = config.pop("HyperParameterTuningJobObjective")
+    ranges = config.pop("ParameterRanges")
+    first = request.pop("TrainingJobDefinition")
+    request["TrainingJobDefinitions"] = [
+        {**first, "DefinitionName": "wide", "TuningObjective": objective,
+         "HyperParameterRanges": ranges},
+        {**first, "DefinitionName": "narrow", "TuningObjective": objective,
+         "HyperParameterRanges": {"CategoricalParameterRanges": [
+             {"Name": "x", "Values": ["2", "3", "4"]}]}}]
+    request["Tags"] = [{"Key": "team", "Value": "search"}]
+    arn = plane.create("tuning", request)["HyperParameterTuningJobArn"]
+    record = plane.wait("tuning", "tune-multi", timeout=WAIT_S)
+    assert record["HyperParameterTuningJobStatus"] == "Completed"
+    trials = plane.tuning_trials("tune-multi")
+    assert sorted(t["TrainingJobDefinitionName"] for t in trials) == [
+        "narrow", "narrow", "wide", "wide"]
+    for trial in trials:
+        if trial["TrainingJobDefinitionName"] == "narrow":
+            assert set(trial["TunedHyperParameters"]) == {"x"}
+            assert trial["TunedHyperParameters"]["x"] in {"2", "3", "4"}
+    assert [d["StaticHyperParameters"]["_tuning_objective_metric"]
+            for d in record["TrainingJobDefinitions"]] == ["validation:loss"] * 2
+    assert plane.list_tags(arn) == [("team", "search")]
+
+
 def test_grid_runs_each_combination_once(plane: ControlPlane, tmp_path: Path) -> None:
     ranges = {"CategoricalParameterRanges": [
         {"Name": "x", "Values": ["1", "3", "5"]}, {"Name": "layers", "Values": ["1", "2"]}]}

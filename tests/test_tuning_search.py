@@ -153,7 +153,7 @@ def test_encode_decode_and_counts() -> None:
     check_enough_combinations(grid, 6)
     with pytest.raises(ValidationError, match=(
             r"^You don't have enough combinations of hyperparameter ranges\. The total number "
-            r"of hyperparameter combinations for the provided ranges \[6\.0\] must be equal or "
+            r"of hyperparameter combinations for the provided ranges \[6\] must be equal or "
             r"greater than the value of MaxNumberOfJobs, \[10\]\. Provide additional ranges\.$")):
         check_enough_combinations(grid, 10)
 

@@ -317,11 +317,18 @@ def combinations(ranges: Sequence[Range]) -> float:
     return total
 
 
-def check_enough_combinations(ranges: Sequence[Range], max_jobs: int) -> None:
+def check_enough_combinations(ranges: Sequence[Range] | Sequence[Sequence[Range]],
+                              max_jobs: int) -> None:
     """Refuse a Random, Bayesian or Hyperband job that asks for more training jobs than its
     ranges have distinct points, with AWS's message (reported in
-    aws/amazon-sagemaker-operator-for-k8s#123)."""
-    count = combinations(ranges)
+    aws/amazon-sagemaker-operator-for-k8s#123). ``ranges``: one definition's, or each
+    definition's (a job with several shares its budget among them)."""
+    groups = ([ranges] if not ranges or not isinstance(ranges[0], Sequence)
+              else list(ranges))
+    total = 0.0
+    for group in groups:
+        total += combinations(group)  # type: ignore[arg-type]
+    count: float = int(total) if math.isfinite(total) else total
     if count < max_jobs:
         raise ValidationError(
             "You don't have enough combinations of hyperparameter ranges. The total number of "

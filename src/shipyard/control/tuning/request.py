@@ -77,9 +77,9 @@ def validate(request: dict[str, Any]) -> dict[str, Any]:
         _check_definition(req, definition)
         if strategy == "Hyperband":
             max_resource(config, definition)
-        elif strategy != "Grid":
-            tuning_ranges.check_enough_combinations(
-                definition.ranges, int(limits["MaxNumberOfTrainingJobs"]))
+    if strategy != "Grid":
+        tuning_ranges.check_enough_combinations([d.ranges for d in found],
+                                                int(limits["MaxNumberOfTrainingJobs"]))
     if strategy == "Grid":
         size = sum(tuning_ranges.grid_size(d.ranges) for d in found)
         given = limits.get("MaxNumberOfTrainingJobs")
