@@ -105,6 +105,20 @@ class ContainerState:
 
 
 @dataclass(frozen=True)
+class ContainerStats:
+    """One sample of what a running container uses (:meth:`Runtime.stats`)."""
+
+    #: CPU time its processes used since it started, every core together, in seconds.
+    cpu_seconds: float
+    #: Memory in use (less the page cache the kernel may drop), and the most it may use.
+    memory_bytes: int
+    memory_limit_bytes: int
+    #: GPU use and GPU memory in use, in percent; ``None``: it has no GPU.
+    gpu_percent: float | None = None
+    gpu_memory_percent: float | None = None
+
+
+@dataclass(frozen=True)
 class Capacity:
     """What one container of a runtime can be given at most: the machine's (or the engine's
     virtual machine's) CPUs and memory, and the GPUs the runtime hands to a container."""
@@ -189,6 +203,11 @@ class Runtime(abc.ABC):
     def capacity(self) -> Capacity | None:
         """The most one container can get here (see :class:`Capacity`); ``None`` when
         unknown, and then instance types are not fitted to the machine."""
+        return None
+
+    def stats(self, name: str) -> ContainerStats | None:
+        """What the running container ``name`` uses now; ``None`` when it does not run or
+        the runtime cannot say."""
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook

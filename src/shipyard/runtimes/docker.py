@@ -39,6 +39,7 @@ from shipyard.runtimes.base import (
     Confinement,
     ContainerSpec,
     ContainerState,
+    ContainerStats,
     LogLine,
     Runtime,
 )
@@ -444,6 +445,24 @@ class DockerRuntime(Runtime):
         except ResourceNotFound:
             return None
         return _state_from(name, info)
+
+    def stats(self, name: str) -> ContainerStats | None:
+        """The engine's stats, one shot (``stream=False``, no second sample waited for).
+        Memory in use is as ``docker stats`` shows it: usage less inactive page cache."""
+        try:
+            with translate_errors(name=name):
+                raw = self._api.stats(name, stream=False, one_shot=True)
+        except ResourceNotFound:
+            return None
+        cpu = (raw.get("cpu_stats") or {}).get("cpu_usage", {}).get("total_usage")
+        memory = raw.get("memory_stats") or {}
+        if cpu is None or "usage" not in memory:
+            return None  # not running
+        extra = memory.get("stats") or {}
+        cache = extra.get("inactive_file", extra.get("total_inactive_file", 0))
+        return ContainerStats(cpu_seconds=cpu / 1e9,
+                              memory_bytes=max(0, int(memory["usage"]) - int(cache)),
+                              memory_limit_bytes=int(memory.get("limit") or 0))
 
     def wait(self, name: str, timeout: float) -> ContainerState | None:
         deadline = time.monotonic() + timeout

@@ -11,6 +11,7 @@ deterministic; ``duration=None`` keeps a container running until it is signalled
 
 from __future__ import annotations
 
+import dataclasses
 import signal as signals
 import threading
 import time
@@ -19,7 +20,14 @@ from dataclasses import dataclass, field
 
 from shipyard.contract.labels import MANAGED_LABEL
 from shipyard.errors import ImageNotFound, ResourceInUse, ResourceNotFound
-from shipyard.runtimes.base import Capacity, ContainerSpec, ContainerState, LogLine, Runtime
+from shipyard.runtimes.base import (
+    Capacity,
+    ContainerSpec,
+    ContainerState,
+    ContainerStats,
+    LogLine,
+    Runtime,
+)
 
 __all__ = ["FakeBehaviour", "FakeRuntime", "Handler"]
 
@@ -40,6 +48,9 @@ class FakeBehaviour:
     oom_killed: bool = False
     #: Engine error text (e.g. the entry point could not be executed).
     error: str = ""
+    #: What :meth:`FakeRuntime.stats` reports while it runs, its ``cpu_seconds`` being per
+    #: second run (1.5: one and a half cores busy); ``None``: nothing.
+    stats: ContainerStats | None = None
 
 
 Handler = Callable[[ContainerSpec], "FakeBehaviour | int"]
@@ -148,6 +159,17 @@ class FakeRuntime(Runtime):
         with self._cond:
             container = self._containers.get(name)
             return None if container is None else self._state(container)
+
+    def stats(self, name: str) -> ContainerStats | None:
+        with self._cond:
+            container = self._containers.get(name)
+            if container is None or not self._state(container).running:
+                return None
+            given = container.behaviour.stats
+            if given is None:
+                return None
+            ran = time.time() - container.started_at
+            return dataclasses.replace(given, cpu_seconds=given.cpu_seconds * ran)
 
     def wait(self, name: str, timeout: float) -> ContainerState | None:
         end = time.monotonic() + timeout

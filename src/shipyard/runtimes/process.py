@@ -17,6 +17,7 @@ control plane; a new ``ProcessRuntime`` over the same ``base_dir`` reattaches fr
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import re
@@ -47,6 +48,7 @@ from shipyard.runtimes.base import (
     Capacity,
     ContainerSpec,
     ContainerState,
+    ContainerStats,
     LogLine,
     Runtime,
     host_capacity,
@@ -381,6 +383,24 @@ class ProcessRuntime(Runtime):
             error=ended.get("error", ""),
         )
 
+    def stats(self, name: str) -> ContainerStats | None:
+        """From ``/proc``: CPU time (with reaped children's) and resident memory of the
+        process and its descendants; the limit is the spec's memory, else the machine's.
+        GPU: the machine's GPUs (``nvidia-smi``), only where one exists."""
+        state = self.inspect(name)
+        if state is None or not state.running:
+            return None
+        pid = (_read_json(self._dir(name) / shim.STATE) or {}).get("pid")
+        usage = _tree_usage(int(pid)) if pid else None
+        if usage is None:
+            return None
+        record = _read_json(self._dir(name) / "spec.json") or {}
+        limit = int(record.get("memory_bytes") or host_capacity().memory_bytes)
+        gpu = _gpu_usage()
+        return ContainerStats(cpu_seconds=usage[0], memory_bytes=usage[1],
+                              memory_limit_bytes=limit, gpu_percent=gpu and gpu[0],
+                              gpu_memory_percent=gpu and gpu[1])
+
     def wait(self, name: str, timeout: float) -> ContainerState | None:
         deadline = time.monotonic() + timeout
         while True:
@@ -495,3 +515,50 @@ def _realise_mounts(spec: ContainerSpec, root: Path) -> list[str]:
         if mount.read_only:
             read_only.append(os.path.realpath(source))
     return read_only
+
+
+def _tree_usage(root: int) -> tuple[float, int] | None:
+    """CPU seconds (user and system, reaped children's included) and resident bytes of
+    ``root`` and its descendants, from ``/proc/<pid>/stat``; None when ``root`` is gone."""
+    stats: dict[int, list[str]] = {}
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            text = Path("/proc", entry, "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        fields = text[text.rindex(")") + 2:].split()  # field n of proc(5) at n - 3
+        stats[int(entry)] = fields
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    if root not in stats:
+        return None
+    ticks, todo, rss = 0, [root], 0
+    while todo:
+        pid = todo.pop()
+        fields = stats[pid]
+        ticks += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+        rss += int(fields[21])
+        todo.extend(children.get(pid, []))
+    return ticks / os.sysconf("SC_CLK_TCK"), rss * os.sysconf("SC_PAGE_SIZE")
+
+
+def _gpu_usage() -> tuple[float, float] | None:
+    """The machine's GPUs' mean utilization and memory in use, percent; None without one."""
+    if not glob.glob("/dev/nvidia[0-9]*") or shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used,memory.total",
+             "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5,
+            check=True).stdout
+        rows = [[float(v) for v in line.split(",")] for line in out.splitlines() if line]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    if not rows:
+        return None
+    return (sum(r[0] for r in rows) / len(rows),
+            sum(100.0 * r[1] / r[2] for r in rows if r[2]) / len(rows))

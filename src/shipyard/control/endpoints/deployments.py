@@ -589,6 +589,7 @@ class EndpointManager(Router):
             thread.join(max(0.0, deadline - time.monotonic()))
         left = [what for thread, what in pending if thread.is_alive()]
         self._ownership.release()
+        self.invocation_metrics.close()
         return left
 
 def _variant_summaries(specs: list[VariantSpec], current: int | None,

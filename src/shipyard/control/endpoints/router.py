@@ -39,6 +39,7 @@ from shipyard.control.endpoints.invocation import (
 )
 from shipyard.control.endpoints.serving import Instance, VariantSpec, remove_tree
 from shipyard.control.endpoints.upstream import BodyTooLarge, Response, Upstream, UpstreamError
+from shipyard.control.metrics.invocations import NO_ANSWER, InvocationMetrics
 from shipyard.control.unpack import safe_extract
 from shipyard.errors import (
     InvokeValidationError,
@@ -59,6 +60,7 @@ IN_SERVICE = "InService"
 SUSPECT_SECONDS = 2.0
 #: Further instances a request that reached none is tried on.
 MAX_RETRIES = 2
+_clock = time.perf_counter
 
 @dataclass
 class Variant:
@@ -91,6 +93,8 @@ class Router:
         self._adopting = threading.Lock()
         self._upstreams: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Upstream] = (
             weakref.WeakKeyDictionary())
+        #: ``AWS/SageMaker`` invocation metrics of the requests this process routes.
+        self.invocation_metrics = InvocationMetrics(ctx.settings)
 
     # -- routing without deploying (the data-plane process) ---------------------------------
     @classmethod
@@ -277,7 +281,7 @@ class Router:
         ``data_received``): on InvokeEndpoint's hot path a coroutine and a Task per request
         cost the API server more than routing and forwarding together. Call on the event loop.
         """
-        self._invoke_attempt(req, done, None)
+        self._invoke_attempt(req, done, None, _clock())
 
     async def invoke(self, req: InvokeRequest) -> InvokeResult:
         """``invoke_soon`` for coroutines."""
@@ -294,8 +298,8 @@ class Router:
         self.invoke_soon(req, done)
         return await future
 
-    def _invoke_attempt(self, req: InvokeRequest, done: InvokeDone, retry: _Retry | None
-                        ) -> None:
+    def _invoke_attempt(self, req: InvokeRequest, done: InvokeDone, retry: _Retry | None,
+                        started: float) -> None:
         try:
             variant, instance = self._route(req, retry)
         except BaseException as exc:
@@ -315,17 +319,18 @@ class Router:
                         self._done(instance)
                         done(None, exc or asyncio.CancelledError())
                         return
-                    self._forward(req, variant, instance, done, retry)
+                    self._forward(req, variant, instance, done, retry, started)
 
                 fetch.add_done_callback(fetched)
                 return
-        self._forward(req, variant, instance, done, retry)
+        self._forward(req, variant, instance, done, retry, started)
 
     def _forward(self, req: InvokeRequest, variant: Variant, instance: Instance,
-                 done: InvokeDone, retry: _Retry | None) -> None:
+                 done: InvokeDone, retry: _Retry | None, started: float) -> None:
         settings = self.ctx.settings
 
         def answered(response: Response | None, exc: BaseException | None) -> None:
+            took = _clock() - sent
             self._done(instance)
             if self._suspect and response is not None:
                 self._answered(instance)
@@ -334,7 +339,7 @@ class Router:
                     error = self._model_error(req.endpoint, variant, 0, str(exc))
                     again = self._retry(exc, variant, instance, retry, error)
                     if again is not None:
-                        self._invoke_attempt(req, done, again)
+                        self._invoke_attempt(req, done, again, started)
                         return
                     exc = error
                 elif isinstance(exc, asyncio.TimeoutError):
@@ -344,10 +349,12 @@ class Router:
                         req.endpoint, variant, 0, f"The response payload ({exc}) is over the "
                         f"{settings.invoke_max_payload_bytes} byte limit.")
                 done(None, exc)
+                self._record(req, variant, NO_ANSWER, -1.0, started)
                 return
             if response.status >= 400:
                 done(None, self._model_error(req.endpoint, variant, response.status,
                                              response.body.decode("utf-8", "replace")))
+                self._record(req, variant, response.status, took, started)
                 return
             done(InvokeResult(
                 body=response.body,
@@ -355,7 +362,9 @@ class Router:
                 variant=variant.spec.name,
                 custom_attributes=response.headers.get(
                     "x-amzn-sagemaker-custom-attributes")), None)
+            self._record(req, variant, response.status, took, started)
 
+        sent = _clock()
         try:
             # The timeout is the upstream's own timer: asyncio.wait_for would add a Task (and
             # a loop iteration) to every call.
@@ -366,17 +375,34 @@ class Router:
         except BaseException as exc:
             answered(None, exc)
 
+    def _record(self, req: InvokeRequest, variant: Variant, status: int, took: float,
+                started: float) -> None:
+        """Count one request (after its answer went back: off its latency)."""
+        self.invocation_metrics.record(req.endpoint, variant.spec.name, len(variant.instances),
+                                       status, took, _clock() - started)
+
     async def invoke_stream(self, req: InvokeRequest) -> InvokeStream:
+        """Metrics: ModelLatency is the time to the answer's head."""
         retry: _Retry | None = None
+        started = _clock()
         while True:
             variant, instance = await self._pick(req, retry)
+            sent = _clock()
             try:
-                return await self._stream_from(req, variant, instance)
+                stream = await self._stream_from(req, variant, instance)
             except UpstreamError as exc:
                 error = self._model_error(req.endpoint, variant, 0, str(exc))
                 retry = self._retry(exc, variant, instance, retry, error)
                 if retry is None:
+                    self._record(req, variant, NO_ANSWER, -1.0, started)
                     raise error from None
+                continue
+            except ModelError as exc:
+                status = exc.original_status_code
+                self._record(req, variant, status, _clock() - sent if status else -1.0, started)
+                raise
+            self._record(req, variant, 200, _clock() - sent, started)
+            return stream
 
     async def _stream_from(self, req: InvokeRequest, variant: Variant, instance: Instance
                            ) -> InvokeStream:

@@ -37,6 +37,8 @@ from shipyard.control.context import Context
 from shipyard.control.jobs.kind import HOST_FAILED, MAX_RUNTIME, STOP, ContainerJob, Outcome
 from shipyard.control.jobs.metrics import MetricExtractor
 from shipyard.control.limits import limits_for
+from shipyard.control.metrics.platform import open_store
+from shipyard.control.metrics.utilization import UtilizationSampler
 from shipyard.control.s3 import S3Client
 from shipyard.control.state import records
 from shipyard.control.state.logs import await_followers
@@ -215,6 +217,7 @@ class Supervisor:
                                       name=f"logs-{self.name}-{host}", daemon=True)
             thread.start()
             self._followers[host] = thread
+        sampler = self._utilization(runner, containers)
         max_runtime = float(row.record["StoppingCondition"]["MaxRuntimeInSeconds"])
         started = float(runner.get("started") or records.now())
         grace = float(self.ctx.settings.stop_grace_seconds)
@@ -259,6 +262,8 @@ class Supervisor:
                     if host not in finals:
                         runtime.signal(cname, signal.SIGKILL)
                 kill_at = time.time() + 5  # re-send if the engine was slow to act
+        if sampler is not None:
+            sampler.stop()
         self._mark("exited")
         # Docker ends a follow stream once it has delivered everything an exited container
         # printed; that can be many seconds after the exit for a chatty job.
@@ -274,6 +279,20 @@ class Supervisor:
                     "finished_at": s.finished_at} for h, s in finals.items()})
 
         self._mutate(mark_exited)
+
+    def _utilization(self, runner: dict[str, Any], containers: dict[str, str]
+                     ) -> UtilizationSampler | None:
+        """Hosts' CPU, memory and disk use, sampled into the kind's namespace while the job
+        runs (docs/metrics.md); it also stops by itself once no host runs."""
+        namespace = self.job.kind.log_group
+        if not namespace or not containers:
+            return None
+        settings = self.ctx.settings
+        sampler = UtilizationSampler(self.ctx.runtime, lambda: open_store(settings), namespace,
+                                     self.name, containers,
+                                     Path(runner.get("job_dir") or settings.data_dir))
+        sampler.start()
+        return sampler
 
     def _follow(self, host: str, cname: str, definitions: list[dict[str, Any]]) -> None:
         extractor = MetricExtractor(definitions)

@@ -6,7 +6,10 @@
 differs from AWS. Modules: ``model`` (metrics, periods, sources), ``statistics``,
 ``requests`` (the model checks), ``ingest`` (PutMetricData's points), ``published``
 (``metrics.db``), ``jobs`` (jobs' MetricDefinitions series, read in place), ``queries``
-(GetMetricStatistics, ListMetrics), ``metric_data`` (GetMetricData), ``tokens``, ``errors``.
+(GetMetricStatistics, ListMetrics), ``metric_data`` (GetMetricData), ``tokens``, ``errors``;
+Shipyard's own measurements: ``invocations`` (endpoints' ``AWS/SageMaker`` metrics, which
+the router records), ``utilization`` (jobs' hosts, which the supervisor samples), ``platform``
+(how they are written).
 """
 
 from __future__ import annotations
