@@ -263,15 +263,24 @@ class Client:
             params["MetricName"] = metric
         return list(self._shipyard_call("GetMetricSeries", params)["Points"])
 
+    def raw_call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """A SageMaker operation's answer as the server's JSON (timestamps as epoch seconds),
+        with the members boto3 would drop (Shipyard's ``SourceTrainingJobArn``) kept."""
+        return self._signed_call(f"SageMaker.{operation}", params)
+
     def _shipyard_call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         """A signed call to ``Shipyard.<operation>``, an awsJson1.1 target of Shipyard's own."""
+        return self._signed_call(f"Shipyard.{operation}", params)
+
+    def _signed_call(self, target: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One awsJson1.1 call to ``target``, signed with the client's key pair."""
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
         from botocore.credentials import Credentials
 
         body = json.dumps(params).encode()
         request = AWSRequest(method="POST", url=f"{self.url}/", data=body, headers={
-            "X-Amz-Target": f"Shipyard.{operation}",
+            "X-Amz-Target": target,
             "Content-Type": "application/x-amz-json-1.1"})
         SigV4Auth(Credentials(*self._credentials), "sagemaker", self.region).add_auth(request)
         prepared = urllib.request.Request(f"{self.url}/", data=body, method="POST",

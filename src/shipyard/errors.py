@@ -7,6 +7,7 @@
      ├── ResourceNotFound              ResourceNotFound       400
      ├── ResourceInUse                 ResourceInUse          400  duplicate name, wrong state
      ├── ResourceLimitExceeded         ResourceLimitExceeded  400
+     ├── Conflict                      ConflictException      400  the registry's state forbids it
      ├── ImageNotFound                 ValidationException    400  the image is not in the engine
      ├── RuntimeUnavailable            InternalFailure        500  no container engine / it failed
      ├── StorageError                  InternalFailure        500  writing artifacts or state failed
@@ -42,6 +43,7 @@ from typing import ClassVar
 __all__ = [
     "ApiError",
     "AuthError",
+    "Conflict",
     "DataSourceError",
     "EntryPointError",
     "ImageNotFound",
@@ -120,6 +122,14 @@ class ResourceInUse(ShipyardError):
 
 class ResourceLimitExceeded(ShipyardError):
     code = "ResourceLimitExceeded"
+    http_status = 400
+
+
+class Conflict(ShipyardError):
+    """SageMaker's ``ConflictException``: the registry's state forbids the change (a model
+    package group that still holds versions, a group being deleted)."""
+
+    code = "ConflictException"
     http_status = 400
 
 

@@ -95,6 +95,7 @@ def _register() -> None:
         endpoints,
         invoke,
         jobs,
+        models,
         process,
         s3,
         server,
@@ -114,6 +115,7 @@ def _register() -> None:
     cli.add_command(transform.transform)
     cli.add_command(tune.tune)
     cli.add_command(tune.tuning)
+    cli.add_command(models.models)
     cli.add_command(server.server)
     cli.add_command(s3.s3)
 

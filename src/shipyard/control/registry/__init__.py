@@ -7,6 +7,6 @@ from __future__ import annotations
 from shipyard.control.registry import groups, packages
 from shipyard.control.registry.deploy import resolve_model
 from shipyard.control.registry.lineage import SOURCE_MEMBER, JobFinder
-from shipyard.control.registry.names import Conflict
+from shipyard.errors import Conflict
 
 __all__ = ["SOURCE_MEMBER", "Conflict", "JobFinder", "groups", "packages", "resolve_model"]

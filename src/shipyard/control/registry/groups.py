@@ -18,10 +18,10 @@ from typing import Any
 
 from shipyard.control.context import Context
 from shipyard.control.registry import names
-from shipyard.control.registry.names import GROUP, PACKAGE, Conflict
+from shipyard.control.registry.names import GROUP, PACKAGE
 from shipyard.control.shapes import check_request
 from shipyard.control.state import records
-from shipyard.errors import ResourceInUse, ResourceNotFound, ValidationError
+from shipyard.errors import Conflict, ResourceInUse, ResourceNotFound, ValidationError
 
 COMPLETED = "Completed"
 DELETING = "Deleting"

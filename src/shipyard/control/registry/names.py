@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from shipyard import kinds
-from shipyard.errors import ShipyardError, ValidationError
+from shipyard.errors import ValidationError
 from shipyard.settings import Settings
 
 GROUP = kinds.MODEL_PACKAGE_GROUP
@@ -22,14 +22,6 @@ PACKAGE = kinds.MODEL_PACKAGE
 _NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 _ARN = re.compile(r"arn:aws[a-z\-]*:sagemaker:(?P<region>[a-z0-9\-]*):(?P<account>[0-9]{12}):"
                   r"(?P<type>[a-z\-]*)/(?P<rest>.+)")
-
-
-class Conflict(ShipyardError):
-    """SageMaker's ``ConflictException``: the registry's state forbids the change (a group
-    that still holds versions, a group being deleted)."""
-
-    code = "ConflictException"
-    http_status = 400
 
 
 @dataclass(frozen=True)
