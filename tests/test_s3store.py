@@ -316,3 +316,53 @@ def test_sse_kms_objects_are_encrypted_at_rest_and_read_back_after_a_restart(
     with pytest.raises(ClientError, match="InternalError"):
         s3.put_object(Bucket="sagemaker-us-east-1-000000000000", Key="other-key", Body=b"x",
                       ServerSideEncryption="aws:kms", SSEKMSKeyId="alias/not-here")
+
+
+@pytest.mark.docker
+def test_a_job_rides_over_its_store_being_killed(tmp_path: Path, docker_client: Any,
+                                                 images: dict[str, str],
+                                                 scope_labels: dict[str, str]) -> None:
+    """The store is killed while a training job runs; its watcher restarts it, and the job's
+    upload (which meets the outage) retries and completes, its data whole."""
+    from dataclasses import replace
+
+    from shipyard.control import ControlPlane
+    from shipyard.runtimes import DockerRuntime
+    from tests.support.jobs import training_request
+    from tests.support.net import unused_port
+
+    port = unused_port()
+    settings = Settings.load({"data_dir": str(tmp_path / "state"), "s3_port": port,
+                              "api_port": 0, "stop_grace_seconds": 3}, environ={})
+    akid, secret = load_or_create(settings.data_dir).default
+    # The plane the server would build for its store, over the real engine.
+    plane = ControlPlane(replace(settings, s3_endpoint_url=f"http://127.0.0.1:{port}",
+                                 s3_access_key_id=akid, s3_secret_access_key=secret),
+                         DockerRuntime(docker_client, labels=scope_labels))
+    server = ApiServer(settings, plane, embedded_s3=True)
+    server.start_in_thread(timeout=60)
+    store = server.s3_store
+    assert isinstance(store, SeaweedStore)
+    try:
+        s3 = _client(store.url, server.keys.default)
+        bucket = "sagemaker-us-east-1-000000000000"
+        s3.put_object(Bucket=bucket, Key="in/a.csv", Body=b"1\n")
+        request = training_request(
+            "rides-over", tmp_path, image=images["behaviours"],
+            Environment={"MODE": "sleep", "SLEEP": "4"},
+            InputDataConfig=[{"ChannelName": "training", "DataSource": {"S3DataSource": {
+                "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/in/"}}}],
+            OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"})
+        server.plane.create("training", request)
+        until("the job trains", lambda: server.plane.describe(
+            "training", "rides-over")["SecondaryStatus"] == "Training", timeout=120)
+        starts = store.starts
+        os.kill(store.pid or 0, signal.SIGKILL)  # the upload, 4 s on, meets the restart
+        record = server.plane.wait("training", "rides-over", timeout=180)
+        assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+        assert store.starts > starts
+        model = s3.get_object(Bucket=bucket, Key="out/rides-over/output/model.tar.gz")
+        assert model["ContentLength"] > 0
+    finally:
+        server.stop()
+        plane.close()

@@ -22,16 +22,13 @@ captured apart, and each test checks its own run.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import tarfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +38,7 @@ import pytest
 
 from tests.support import offline
 from tests.support.files import tar_gz
+from tests.support.sdk_runs import Outcome, run_all, sdk_user_environment
 from tests.support.user_server import UserServer, user_server
 from tests.support.workloads import PROCESSING
 
@@ -65,19 +63,6 @@ for epoch in range(int(hp["epochs"])):
 model_dir = Path(os.environ["SM_MODEL_DIR"])
 (model_dir / "weights.json").write_text(json.dumps({"epochs": hp["epochs"], "helper": helper}))
 '''
-
-
-@dataclass
-class Outcome:
-    """What one SDK run left behind: its object, or the exception it raised."""
-
-    value: Any = None
-    error: BaseException | None = None
-
-    def get(self) -> Any:
-        if self.error is not None:
-            raise self.error
-        return self.value
 
 
 @dataclass
@@ -123,22 +108,7 @@ def sdk_environment(server: UserServer, tmp_path_factory: pytest.TempPathFactory
                     ) -> Iterator[dict[str, str]]:
     """The user's environment: ``server status``'s variables and nothing else from AWS's
     world, set for the module and restored after it."""
-    home = tmp_path_factory.mktemp("sdk-home")
-    (home / "aws-config").write_text("")
-    (home / "aws-credentials").write_text("")
-    env = {
-        **server.env,
-        "AWS_CONFIG_FILE": str(home / "aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials"),
-        # SDK 2.25x warns once per class that v3 exists; the suite turns warnings into errors.
-        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith(("AWS_", "SAGEMAKER_")):
-                mp.delenv(name)
-        for name, value in env.items():
-            mp.setenv(name, value)
+    with sdk_user_environment(server, tmp_path_factory.mktemp("sdk-home")) as env:
         yield env
 
 
@@ -175,55 +145,6 @@ def sdk(sdk_environment: dict[str, str]) -> Sdk:
         pytest.skip(f"the SageMaker Python SDK is not installed: {exc}")
     return Sdk(sagemaker, Estimator, Processor, ProcessingInput, ProcessingOutput, Model,
                ScriptProcessor)
-
-
-class PerThreadOutput(io.TextIOBase):
-    """A stand-in for ``sys.stdout`` that keeps each named thread's writes apart, so runs that
-    print concurrently can each be checked for their own lines."""
-
-    def __init__(self) -> None:
-        self._names: dict[int, str] = {}
-        self._parts: dict[str, list[str]] = {}
-        self._lock = threading.Lock()
-
-    def register(self, name: str) -> None:
-        with self._lock:
-            self._names[threading.get_ident()] = name
-            self._parts.setdefault(name, [])
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return False
-
-    def write(self, text: str) -> int:
-        with self._lock:
-            name = self._names.get(threading.get_ident(), "")
-            self._parts.setdefault(name, []).append(text)
-        return len(text)
-
-    def text(self, name: str) -> str:
-        with self._lock:
-            return "".join(self._parts.get(name, []))
-
-
-def run_all(jobs: dict[str, Callable[[], Any]]) -> tuple[dict[str, Outcome], dict[str, str]]:
-    """Run each SDK call in its own thread; return outcomes and what each one printed."""
-    outcomes = {name: Outcome() for name in jobs}
-    output = PerThreadOutput()
-
-    def run(name: str) -> None:
-        output.register(name)
-        try:
-            outcomes[name].value = jobs[name]()
-        except BaseException as exc:  # handed to the test that owns this run
-            outcomes[name].error = exc
-
-    # sys.stdout is process-wide: every thread's print() lands in `output`.
-    with contextlib.redirect_stdout(output), ThreadPoolExecutor(len(jobs)) as pool:
-        list(pool.map(run, jobs))
-    return outcomes, {name: output.text(name) for name in jobs}
 
 
 @pytest.fixture(scope="module")

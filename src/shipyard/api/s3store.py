@@ -56,6 +56,12 @@ KEY_CHECK_SECONDS = 1.0
 #: A store that keeps dying is restarted no faster than this (seconds, doubling from 0.5).
 MAX_RESTART_BACKOFF = 30.0
 _LOG_LIMIT_BYTES = 16 * 1024 * 1024
+#: MiB each of SeaweedFS's in-flight buffers may hold (``_BUFFER_FLAGS``): the store's memory
+#: stays within a few times this, whatever is transferred.
+STORE_BUFFER_MB = 128
+_BUFFER_FLAGS = ("s3.readerCacheSizeMB", "s3.concurrentUploadLimitMB",
+                 "filer.concurrentUploadLimitMB", "volume.concurrentUploadLimitMB",
+                 "volume.concurrentDownloadLimitMB")
 # The internal listeners SeaweedFS opens besides S3; each gets a free loopback port per start.
 _INTERNAL_PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
                    "filer.port", "filer.port.grpc", "s3.port.grpc")
@@ -239,6 +245,9 @@ class SeaweedStore:
             "-master.peers=none", "-master.telemetry=false",
             # Volumes grow with the disk, not a fixed count (each bucket takes several).
             "-volume.max=0", "-master.volumeSizeLimitMB=1024", "-volume.preStopSeconds=0",
+            # Memory bounded: SeaweedFS leaves these unlimited, and a 1 GiB staging run took
+            # it to ~9 GiB RSS (benchmarks/staging.py).
+            *(f"-{flag}={STORE_BUFFER_MB}" for flag in _BUFFER_FLAGS),
             "-filer", "-s3", f"-s3.port={self.port}", f"-s3.config={identities}",
             "-s3.iam=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
             *(f"-{name}={port}" for name, port in internal.items()),

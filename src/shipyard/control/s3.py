@@ -5,6 +5,16 @@ Rules implemented: ``S3Uri`` is ``s3://<bucket>/<key-or-prefix>`` (CreateTrainin
 marker objects (keys ending in ``/``) are not data. Downloads land under a temporary name
 and are renamed into place, so a reader never sees half a file.
 
+Transfers: an object up to ``SINGLE_REQUEST_BYTES`` moves in one request (a GET streamed to
+disk, a PUT streamed from the file); a larger one goes through boto3's transfer manager in
+parts moved in parallel. Bulk transfers run ``max_workers`` objects at once. Nothing holds a
+whole object in memory.
+
+A store that stops answering (killed, restarting, failing over) is ridden over: botocore
+retries each request a few times, and when it gives up on a connection error or a 5xx the
+whole object (or listing) is tried again, with backoff, for up to ``outage_seconds``
+(``STORE_OUTAGE_SECONDS``) after the first failure.
+
 botocore's exceptions are translated in one place, ``_translate``: reading job inputs fails
 with ``DataSourceError`` (the request named data we cannot read: a 400, before anything
 runs), writing artifacts fails with ``StorageError``. Nothing botocore-typed leaves this
@@ -13,25 +23,58 @@ module.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import logging
 import os
+import shutil
 import threading
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from shipyard.errors import DataSourceError, ShipyardError, StorageError, ValidationError
 
-__all__ = ["S3Client", "S3Location", "S3Object", "parse_s3_uri"]
+__all__ = [
+    "SINGLE_REQUEST_BYTES",
+    "STORE_OUTAGE_SECONDS",
+    "S3Client",
+    "S3Location",
+    "S3Object",
+    "parse_s3_uri",
+]
 
 log = logging.getLogger(__name__)
 
-#: Parts of one file the transfer manager moves at once; the pool is sized from it.
+T = TypeVar("T")
+
+#: Objects up to this size move in one request; larger ones in parallel parts. Per-object
+#: requests are what small objects cost (a HEAD and a transfer manager each, before), and
+#: parts only pay off once an object is several parts long (s5cmd's parts are 50 MiB).
+SINGLE_REQUEST_BYTES = 64 * 1024 * 1024
+#: Part size of the objects above ``SINGLE_REQUEST_BYTES``.
+_PART_BYTES = 16 * 1024 * 1024
+#: Parts of one large object moved at once; the connection pool is sized from it.
 _TRANSFER_CONCURRENCY = 4
+#: Read and write size when a GET is streamed to disk: few calls, a bounded buffer.
+_STREAM_CHUNK_BYTES = 1024 * 1024
+#: How long one transfer rides over a store that does not answer, from its first failure.
+#: The embedded store is back within ~2-5 s of dying; a store restarted by hand, upgraded or
+#: failed over takes longer. Past this the job fails as before.
+STORE_OUTAGE_SECONDS = 60.0
+#: Backoff between whole-transfer retries: doubling from the first to the last.
+_RETRY_DELAYS = (0.5, 5.0)
+#: Retries botocore makes of each request (after its first attempt) before the whole
+#: transfer is tried again.
+_BOTOCORE_RETRIES = 5
+#: HTTP statuses and S3 codes a restarting or overloaded store answers with.
+_TRANSIENT_STATUS = {500, 502, 503, 504}
+_TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
 #: Codes that mean "this bucket or key is not there" in S3's and moto's error bodies.
 _NOT_FOUND = {"NoSuchBucket": "no such bucket", "NoSuchKey": "no such key", "404": "not found"}
 _DENIED = {
@@ -82,6 +125,7 @@ class S3Client:
     ``endpoint_url`` points at any S3-compatible store (MinIO, moto, LocalStack); with one set,
     path-style addressing is used because such stores rarely resolve virtual-host names.
     Credentials default to boto3's usual chain; pass them explicitly to avoid ambient state.
+    ``outage_seconds`` bounds how long a transfer waits for a store that stopped answering.
     """
 
     def __init__(
@@ -93,12 +137,16 @@ class S3Client:
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
         session_token: str | None = None,
+        outage_seconds: float = STORE_OUTAGE_SECONDS,
     ) -> None:
         if max_workers < 1:
             raise ValidationError("max_workers must be at least 1")
+        if outage_seconds < 0:
+            raise ValidationError("outage_seconds must not be negative")
         self.endpoint_url = endpoint_url
         self.region = region
         self.max_workers = max_workers
+        self.outage_seconds = outage_seconds
         self._credentials = (access_key_id, secret_access_key, session_token)
         self._client: Any = None
         self._transfer_config: Any = None
@@ -112,24 +160,37 @@ class S3Client:
         with self._lock:
             if self._client is None:
                 import boto3
+                import botocore.session
                 from boto3.s3.transfer import TransferConfig
                 from botocore.config import Config
 
+                core = botocore.session.get_session()
+                # dateutil parsing each response's Last-Modified is ~10% of a small GET.
+                core.get_component("response_parser_factory").set_parser_defaults(
+                    timestamp_parser=_parse_timestamp
+                )
                 key_id, secret, token = self._credentials
                 session = boto3.session.Session(
                     aws_access_key_id=key_id,
                     aws_secret_access_key=secret,
                     aws_session_token=token,
                     region_name=self.region,
+                    botocore_session=core,
                 )
                 config = Config(
                     # Each worker may run a multipart transfer of its own.
                     max_pool_connections=self.max_workers * _TRANSFER_CONCURRENCY + 2,
-                    retries={"max_attempts": 5, "mode": "standard"},
+                    retries={"max_attempts": _BOTOCORE_RETRIES, "mode": "standard"},
                     s3={"addressing_style": "path" if self.endpoint_url else "auto"},
                 )
                 self._client = session.client("s3", endpoint_url=self.endpoint_url, config=config)
-                self._transfer_config = TransferConfig(max_concurrency=_TRANSFER_CONCURRENCY)
+                self._transfer_config = TransferConfig(
+                    multipart_threshold=SINGLE_REQUEST_BYTES,
+                    multipart_chunksize=_PART_BYTES,
+                    max_concurrency=_TRANSFER_CONCURRENCY,
+                    # Downloaded chunks waiting for the disk: 32 x 256 KiB per large object.
+                    max_io_queue=32,
+                )
             return self._client
 
     # -- single objects -----------------------------------------------------------------
@@ -139,7 +200,9 @@ class S3Client:
         loc = parse_s3_uri(uri)
         with _translate(loc.uri, writing=False):
             try:
-                self.client.head_object(Bucket=loc.bucket, Key=loc.key)
+                self._riding_outages(
+                    loc.uri, lambda: self.client.head_object(Bucket=loc.bucket, Key=loc.key)
+                )
                 return True
             except Exception as exc:
                 if _error_code(exc) not in {"404", "NoSuchKey"}:
@@ -149,7 +212,7 @@ class S3Client:
 
     def _raise_if_no_bucket(self, loc: S3Location, cause: BaseException) -> None:
         # HEAD responses carry no body, so a missing bucket and a missing key both read "404".
-        if not self._bucket_exists(loc):
+        if not self._riding_outages(loc.uri, lambda: self._bucket_exists(loc)):
             raise DataSourceError(f"{loc.uri}: no such bucket") from cause
 
     def _bucket_exists(self, loc: S3Location) -> bool:
@@ -164,12 +227,16 @@ class S3Client:
     def read_bytes(self, uri: str) -> bytes:
         """The whole body of a small object (a manifest file)."""
         loc = parse_s3_uri(uri)
-        with _translate(loc.uri, writing=False):
+
+        def read() -> bytes:
             body = self.client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
             try:
                 return bytes(body.read())
             finally:
                 body.close()
+
+        with _translate(loc.uri, writing=False):
+            return self._riding_outages(loc.uri, read)
 
     def download_file(self, uri: str, dest: Path) -> Path:
         """Download one object to ``dest`` via a temporary name in the same folder."""
@@ -179,9 +246,7 @@ class S3Client:
             with _translate(loc.uri, writing=False):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    self.client.download_file(
-                        loc.bucket, loc.key, str(partial), Config=self._transfer_config
-                    )
+                    self._riding_outages(loc.uri, lambda: self._download_once(loc, partial))
                 except Exception as exc:
                     if _error_code(exc) in {"404", "NoSuchKey"}:
                         self._raise_if_no_bucket(loc, exc)
@@ -192,14 +257,38 @@ class S3Client:
             _remove_quietly(partial)
         return dest
 
+    def _download_once(self, loc: S3Location, partial: Path) -> None:
+        # The size is learnt from the GET itself: no HEAD first, as for most objects it is
+        # the only request.
+        response = self.client.get_object(Bucket=loc.bucket, Key=loc.key)
+        body = response["Body"]
+        try:
+            if int(response.get("ContentLength") or 0) > SINGLE_REQUEST_BYTES:
+                body.close()  # large: the transfer manager fetches its parts in parallel
+                self.client.download_file(
+                    loc.bucket, loc.key, str(partial), Config=self._transfer_config
+                )
+                return
+            with open(partial, "wb") as out:
+                shutil.copyfileobj(body, out, _STREAM_CHUNK_BYTES)
+        finally:
+            body.close()
+
     def upload_file(self, source: Path, uri: str) -> str:
         """Upload one local file to ``uri``; returns the URI."""
         loc = parse_s3_uri(uri)
         if not loc.key or loc.key.endswith("/"):
             raise ValidationError(f"{uri!r} names no object key")
         with _translate(loc.uri, writing=True):
-            self.client.upload_file(str(source), loc.bucket, loc.key, Config=self._transfer_config)
+            self._riding_outages(loc.uri, lambda: self._upload_once(source, loc))
         return loc.uri
+
+    def _upload_once(self, source: Path, loc: S3Location) -> None:
+        with open(source, "rb") as body:
+            if os.fstat(body.fileno()).st_size <= SINGLE_REQUEST_BYTES:
+                self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=body)
+                return
+        self.client.upload_file(str(source), loc.bucket, loc.key, Config=self._transfer_config)
 
     # -- prefixes and bulk --------------------------------------------------------------
 
@@ -209,14 +298,18 @@ class S3Client:
         Keys ending in ``/`` are folder markers created by consoles, not data, and are left out.
         """
         loc = parse_s3_uri(uri)
-        found: list[S3Object] = []
-        with _translate(loc.uri, writing=False):
+
+        def listing() -> list[S3Object]:
+            found: list[S3Object] = []
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=loc.bucket, Prefix=loc.key):
                 for item in page.get("Contents", []):
                     if not item["Key"].endswith("/"):
                         found.append(S3Object(item["Key"], int(item.get("Size", 0))))
-        return found
+            return found
+
+        with _translate(loc.uri, writing=False):
+            return self._riding_outages(loc.uri, listing)
 
     def download_many(self, pairs: Iterable[tuple[str, Path]]) -> list[Path]:
         """Download ``(uri, dest)`` pairs concurrently; the first failure stops the rest.
@@ -254,6 +347,33 @@ class S3Client:
                 raise error
         return [future.result() for future in futures]
 
+    # -- a store that went away ---------------------------------------------------------
+
+    def _riding_outages(self, what: str, attempt: Callable[[], T]) -> T:
+        """``attempt()``, run again whole while the store does not answer, backing off,
+        until ``outage_seconds`` after the first failure; then its last error goes out."""
+        first_failure: float | None = None
+        delay = _RETRY_DELAYS[0]
+        while True:
+            try:
+                return attempt()
+            except Exception as exc:
+                if not _is_outage(exc):
+                    raise
+                now = time.monotonic()
+                first_failure = now if first_failure is None else first_failure
+                left = first_failure + self.outage_seconds - now
+                if left <= 0:
+                    raise
+                pause = min(delay, left)
+                log.warning(
+                    "%s: the S3 store %s does not answer (%s); trying again in %.1f s, for "
+                    "up to %.0f s", what, self.endpoint_url or "(AWS)", _brief(exc), pause,
+                    self.outage_seconds,
+                )
+                time.sleep(pause)
+                delay = min(delay * 2, _RETRY_DELAYS[1])
+
 
 def iter_regular_files(root: Path) -> Iterator[tuple[str, Path]]:
     """``(posix relative path, path)`` of every regular file under ``root``, sorted.
@@ -278,6 +398,54 @@ def iter_regular_files(root: Path) -> Iterator[tuple[str, Path]]:
 def _error_code(exc: BaseException) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says the store is unreachable or restarting,
+    rather than that the request was wrong."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionError,
+        HTTPClientError,
+        IncompleteReadError,
+    )
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (ConnectionError, HTTPClientError, IncompleteReadError)):
+            return True
+        if isinstance(current, ClientError):
+            status = current.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return status in _TRANSIENT_STATUS or _error_code(current) in _TRANSIENT_CODES
+        # s3transfer keeps the error its own retries ended on as ``last_exception``.
+        current = (
+            getattr(current, "last_exception", None) or current.__cause__ or current.__context__
+        )
+    return False
+
+
+def _brief(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+def _parse_timestamp(value: str) -> datetime.datetime:
+    """botocore's timestamp parsing, fast for the two forms S3 sends: RFC 1123 headers
+    (``Last-Modified``) and ISO 8601 in XML bodies; anything else goes to botocore's."""
+    from botocore.utils import parse_timestamp
+
+    parsed: datetime.datetime | None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        try:
+            parsed = datetime.datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        return parse_timestamp(value)  # type: ignore[no-any-return]
+    return parsed
 
 
 def _remove_quietly(path: Path) -> None:
