@@ -14,9 +14,10 @@ hard-coded regional address and fail behind a firewall; with it they resolve her
   and ``ModelBuilder`` (``PythonSDK.Modules.Serve``);
 * ``TelemetryOptOut``: the SDK otherwise sends usage records to an AWS bucket;
 * training jobs' ``OutputDataConfig.KmsKeyId``: ``alias/aws/s3``, the server's own key
-  (``api.kms``), where there is a store. ``Estimator`` uploads ``source_dir`` with SSE-KMS and
-  the output key; with none it sends SSE-KMS naming no key, which AWS's S3 resolves to its
-  managed key and SeaweedFS refuses (docs/s3.md).
+  (``api.kms``), with the embedded store only (another store may have no KMS).
+  ``Estimator`` uploads ``source_dir`` with SSE-KMS and the output key; with none it sends
+  SSE-KMS naming no key, which AWS's S3 resolves to its managed key and SeaweedFS refuses
+  (docs/s3.md).
 
 JSON is valid YAML: the file is written with the standard library.
 """
@@ -59,12 +60,14 @@ def default_bucket(settings: Settings) -> str:
     return f"sagemaker-{settings.region}-{settings.account_id}"
 
 
-def document(settings: Settings, *, with_bucket: bool) -> dict[str, Any]:
+def document(settings: Settings, *, with_bucket: bool, with_kms: bool = False
+             ) -> dict[str, Any]:
     role = role_arn(settings.account_id)
     modules: dict[str, Any] = {"TelemetryOptOut": True, "Serve": {"RoleArn": role}}
     training: dict[str, Any] = {"RoleArn": role}
     if with_bucket:
         modules["Session"] = {"DefaultS3Bucket": default_bucket(settings)}
+    if with_kms:
         training["OutputDataConfig"] = {"KmsKeyId": DEFAULT_ALIAS}
     return {
         "SchemaVersion": "1.0",
@@ -77,14 +80,14 @@ def document(settings: Settings, *, with_bucket: bool) -> dict[str, Any]:
     }
 
 
-def write(settings: Settings, *, with_bucket: bool) -> Path:
+def write(settings: Settings, *, with_bucket: bool, with_kms: bool = False) -> Path:
     """Write the file (replacing an earlier server's: the region or account may have
     changed) and return where it is."""
     target = path(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(document(settings, with_bucket=with_bucket), indent=2) + "\n",
-                   encoding="utf-8")
+    tmp.write_text(json.dumps(document(settings, with_bucket=with_bucket, with_kms=with_kms),
+                              indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, target)
     return target
 

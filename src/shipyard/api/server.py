@@ -249,7 +249,9 @@ class ApiServer:
             else:
                 sdk_defaults.ensure_bucket(self.settings, store.url, self.keys.default)
         has_store = self.s3_error is None and self.settings.s3_endpoint_url is not None
-        sdk_defaults.write(self.settings, with_bucket=has_store)
+        # The KMS key is this server's: only its own store asks it for data keys.
+        sdk_defaults.write(self.settings, with_bucket=has_store,
+                           with_kms=has_store and store is not None)
 
     def start_in_thread(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> str:
         """Serve from a background thread (tests, embedding); returns the URL once it listens."""
