@@ -78,6 +78,8 @@ class Tuner:
         self.max_steps: dict[int, int] = {}
         #: Set by a trial's supervisor thread when it ends.
         self._ended = threading.Event()
+        #: The trials as last written to the runner state.
+        self._saved: list[dict[str, Any]] | None = None
 
     def run(self) -> bool:
         lock = self.ctx.job_lock(TUNING, self.name)
@@ -357,6 +359,9 @@ class Tuner:
     # -- the record -------------------------------------------------------------------------
     def _save(self, trials: list[Trial]) -> None:
         states = [t.to_state() for t in trials]
+        if states == self._saved:
+            return  # polled every half second: write only what changed
+        self._saved = states
 
         def save(rec: dict[str, Any], run: dict[str, Any]) -> None:
             run["trials"] = states
