@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from tests.support.user_server import UserServer
@@ -40,6 +41,9 @@ def sdk_user_environment(server: UserServer, home: Path) -> Iterator[dict[str, s
                 mp.delenv(name)
         for name, value in env.items():
             mp.setenv(name, value)
+        # boto3's default session keeps the credentials it first resolved: a module after
+        # another would sign with the previous server's keys.
+        mp.setattr(boto3, "DEFAULT_SESSION", None)
         yield env
 
 
