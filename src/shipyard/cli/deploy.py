@@ -44,7 +44,8 @@ def _version_name(endpoint: str) -> str:
     return f"{endpoint[:MAX_NAME - len(stamp) - 1]}-{stamp}"
 
 
-def _create(client: Client, model: dict[str, Any], config: dict[str, Any]) -> None:
+def create_model_and_config(client: Client, model: dict[str, Any],
+                            config: dict[str, Any]) -> None:
     """CreateModel and CreateEndpointConfig; when the config is refused, the model goes too."""
     client.call("CreateModel", **model)
     try:
@@ -98,7 +99,7 @@ def deploy(settings: Settings, image: str, model_data: str | None, name: str | N
     container: dict[str, Any] = {"Image": image, "Environment": env}
     if model_url:
         container["ModelDataUrl"] = model_url
-    _create(client,
+    create_model_and_config(client,
             {"ModelName": resource, "PrimaryContainer": container, "Tags": tags,
              "ExecutionRoleArn": f"arn:aws:iam::{settings.account_id}:role/shipyard"},
             {"EndpointConfigName": resource, "Tags": tags, "ProductionVariants": [{
@@ -118,25 +119,32 @@ def deploy(settings: Settings, image: str, model_data: str | None, name: str | N
         click.echo(arn)
         return
     click.echo(f"Endpoint {name} {'updating' if current else 'created'} ({arn})", err=True)
+    follow(client, settings, name, resource,
+           None if current is None else current["EndpointConfigName"])
+
+
+def follow(client: Client, settings: Settings, name: str, resource: str,
+           replaced: str | None = None) -> None:
+    """Wait until endpoint NAME serves endpoint config ``resource`` (``replaced``: the config
+    an update moves off); report a failure (exit 1) or how to invoke it."""
     try:
         record = wait_endpoint(client, name)
     except KeyboardInterrupt:
-        raise SystemExit(detached(name, "updating" if current else "deploying")) from None
+        raise SystemExit(detached(name, "updating" if replaced else "deploying")) from None
     if record is None:
         raise CliError(f"endpoint {name} was deleted while it deployed", ExitCode.JOB_FAILED)
     deployed = (record["EndpointStatus"] == IN_SERVICE
                 and record.get("EndpointConfigName") == resource)
     if not deployed:
-        _report_failure(client, settings, name, record, resource, updating=current is not None)
+        _report_failure(client, settings, name, record, resource, updating=replaced is not None)
         raise SystemExit(ExitCode.JOB_FAILED)
-    if current is not None:
+    if replaced is not None:
         # The old fleet is gone; so can be the model and config deploy made for it.
-        remove_deployed(client, name, current["EndpointConfigName"])
+        remove_deployed(client, name, replaced)
     click.secho(f"Endpoint {name}: {IN_SERVICE}", fg="green", err=True)
-    prefix = cli_prefix(settings)
     click.echo(f"Endpoint: {name}\n"
                f"URL:      {client.endpoint_url(name)}\n"
-               f"Invoke:   {prefix} invoke {name} --file payload.json "
+               f"Invoke:   {cli_prefix(settings)} invoke {name} --file payload.json "
                "--content-type application/json")
 
 

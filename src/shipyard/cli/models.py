@@ -21,16 +21,14 @@ from typing import Any
 import click
 
 from shipyard import kinds
-from shipyard.cli.deploy import IN_SERVICE, _create, _report_failure
+from shipyard.cli.deploy import create_model_and_config, follow
 from shipyard.cli.endpoints import (
     CREATED_BY_DEPLOY,
     CREATED_BY_TAG,
     ENDPOINT_TAG,
     cli_prefix,
-    detached,
     find_endpoint,
     remove_deployed,
-    wait_endpoint,
 )
 from shipyard.cli.errors import CliError, ExitCode
 from shipyard.cli.output import open_client
@@ -385,7 +383,7 @@ def deploy_version(settings: Settings, version_arn: str, name: str, instance_typ
     tags = [{"Key": CREATED_BY_TAG, "Value": CREATED_BY_DEPLOY},
             {"Key": ENDPOINT_TAG, "Value": name}]
     with registry_errors():
-        _create(client,
+        create_model_and_config(client,
                 {"ModelName": name, "PrimaryContainer": {"ModelPackageName": arn},
                  "Tags": tags,
                  "ExecutionRoleArn": f"arn:aws:iam::{settings.account_id}:role/shipyard"},
@@ -403,17 +401,4 @@ def deploy_version(settings: Settings, version_arn: str, name: str, instance_typ
         click.echo(endpoint_arn)
         return
     click.echo(f"Endpoint {name} created ({endpoint_arn}) from {arn}", err=True)
-    try:
-        final = wait_endpoint(client, name)
-    except KeyboardInterrupt:
-        raise SystemExit(detached(name, "deploying")) from None
-    if final is None:
-        raise CliError(f"endpoint {name} was deleted while it deployed", ExitCode.JOB_FAILED)
-    if final["EndpointStatus"] != IN_SERVICE:
-        _report_failure(client, settings, name, final, name, updating=False)
-        raise SystemExit(ExitCode.JOB_FAILED)
-    click.secho(f"Endpoint {name}: {IN_SERVICE}", fg="green", err=True)
-    click.echo(f"Endpoint: {name}\n"
-               f"URL:      {client.endpoint_url(name)}\n"
-               f"Invoke:   {cli_prefix(settings)} invoke {name} --file payload.json "
-               "--content-type application/json")
+    follow(client, settings, name, name)

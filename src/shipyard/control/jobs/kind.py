@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from shipyard.control import staging
 from shipyard.control.context import Context
 from shipyard.control.jobs.spec import HostPlan
 from shipyard.control.s3 import S3Client
@@ -127,6 +128,23 @@ class Outcome:
     roots: dict[str, Path]
     #: Metric points the job's log gave: (name, timestamp, value, host).
     series: list[tuple[str, float, float, str]]
+
+
+def stage_inputs(job: JobServices, inputs: list[tuple[str, str, str, str]], hosts: list[str],
+                 job_dir: Path) -> tuple[dict[str, dict[str, Path]], frozenset[str]]:
+    """Stage each ``(name, uri, data type, distribution)`` input for ``hosts``: per input,
+    each host's folder, and the inputs every host has a private copy of (writable in the
+    container, ``staging.private_copies``)."""
+    paths: dict[str, dict[str, Path]] = {}
+    writable = set()
+    for name, uri, data_type, distribution in inputs:
+        staged = staging.stage_input(uri, data_type, distribution, hosts,
+                                     job_dir / "staging" / name, job.s3_for(uri),
+                                     roots=job.ctx.file_roots)
+        paths[name] = {h: p.host_path for h, p in staged.items()}
+        if staging.private_copies(staged):
+            writable.add(name)
+    return paths, frozenset(writable)
 
 
 class Supervised:

@@ -16,9 +16,16 @@ from typing import Any
 
 from shipyard import contract, kinds
 from shipyard.contract.paths import PROCESSING_PREFIX, OptMl
-from shipyard.control import artifacts, staging
+from shipyard.control import artifacts
 from shipyard.control.context import Context
-from shipyard.control.jobs.kind import Describe, JobServices, Outcome, Preflight, Supervised
+from shipyard.control.jobs.kind import (
+    Describe,
+    JobServices,
+    Outcome,
+    Preflight,
+    Supervised,
+    stage_inputs,
+)
 from shipyard.control.jobs.spec import (
     HostPlan,
     check_environment,
@@ -212,18 +219,11 @@ class ProcessingJobs(Supervised):
 
     def plan(self, job: JobServices, record: dict[str, Any], job_dir: Path) -> list[HostPlan]:
         hosts = contract.host_names(host_count(record))
-        inputs: dict[str, dict[str, Path]] = {}
-        writable: set[str] = set()
-        for item in record["ProcessingInputs"]:
-            s3 = item["S3Input"]
-            staged = staging.stage_input(s3["S3Uri"], s3["S3DataType"],
-                                         s3["S3DataDistributionType"], hosts,
-                                         job_dir / "staging" / item["InputName"],
-                                         job.s3_for(s3["S3Uri"]), roots=job.ctx.file_roots)
-            inputs[item["InputName"]] = {h: p.host_path for h, p in staged.items()}
-            if staging.private_copies(staged):
-                writable.add(item["InputName"])
-        return plan_hosts(record, job_dir, inputs, frozenset(writable))
+        inputs, writable = stage_inputs(
+            job, [(i["InputName"], i["S3Input"]["S3Uri"], i["S3Input"]["S3DataType"],
+                   i["S3Input"]["S3DataDistributionType"]) for i in record["ProcessingInputs"]],
+            hosts, job_dir)
+        return plan_hosts(record, job_dir, inputs, writable)
 
     def started(self, record: dict[str, Any], at: float, notice: str = "") -> None:
         """DescribeProcessingJob has no status message: the notice is in the server's log."""

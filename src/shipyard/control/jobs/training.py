@@ -29,6 +29,7 @@ from shipyard.control.jobs.kind import (
     Outcome,
     Preflight,
     Supervised,
+    stage_inputs,
 )
 from shipyard.control.jobs.metrics import compile_metric_regex, final_metric_data
 from shipyard.control.jobs.spec import (
@@ -262,19 +263,12 @@ class TrainingJobs(Supervised):
     def plan(self, job: JobServices, record: dict[str, Any], job_dir: Path) -> list[HostPlan]:
         hosts = contract.host_names(host_count(record))
         job.transition("Downloading", "Downloading input data")
-        channels: dict[str, dict[str, Path]] = {}
-        writable = set()
-        for channel in record["InputDataConfig"]:
-            uri, data_type, distribution = source_uri_of_channel(channel)
-            staged = staging.stage_input(uri, data_type, distribution, hosts,
-                                         job_dir / "staging" / channel["ChannelName"],
-                                         job.s3_for(uri), roots=job.ctx.file_roots)
-            channels[channel["ChannelName"]] = {h: p.host_path for h, p in staged.items()}
-            if staging.private_copies(staged):
-                writable.add(channel["ChannelName"])
+        channels, writable = stage_inputs(
+            job, [(c["ChannelName"], *source_uri_of_channel(c))
+                  for c in record["InputDataConfig"]], hosts, job_dir)
         checkpoints = _restore_checkpoints(job, record, job_dir, hosts)
         return plan_hosts(record, job_dir, channels, checkpoints,
-                          _stage_code(job, record, job_dir), frozenset(writable))
+                          _stage_code(job, record, job_dir), writable)
 
     def started(self, record: dict[str, Any], at: float, notice: str = "") -> None:
         record["TrainingStartTime"] = at

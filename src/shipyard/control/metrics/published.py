@@ -41,6 +41,7 @@ from shipyard.control.metrics.model import (
     dimensions_from_json,
     dimensions_json,
 )
+from shipyard.control.state.sqlite import SqliteFile
 from shipyard.errors import ShipyardError, StorageError
 
 __all__ = ["PRUNE_EVERY_SECONDS", "ROLLUPS", "PublishedStore"]
@@ -100,51 +101,19 @@ def _translate(what: str) -> Iterator[None]:
         raise StorageError(f"{what}: metrics database error: {exc}") from exc
 
 
-class PublishedStore:
+class PublishedStore(SqliteFile):
     """Thread-safe access to ``metrics.db`` (one connection per thread)."""
+
+    _errors = staticmethod(_translate)
 
     def __init__(self, path: Path, *, retention_seconds: float, raw_retention_seconds: float,
                  clock: Callable[[], float] = time.time) -> None:
-        self.path = path
         self.retention = retention_seconds
         self.raw_retention = min(raw_retention_seconds, retention_seconds)
         self._clock = clock
-        self._local = threading.local()
         self._pruned = -math.inf
         self._prune_lock = threading.Lock()
-        with _translate("opening metrics"):
-            self._conn().executescript(_SCHEMA)
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(OSError):
-                path.with_name(path.name + suffix).chmod(0o600)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
-    @contextlib.contextmanager
-    def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
-        with _translate(what):
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        super().__init__(path, _SCHEMA, "opening metrics")
 
     def _read(self, what: str, sql: str, args: Iterable[Any]) -> list[tuple[Any, ...]]:
         with _translate(what):

@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shipyard.control.state.sqlite import SqliteFile
 from shipyard.errors import (
     ResourceInUse,
     ResourceLimitExceeded,
@@ -89,59 +89,23 @@ def _translate(what: str) -> Iterator[None]:
         raise StorageError(f"{what}: state database error: {exc}") from exc
 
 
-class Store:
+class Store(SqliteFile):
     """Thread-safe access to the state database (one connection per thread)."""
 
+    _errors = staticmethod(_translate)
+
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._local = threading.local()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"opening state: cannot create {path.parent}: {exc}") from exc
-        with _translate("opening state"):
-            conn = self._conn()
-            conn.executescript(_SCHEMA)
-        # Records hold environment values: readable by the owner only (WAL files included).
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(OSError):
-                path.with_name(path.name + suffix).chmod(0o600)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-        return conn
+        super().__init__(path, _SCHEMA, "opening state")
 
     def data_version(self) -> int:
         """A number that changes whenever another connection commits (SQLite's
         ``data_version``): a cheap way to notice what another process wrote."""
         with _translate("reading state"):
             return int(self._conn().execute("PRAGMA data_version").fetchone()[0])
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
-    @contextlib.contextmanager
-    def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
-        with _translate(what):
-            # Inside the translation: a thread's first call opens its connection here.
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
 
     # -- jobs -------------------------------------------------------------------------------
     def insert_job(self, kind: str, name: str, arn: str, status: str, record: dict[str, Any],
