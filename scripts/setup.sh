@@ -9,12 +9,14 @@ SUDO=""
 
 # The tests also need a real registry for `shipyard build --push`: Debian's docker-registry and
 # htpasswd (apache2-utils). The tests start it themselves on a loopback port; with `--test` only,
-# since on a machine with systemd the package also enables a registry service.
+# since on a machine with systemd the package also enables a registry service. The web
+# console's browser tests drive Debian's chromium through Playwright (never `playwright install`).
 PACKAGES=(docker.io debootstrap)
 NEEDED=(dockerd debootstrap)
 if [ "${1:-}" = "--test" ]; then
-  PACKAGES+=(docker-registry apache2-utils)
-  NEEDED+=(docker-registry htpasswd)
+  # The cluster tests make a swarm of namespaced dockerds (scripts/swarm-fixture.sh).
+  PACKAGES+=(docker-registry apache2-utils chromium iproute2 iptables util-linux)
+  NEEDED+=(docker-registry htpasswd chromium ip iptables nsenter)
 fi
 MISSING=0
 for tool in "${NEEDED[@]}"; do
@@ -41,7 +43,8 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import shipyard, docker, boto3, moto, pytest, numpy" >/dev/null 2>&1 \
+if ! .venv/bin/python -c "import shipyard, docker, boto3, moto, pytest, numpy, jinja2, playwright" \
+     >/dev/null 2>&1 \
    || [ ! -x .venv/bin/weed ] || [ pyproject.toml -nt .venv/.shipyard-installed ]; then
   echo "== installing shipyard[test] into .venv"
   .venv/bin/python -m pip install -q --upgrade pip "setuptools>=77" wheel

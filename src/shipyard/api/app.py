@@ -2,6 +2,8 @@
 
 Routing, in order:
 - ``GET /shipyard/health``: unauthenticated liveness probe used by the CLI;
+- ``/console`` and below: the web console's pages (``shipyard.console``: its own login,
+  session cookie and CSRF checks);
 - ``POST /endpoints/{EndpointName}/invocations[-response-stream]``: sagemaker-runtime
   (rest-json, ``api.runtime``), on the hot path of inference;
 - ``X-Amz-Target: SageMaker.<Op>``: the SageMaker control plane (awsJson1.1);
@@ -98,6 +100,11 @@ class ShipyardApi:
                                               plane.settings.account_id)),
         }
         self.runtime = runtime_api.RuntimeApi(plane, secrets)
+        # Imported here: the data plane process imports this module, not the console.
+        from shipyard.console import Console
+
+        #: The web console's pages, under ``/console`` (``shipyard.console``).
+        self.console = Console(plane, secrets)
         #: Operations called but not implemented, each logged once.
         self._unimplemented_seen: set[str] = set()
 
@@ -106,6 +113,7 @@ class ShipyardApi:
 
     def close(self) -> None:
         """Let the handlers under way finish, drop those not started, release the pool."""
+        self.console.close()
         pool, self._own_pool = self._own_pool, None
         if pool is not None:
             if self.executor is pool:
@@ -124,6 +132,9 @@ class ShipyardApi:
         method, path = scope["method"], scope["path"]
         if method == "GET" and path == "/shipyard/health":
             await _respond(send, 200, b'{"status":"ok"}', b"application/json", request_id)
+            return
+        if self.console.handles(path):
+            await self.console(scope, receive, send)
             return
         target = headers.get("x-amz-target", "")
         if not target and path.startswith(runtime_api.PATH_PREFIX):

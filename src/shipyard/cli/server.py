@@ -35,6 +35,15 @@ def usage_env(settings: Settings, info: ServerInfo) -> dict[str, str]:
     return env
 
 
+def console_link(settings: Settings, info: ServerInfo) -> str:
+    """A one-time login URL for the web console (``shipyard.console``), signed with the
+    server's default key."""
+    from shipyard.console.auth import login_link
+
+    akid, secret = load_or_create(settings.data_dir).default
+    return login_link(info.url, akid, secret)
+
+
 def _print_usage(settings: Settings, info: ServerInfo) -> None:
     """``export`` lines on standard output, so ``eval "$(shipyard server status)"`` sets
     them; notes for people on standard error."""
@@ -46,6 +55,8 @@ def _print_usage(settings: Settings, info: ServerInfo) -> None:
     else:
         click.echo(f"S3 store at {info.s3_url or settings.s3_endpoint_url}", err=True)
     click.echo('Point boto3 and the SageMaker SDK at it: eval "$(shipyard server status)"',
+               err=True)
+    click.echo(f"Web console (this link logs a browser in once): {console_link(settings, info)}",
                err=True)
     for key, value in usage_env(settings, info).items():
         click.echo(f"export {key}={shlex.quote(value)}")
