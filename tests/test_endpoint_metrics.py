@@ -110,7 +110,7 @@ def test_invocations_and_latencies_reach_cloudwatch(served: Served) -> None:
         {"Name": "EndpointName", "Value": "metrics-ep"}])["Metrics"]
     assert {m["MetricName"] for m in listed} == {
         "Invocations", "InvocationsPerInstance", "ModelLatency", "OverheadLatency",
-        "Invocation4XXErrors", "Invocation5XXErrors"}
+        "Invocation4XXErrors", "Invocation5XXErrors", "ModelSetupTime"}
 
 
 def test_model_errors_count_as_4xx_and_5xx(served: Served) -> None:

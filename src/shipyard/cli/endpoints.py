@@ -1,6 +1,6 @@
-"""``shipyard endpoints ls | describe | delete``, and what ``deploy`` and ``invoke`` share with
-them: waiting on an endpoint's status, finding what ``shipyard deploy`` created for it, and the
-"not found" answers of both APIs turned into the NOT_FOUND exit code."""
+"""``shipyard endpoints ls | describe | delete | metrics``, and what ``deploy`` and ``invoke``
+share with them: waiting on an endpoint's status, finding what ``shipyard deploy`` created for
+it, and the "not found" answers of both APIs turned into the NOT_FOUND exit code."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import datetime as dt
 import json
 import shlex
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import click
 
+from shipyard.cli import charts
 from shipyard.cli.errors import CliError, ExitCode
 from shipyard.cli.output import as_datetime, open_client
 from shipyard.client import Client
@@ -196,3 +197,132 @@ def delete(settings: Settings, name: str, wait_: bool) -> None:
             wait_endpoint(client, name)
         except KeyboardInterrupt:
             raise SystemExit(detached(name, "shutting down")) from None
+
+
+#: ``endpoints metrics``'s metrics when none is named, and the statistic each is read with
+#: when ``--statistic`` names none (counts are summed, latencies averaged).
+DEFAULT_METRICS = ("Invocations", "ModelLatency")
+_AVERAGED = frozenset({"ModelLatency", "OverheadLatency", "ModelSetupTime"})
+METRICS_NAMESPACE = "AWS/SageMaker"
+
+
+@endpoints.command()
+@click.argument("name")
+@click.option("--metric", "metric_names", multiple=True, metavar="METRIC",
+              help="A metric of AWS/SageMaker (Invocations, ModelLatency, OverheadLatency, "
+                   "Invocation4XXErrors, Invocation5XXErrors, InvocationsPerInstance...); "
+                   "repeat for more. Default: Invocations and ModelLatency.")
+@click.option("--variant", default=None, help="Only this production variant.")
+@click.option("--since", callback=charts.duration, default="1h", metavar="DURATION",
+              show_default=True, help="How far back (30s, 10m, 2h, 1d).")
+@click.option("--period", type=click.IntRange(min=1), default=60, show_default=True,
+              help="Seconds each point aggregates: 1, 5, 10, 20, 30 or a multiple of 60.")
+@click.option("--statistic", default=None,
+              help="Sum, Average, Minimum, Maximum, SampleCount or a percentile (p99). "
+                   "Default: Sum for counts, Average for latencies.")
+@click.option("--json", "as_json", is_flag=True, help="The series as JSON, no chart.")
+@click.option("--chart/--no-chart", default=None,
+              help="Draw a chart per metric below the points (default: at a terminal).")
+@click.pass_obj
+def metrics(settings: Settings, name: str, metric_names: tuple[str, ...], variant: str | None,
+            since: float, period: int, statistic: str | None, as_json: bool,
+            chart: bool | None) -> None:
+    """An endpoint's CloudWatch metrics (AWS/SageMaker), per variant, and a chart of each."""
+    client = open_client(settings)
+    series = endpoint_series(settings, client, name, metric_names or DEFAULT_METRICS,
+                             variant=variant, since=since, period=period, statistic=statistic)
+    if as_json:
+        click.echo(json.dumps(series, indent=2))
+        return
+    if not any(s["Points"] for s in series):
+        click.echo(f"No datapoints for endpoint {name} in the last {since:g} s.", err=True)
+        return
+    for one in series:
+        for point in one["Points"]:
+            stamp = dt.datetime.fromtimestamp(point["Timestamp"]).strftime("%H:%M:%S")
+            click.echo(f"{stamp} {one['VariantName']} {one['MetricName']} "
+                       f"{one['Statistic']} = {point['Value']:g}")
+    if not charts.wants_chart(chart):
+        return
+    by_metric: dict[tuple[str, str], list[charts.Series]] = {}
+    for one in series:
+        line = charts.Series(one["VariantName"])
+        for point in one["Points"]:
+            line.add(point["Timestamp"], point["Value"])
+        by_metric.setdefault((one["MetricName"], one["Statistic"]), []).append(line)
+    for (metric_name, stat), lines in by_metric.items():
+        if any(line.times for line in lines):
+            click.echo()
+            click.echo(charts.render(f"{name}: {metric_name} ({stat}, {period} s)", lines,
+                                     color=charts.is_terminal()))
+
+
+def endpoint_series(settings: Settings, client: Client, name: str, metric_names: Sequence[str],
+                    *, variant: str | None, since: float, period: int,
+                    statistic: str | None) -> list[dict[str, Any]]:
+    """The endpoint's series through CloudWatch's GetMetricData, one per metric and variant
+    that has data kept (ListMetrics says which): ``MetricName``, ``VariantName``,
+    ``Statistic``, ``Period``, ``Points`` (``Timestamp`` as epoch seconds, ``Value``)."""
+    cw = _cloudwatch(settings, client)
+    with _cloudwatch_errors():
+        listed = [m for page in cw.get_paginator("list_metrics").paginate(
+            Namespace=METRICS_NAMESPACE,
+            Dimensions=[{"Name": "EndpointName", "Value": name}]) for m in page["Metrics"]]
+    variants = sorted({d["Value"] for m in listed for d in m.get("Dimensions", [])
+                       if d["Name"] == "VariantName"})
+    if not variants and find_endpoint(client, name) is None:
+        raise CliError(f"no endpoint named {name}", ExitCode.NOT_FOUND)
+    if variant is not None:
+        variants = [v for v in variants if v == variant]
+    wanted = [(metric, v, statistic or ("Average" if metric in _AVERAGED else "Sum"))
+              for metric in metric_names for v in variants]
+    if not wanted:
+        return []
+    now = time.time()
+    queries = [{"Id": f"m{i}", "ReturnData": True, "MetricStat": {
+        "Metric": {"Namespace": METRICS_NAMESPACE, "MetricName": metric, "Dimensions": [
+            {"Name": "EndpointName", "Value": name}, {"Name": "VariantName", "Value": v}]},
+        "Period": period, "Stat": stat}} for i, (metric, v, stat) in enumerate(wanted)]
+    points: dict[str, list[dict[str, float]]] = {f"m{i}": [] for i in range(len(queries))}
+    with _cloudwatch_errors():
+        pages = cw.get_paginator("get_metric_data").paginate(
+            MetricDataQueries=queries, ScanBy="TimestampAscending",
+            StartTime=dt.datetime.fromtimestamp(now - since, dt.timezone.utc),
+            EndTime=dt.datetime.fromtimestamp(now + period, dt.timezone.utc))
+        for page in pages:
+            for result in page["MetricDataResults"]:
+                points[result["Id"]] += [
+                    {"Timestamp": stamp.timestamp(), "Value": float(value)}
+                    for stamp, value in zip(result["Timestamps"], result["Values"],
+                                            strict=True)]
+    return [{"MetricName": metric, "VariantName": v, "Statistic": stat, "Period": period,
+             "Points": points[f"m{i}"]} for i, (metric, v, stat) in enumerate(wanted)]
+
+
+def _cloudwatch(settings: Settings, client: Client) -> Any:
+    """A boto3 ``cloudwatch`` client of the server ``client`` talks to, with its key pair."""
+    import boto3
+    from botocore.config import Config
+
+    from shipyard.api.credentials import load_or_create
+
+    akid, secret = load_or_create(settings.data_dir).default
+    session = boto3.session.Session(aws_access_key_id=akid, aws_secret_access_key=secret,
+                                    region_name=client.region)
+    return session.client("cloudwatch", endpoint_url=client.url, config=Config(
+        retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60))
+
+
+@contextlib.contextmanager
+def _cloudwatch_errors() -> Iterator[None]:
+    """CloudWatch's refusals (a bad period or statistic) exit USAGE; no answer, PLATFORM."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise CliError(str(error.get("Message") or error.get("Code") or exc),
+                       ExitCode.USAGE) from exc
+    except BotoCoreError as exc:
+        raise CliError(f"cannot reach the Shipyard server: {exc}", ExitCode.PLATFORM) from exc

@@ -8,8 +8,10 @@ differs from AWS. Modules: ``model`` (metrics, periods, sources), ``statistics``
 (``metrics.db``), ``jobs`` (jobs' MetricDefinitions series, read in place), ``queries``
 (GetMetricStatistics, ListMetrics), ``metric_data`` (GetMetricData), ``tokens``, ``errors``;
 Shipyard's own measurements: ``invocations`` (endpoints' ``AWS/SageMaker`` metrics, which
-the router records), ``utilization`` (jobs' hosts, which the supervisor samples), ``platform``
-(how they are written).
+the router records), ``utilization`` (jobs' hosts, which the supervisor samples),
+``instances`` (endpoints' ModelSetupTime and instance utilization, transform jobs' hosts),
+``platform`` (how they are written); ``mlflow`` forwards ended jobs to an MLflow tracking
+server (setting ``mlflow_tracking_uri``).
 """
 
 from __future__ import annotations

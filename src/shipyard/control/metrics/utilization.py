@@ -40,20 +40,30 @@ SAMPLE_SECONDS = 2.0
 PERCENT = "Percent"
 
 
+Dimensions = tuple[tuple[str, str], ...]
+
+
 class UtilizationSampler:
-    """Samples ``hosts`` (host name -> container) of job ``job`` into ``namespace``."""
+    """Samples ``hosts`` (host name -> container) of job ``job`` into ``namespace``;
+    ``hosts`` may be a function, asked each round (an endpoint's instances come and go),
+    and ``dimensions`` says each host's (default: ``Host`` = ``<job>/<host>``)."""
 
     def __init__(self, runtime: Runtime, store: Callable[[], PublishedStore], namespace: str,
-                 job: str, hosts: dict[str, str], disk: Path, *,
-                 every: float = SAMPLE_SECONDS, clock: Callable[[], float] = time.time) -> None:
+                 job: str, hosts: dict[str, str] | Callable[[], dict[str, str]], disk: Path, *,
+                 every: float = SAMPLE_SECONDS, clock: Callable[[], float] = time.time,
+                 dimensions: Callable[[str], Dimensions] | None = None,
+                 keep_running: bool = False) -> None:
         self.runtime = runtime
         self.namespace = namespace
         self.job = job
-        self.hosts = dict(hosts)
+        self._hosts = hosts if callable(hosts) else dict(hosts)
         self.disk = disk
         self.every = every
         self._open = store
         self._clock = clock
+        self._dimensions = dimensions or (lambda host: (("Host", f"{self.job}/{host}"),))
+        #: Go on sampling when no host runs (until :meth:`stop`), rather than end.
+        self.keep_running = keep_running
         #: Per host: the last sample's (time, CPU seconds).
         self._last: dict[str, tuple[float, float]] = {}
         self._stop = threading.Event()
@@ -81,7 +91,7 @@ class UtilizationSampler:
                 except ShipyardError as exc:
                     log.warning("utilization of %s: %s", self.job, exc)
                     running = True
-                if not running or self._stop.wait(self.every):
+                if (not running and not self.keep_running) or self._stop.wait(self.every):
                     return
         finally:
             if store is not None:
@@ -92,7 +102,10 @@ class UtilizationSampler:
         found: list[Point] = []
         running = False
         disk = _disk_percent(self.disk)
-        for host, container in self.hosts.items():
+        hosts = self._hosts() if callable(self._hosts) else self._hosts
+        for gone in set(self._last) - set(hosts):
+            del self._last[gone]
+        for host, container in hosts.items():
             stats = self.runtime.stats(container)
             if stats is None:
                 continue
@@ -103,7 +116,7 @@ class UtilizationSampler:
     def _points(self, host: str, stats: ContainerStats, disk: float | None) -> list[Point]:
         now = self._clock()
         ms = int(now * 1000)
-        dims = (("Host", f"{self.job}/{host}"),)
+        dims = self._dimensions(host)
 
         def percent(name: str, value: float) -> Point:
             return point(MetricKey(self.namespace, name, dims), ms, PERCENT, max(0.0, value))

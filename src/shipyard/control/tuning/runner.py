@@ -333,6 +333,7 @@ class Tuner:
             return records.set_status(TRAINING, rec, records.FAILED, at)
 
         self.ctx.store.mutate(TRAINING, name, fail)
+        self.ctx.job_ended(TRAINING, name)
 
     def _stop_trial(self, name: str) -> None:
         at = records.now()
@@ -461,6 +462,7 @@ class Tuner:
             return records.set_status(TUNING, rec, status, at)
 
         self.ctx.store.mutate(TUNING, self.name, end)
+        self.ctx.job_ended(TUNING, self.name)
 
     def _exists(self, name: str) -> bool:
         try:
