@@ -47,8 +47,22 @@ def _default_file_roots() -> tuple[Path, ...]:
 class Settings:
     #: Where state (SQLite), logs, job folders and file:// defaults live.
     data_dir: Path = field(default_factory=lambda: Path.home() / ".shipyard")
-    #: ``auto`` (Docker when an engine answers, else process), ``docker`` or ``process``.
+    #: ``auto`` (Docker when an engine answers, else process), ``docker``, ``process``, or
+    #: ``swarm`` (a Docker Swarm cluster; docs/runtimes.md).
     runtime: str = "auto"
+    #: The swarm manager's engine (``unix://...``, ``tcp://host:2376``); None: the local one.
+    swarm_manager: str | None = None
+    #: A registry every node pulls from (``host:port``): images are pushed there first.
+    swarm_registry: str | None = None
+    #: Node engines the platform may reach, ``hostname=url`` each: images are loaded onto
+    #: them when there is no registry, and signals, stats and OOM kills go through them.
+    swarm_node_engines: tuple[str, ...] = ()
+    #: ``spread``: a job's hosts (an endpoint's instances) on distinct nodes while one has
+    #: room; ``pack``: wherever the swarm's scheduler puts them.
+    swarm_placement: str = "spread"
+    #: Paths mounted alike on every node (an NFS export holding the data directory, say):
+    #: the only host paths a swarm container may mount.
+    swarm_shared_paths: tuple[Path, ...] = ()
     #: S3-compatible endpoint for s3:// URIs. None: the store ``shipyard server`` runs
     #: (``embedded_s3``), else AWS's default resolution.
     s3_endpoint_url: str | None = None
@@ -105,6 +119,20 @@ class Settings:
     #: How long their raw points are kept, in days (never longer than the above): periods
     #: under a minute and percentiles need them.
     metrics_raw_retention_days: float = 3.0
+    #: An MLflow tracking server (``http://host:5000``) each ended training job is forwarded
+    #: to as a run, each tuning job as a parent run of its trials (docs/metrics.md). None: off.
+    mlflow_tracking_uri: str | None = None
+    #: Queue work that does not fit what the machine has left (docs/runtimes.md, "Capacity
+    #: and queueing"): each job host and endpoint or transform instance reserves its instance
+    #: type's memory and CPUs; off, everything starts at once as the engine lets it.
+    capacity_queue: bool = True
+    #: What the queue shares out, overriding what the runtime reports (the engine's CPUs and
+    #: memory). None: the runtime's figure.
+    capacity_cpus: float | None = None
+    capacity_memory_mb: int | None = None
+    #: CPUs are shared in time, memory is not: a host reserves its type's vCPUs divided by
+    #: this (an ml.m5.large, 2 vCPUs, reserves 0.5 CPU at 4). Memory is never overcommitted.
+    cpu_overcommit: float = 4.0
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -147,8 +175,10 @@ class Settings:
                     sources[f.name] = Source.DEFAULT
             except (TypeError, ValueError) as exc:
                 raise ValidationError(f"setting {f.name}: {exc}") from exc
-        if values.get("runtime", "auto") not in {"auto", "docker", "process"}:
-            raise ValidationError("setting runtime must be one of auto, docker, process")
+        if values.get("runtime", "auto") not in {"auto", "docker", "process", "swarm"}:
+            raise ValidationError("setting runtime must be one of auto, docker, process, swarm")
+        if values.get("swarm_placement", "spread") not in {"spread", "pack"}:
+            raise ValidationError("setting swarm_placement must be spread or pack")
         return replace(cls(**values), sources=sources)
 
     def explain(self) -> dict[str, dict[str, str]]:
@@ -183,6 +213,11 @@ def _cast(name: str, raw: Any) -> Any:
     kinds: dict[str, Any] = {
         "data_dir": _path,
         "runtime": str,
+        "swarm_manager": lambda v: str(v) or None,
+        "swarm_registry": lambda v: str(v) or None,
+        "swarm_node_engines": _node_engines,
+        "swarm_placement": str,
+        "swarm_shared_paths": _folders,
         "s3_endpoint_url": lambda v: str(v) or None,
         "s3_access_key_id": lambda v: str(v) or None,
         "s3_secret_access_key": lambda v: str(v) or None,
@@ -207,6 +242,11 @@ def _cast(name: str, raw: Any) -> Any:
         "refuse_missing_gpu": lambda v: v if isinstance(v, bool) else _bool(str(v)),
         "metrics_retention_days": _positive_days,
         "metrics_raw_retention_days": _positive_days,
+        "mlflow_tracking_uri": lambda v: str(v) or None,
+        "capacity_queue": lambda v: v if isinstance(v, bool) else _bool(str(v)),
+        "capacity_cpus": lambda v: None if str(v) == "" else _positive_number(v),
+        "capacity_memory_mb": lambda v: None if str(v) == "" else _positive_int(v),
+        "cpu_overcommit": _positive_number,
     }
     return kinds[name](raw)
 
@@ -240,6 +280,23 @@ def _folders(raw: Any) -> tuple[Path, ...]:
             raise ValueError(f"{item!r} is not an absolute path")
         folders.append(folder)
     return tuple(folders)
+
+
+def _node_engines(raw: Any) -> tuple[str, ...]:
+    """``hostname=url`` entries, a list or one string separated by commas."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"must be a list of hostname=url, not {raw!r}")
+    entries = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        hostname, sep, url = text.partition("=")
+        if not sep or not hostname.strip() or "://" not in url:
+            raise ValueError(f"{item!r} is not hostname=url (e.g. node1=tcp://10.0.0.5:2376)")
+        entries.append(f"{hostname.strip()}={url.strip()}")
+    return tuple(entries)
 
 
 def _capabilities(raw: Any) -> tuple[str, ...]:
@@ -296,6 +353,15 @@ def _positive_days(raw: Any) -> float:
     value = float(raw)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"must be a finite number of days > 0, not {raw!r}")
+    return value
+
+
+def _positive_number(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ValueError(f"not a number: {raw!r}")
+    value = float(raw)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"must be a finite number > 0, not {raw!r}")
     return value
 
 

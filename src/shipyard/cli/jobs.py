@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 
 import click
 
+from shipyard.cli import charts
 from shipyard.cli.errors import CliError, ExitCode
 from shipyard.cli.output import (
     JOB_KINDS,
@@ -14,6 +16,7 @@ from shipyard.cli.output import (
     exit_code_for,
     find_kind,
     open_client,
+    queue_wait,
     summarize,
     watch,
 )
@@ -52,10 +55,18 @@ def ls(settings: Settings, kind: str | None, status: str | None, limit: int,
                                for k, s in rows], indent=2))
         return
     click.echo(f"{'NAME':<48} {'KIND':<11} {'STATUS':<11} {'SECONDARY':<19} CREATED")
+    waits = []
     for k, s in rows:
         created = as_datetime(s["CreationTime"]).strftime("%Y-%m-%d %H:%M:%S")
-        click.echo(f"{s[JOB_KINDS[k].name_field]:<48} {k:<11} {s[JOB_KINDS[k].status_field]:<11} "
-                   f"{s.get('SecondaryStatus', '-'):<19} {created}")
+        name, status = s[JOB_KINDS[k].name_field], s[JOB_KINDS[k].status_field]
+        # Work waiting for capacity is Starting, and says what for (docs/runtimes.md).
+        waiting = queue_wait(client, k, name) if status == "InProgress" else ""
+        secondary = "Starting (queued)" if waiting else s.get("SecondaryStatus", "-")
+        click.echo(f"{name:<48} {k:<11} {status:<11} {secondary:<19} {created}")
+        if waiting:
+            waits.append(f"{name}: {waiting}")
+    for line in waits:
+        click.echo(line, err=True)
 
 
 @jobs.command()
@@ -66,7 +77,13 @@ def describe(settings: Settings, name: str, kind: str | None) -> None:
     """The job's full record (DescribeTrainingJob / DescribeProcessingJob), as JSON."""
     client = open_client(settings)
     kind = find_kind(client, name, kind)
-    click.echo(json.dumps(client.describe(kind, name), indent=2, default=str))
+    record = client.describe(kind, name)
+    if record.get(JOB_KINDS[kind].status_field) == "InProgress":
+        # What it waits for in the capacity queue: a Shipyard member boto3 drops.
+        waiting = queue_wait(client, kind, name)
+        if waiting:
+            record["StatusMessage"] = waiting
+    click.echo(json.dumps(record, indent=2, default=str))
 
 
 @jobs.command()
@@ -126,14 +143,32 @@ def wait(settings: Settings, name: str, kind: str | None) -> None:
 @jobs.command()
 @click.argument("name")
 @click.option("--metric", default=None, help="Only this metric.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--since", callback=charts.duration, default=None, metavar="DURATION",
+              help="Only points of the last DURATION (30s, 10m, 2h, 1d).")
+@click.option("--json", "as_json", is_flag=True, help="The points as JSON, no chart.")
+@click.option("--chart/--no-chart", default=None,
+              help="Draw a chart per metric below the points (default: at a terminal).")
 @click.pass_obj
-def metrics(settings: Settings, name: str, metric: str | None, as_json: bool) -> None:
-    """A training job's metric time series."""
-    series = open_client(settings).metric_series(name, metric)
+def metrics(settings: Settings, name: str, metric: str | None, since: float | None,
+            as_json: bool, chart: bool | None) -> None:
+    """A training job's metric time series, and a chart of each metric."""
+    start = None if since is None else time.time() - since
+    series = [p for p in open_client(settings).metric_series(name, metric)
+              if start is None or p["Timestamp"] >= start]
     if as_json:
         click.echo(json.dumps(series, indent=2))
         return
     for point in series:
         stamp = dt.datetime.fromtimestamp(point["Timestamp"]).strftime("%H:%M:%S.%f")[:-3]
         click.echo(f"{stamp} {point['Host']} {point['MetricName']} = {point['Value']}")
+    if not charts.wants_chart(chart):
+        return
+    lines: dict[str, dict[str, charts.Series]] = {}
+    for point in series:
+        by_host = lines.setdefault(point["MetricName"], {})
+        by_host.setdefault(point["Host"], charts.Series(point["Host"])).add(
+            point["Timestamp"], point["Value"])
+    for metric_name, by_host in lines.items():
+        click.echo()
+        click.echo(charts.render(f"{name}: {metric_name}", list(by_host.values()),
+                                 color=charts.is_terminal()))

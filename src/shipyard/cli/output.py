@@ -33,6 +33,14 @@ def find_kind(client: Client, name: str, kind: str | None) -> str:
     return found
 
 
+def queue_wait(client: Client, kind: str, name: str) -> str:
+    """What an InProgress job waits for in the capacity queue ("Waiting for capacity: ..."),
+    or "": the record's Shipyard member ``StatusMessage``, which boto3 drops."""
+    spec = kinds.get(kind)
+    record = client.raw_call(spec.operation("Describe"), **{spec.name_field: name})
+    return str(record.get("StatusMessage") or "")
+
+
 def _stamp(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -54,6 +62,7 @@ def watch(client: Client, kind: str, name: str, *, show_logs: bool = True,
     tokens: dict[str, str | None] = {}
     shown = 0
     last_status = ""
+    last_wait: str | None = ""
     next_describe = 0.0
     record: dict[str, Any] = {}
 
@@ -85,6 +94,13 @@ def watch(client: Client, kind: str, name: str, *, show_logs: bool = True,
                     shown = len(transitions)
                     if kind != kinds.TRAINING.key and status != last_status:
                         click.secho(f"{_stamp(time.time())} {status}", fg="cyan", err=True)
+                    if status == "InProgress" and last_wait is not None:
+                        # Until it leaves the capacity queue (or was never in it).
+                        waiting = queue_wait(client, kind, name)
+                        if waiting and waiting != last_wait:
+                            click.secho(f"{_stamp(time.time())} {waiting}", fg="yellow",
+                                        err=True)
+                        last_wait = waiting or None
                 last_status = status
             if last_status in TERMINAL:
                 # Every line was stored before the status became final: one last drain.

@@ -6,7 +6,9 @@ import contextlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from shipyard.control.capacity import Ledger
 from shipyard.control.confinement import FileRoots
 from shipyard.control.s3 import S3Client
 from shipyard.control.state.locks import JobLock
@@ -14,6 +16,9 @@ from shipyard.control.state.logs import LogStore
 from shipyard.control.state.store import Store
 from shipyard.runtimes.base import Runtime
 from shipyard.settings import Settings
+
+if TYPE_CHECKING:
+    from shipyard.control.metrics.mlflow import MlflowForwarder
 
 
 @dataclass
@@ -23,6 +28,8 @@ class Context:
     logs: LogStore
     runtime: Runtime
     _s3: S3Client | None = field(default=None, repr=False)
+    _capacity: Ledger | None = field(default=None, repr=False)
+    _forwarder: MlflowForwarder | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -46,6 +53,46 @@ class Context:
                                     access_key_id=settings.s3_access_key_id,
                                     secret_access_key=settings.s3_secret_access_key)
             return self._s3
+
+    @property
+    def capacity(self) -> Ledger:
+        """The capacity ledger of this data directory (``control.capacity``), opened on
+        first use."""
+        with self._lock:
+            if self._capacity is None:
+                self._capacity = Ledger(self.settings.data_dir / "capacity.db")
+            return self._capacity
+
+    def job_ended(self, kind: str, name: str) -> None:
+        """Hand an ended job to the MLflow forwarder when ``mlflow_tracking_uri`` is set
+        (``control.metrics.mlflow``): a queue put, never a wait."""
+        forwarder = self._mlflow()
+        if forwarder is not None:
+            forwarder.submit(kind, name)
+
+    def job_progressed(self, kind: str, name: str) -> None:
+        """A running job has new metric points: the MLflow forwarder's, as :meth:`job_ended`."""
+        forwarder = self._mlflow()
+        if forwarder is not None:
+            forwarder.progress(kind, name)
+
+    def _mlflow(self) -> MlflowForwarder | None:
+        uri = self.settings.mlflow_tracking_uri
+        if not uri:
+            return None
+        with self._lock:
+            if self._forwarder is None:
+                from shipyard.control.metrics.mlflow import MlflowForwarder
+
+                self._forwarder = MlflowForwarder(uri, self.store)
+            return self._forwarder
+
+    def close_forwarder(self, timeout: float) -> None:
+        """Forward what is queued for up to ``timeout`` seconds (before the store closes)."""
+        with self._lock:
+            forwarder, self._forwarder = self._forwarder, None
+        if forwarder is not None:
+            forwarder.close(timeout)
 
     @property
     def file_roots(self) -> FileRoots:
@@ -77,4 +124,16 @@ def runtime_for(settings: Settings) -> Runtime:
         return DockerRuntime(labels=labels, confinement=confinement)
     if settings.runtime == "process":
         return ProcessRuntime(settings.data_dir / "processes")
+    if settings.runtime == "swarm":
+        from shipyard.runtimes.swarm import SwarmRuntime
+
+        swarm = SwarmRuntime(
+            settings.swarm_manager, labels=labels, confinement=confinement,
+            registry=settings.swarm_registry,
+            node_engines=dict(e.split("=", 1) for e in settings.swarm_node_engines),
+            placement=settings.swarm_placement, shared_paths=settings.swarm_shared_paths,
+            cpu_overcommit=settings.cpu_overcommit,
+            stop_grace_seconds=settings.stop_grace_seconds)
+        swarm.ping()
+        return swarm
     return default_runtime(settings.data_dir, labels, confinement)

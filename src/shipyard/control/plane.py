@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from shipyard import kinds
-from shipyard.control import recovery, registry, shapes
+from shipyard.control import capacity, recovery, registry, shapes
 from shipyard.control.context import Context, runtime_for
 from shipyard.control.endpoints import models
 from shipyard.control.endpoints.deployments import EndpointManager
@@ -101,6 +101,8 @@ class ControlPlane:
                 and thread.is_alive()]
         left += self.endpoints.close(max(0.0, deadline - time.monotonic()))
         self.search_index.close()
+        # Jobs queued for MLflow get a few seconds, however short ``timeout``; then dropped.
+        self.ctx.close_forwarder(max(2.0, deadline - time.monotonic()))
         self.ctx.store.close()
         if self._metrics is not None:
             self._metrics.close()
@@ -301,6 +303,10 @@ class ControlPlane:
         A record that cannot be read or resumed is set aside as Failed (``recovery``): one
         bad row never keeps the plane from taking over the others."""
         recovery.sweep_unreadable(self.ctx)
+        try:
+            capacity.sweep_jobs(self.ctx, JOB_KINDS)
+        except ShipyardError as exc:
+            log.warning("sweeping the capacity ledger: %s", exc)
         resumed = []
         for kind in JOB_KINDS:
             for row in self.ctx.store.list_jobs(kind, statuses=records.ACTIVE_STATUSES):

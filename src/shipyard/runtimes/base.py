@@ -102,6 +102,14 @@ class ContainerState:
     #: The container's own address on its network, when the host can route to it (a Linux
     #: engine's bridge); "" otherwise. Reaching a port there skips the engine's port proxy.
     address: str = ""
+    #: Where the published ``ports`` answer: the loopback of one engine, a node's address in
+    #: a cluster.
+    published_host: str = "127.0.0.1"
+    #: Not started yet, and why (a cluster scheduler holding it for capacity, an image being
+    #: fetched); ``running`` is True meanwhile, as it has not exited either.
+    waiting: str = ""
+    #: The cluster node it runs (or ran) on; "" on one engine.
+    node: str = ""
 
 
 @dataclass(frozen=True)
@@ -153,6 +161,9 @@ class Runtime(abc.ABC):
     """Where containers run."""
 
     kind: str = "abstract"
+    #: True for a runtime whose own scheduler places containers by their reservations (a
+    #: cluster's): the control plane's capacity ledger (``control.capacity``) stands aside.
+    places_by_reservation: bool = False
 
     def check_reference(self, image: str) -> None:  # noqa: B027 - optional hook
         """Raise ``ValidationError`` when ``image`` cannot name an image of this runtime at

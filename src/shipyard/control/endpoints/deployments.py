@@ -30,7 +30,7 @@ from shipyard.contract.serving import (
     SERVING_PORT,
     SERVING_STOP_GRACE_SECONDS,
 )
-from shipyard.control import recovery
+from shipyard.control import capacity, recovery
 from shipyard.control.context import Context
 from shipyard.control.endpoints import models
 from shipyard.control.endpoints.router import (
@@ -60,6 +60,8 @@ from shipyard.control.endpoints.serving import (
     wait_healthy,
 )
 from shipyard.control.limits import check_instance_type
+from shipyard.control.metrics.instances import endpoint_sampler, record_model_setup
+from shipyard.control.metrics.utilization import UtilizationSampler
 from shipyard.control.shapes import check_request
 from shipyard.control.state import records
 from shipyard.control.state.locks import JobLock
@@ -91,6 +93,8 @@ class EndpointManager(Router):
         #: stopped once each says it routes nothing to it any more (containers, timeout).
         self.drains: list[Callable[[list[str], float], None]] = []
         self._monitor: threading.Thread | None = None
+        #: Live instances' utilization (``/aws/sagemaker/Endpoints``), from the first deploy.
+        self._sampler: UtilizationSampler | None = None
         self._closed = threading.Event()
         self._ownership = JobLock(ctx.settings.data_dir / "locks" / "endpoints.lock")
 
@@ -240,6 +244,8 @@ class EndpointManager(Router):
         deployment = Deployment(uid, config_name, {})
         self._mutate(name, lambda rec, run: run.setdefault("pending", []).append(uid))
         try:
+            self._reserve(name, uid, specs, cancel)
+            setup = time.monotonic()
             for spec in specs:
                 workdir = base / spec.name
                 model_dir = (workdir / "empty" if spec.multi_model else
@@ -252,15 +258,42 @@ class EndpointManager(Router):
             for variant in deployment.variants.values():
                 wait_healthy(self.ctx, variant.instances, variant.spec.startup_timeout, cancel)
                 variant.instances = [direct_route(self.ctx, i) for i in variant.instances]
+                record_model_setup(self.ctx.settings, name, variant.spec.name,
+                                   [time.monotonic() - setup] * len(variant.instances))
         except BaseException:
             for instance in deployment.instances():
                 stop_instance(self.ctx, instance.container, 0)
             remove_tree(base)
+            capacity.release(self.ctx, KIND, name, uid)
             raise
         finally:
             self._mutate(name, lambda rec, run: run.get("pending", []).remove(uid)
                          if uid in run.get("pending", []) else None)
         return deployment
+
+    def _reserve(self, name: str, uid: str, specs: list[VariantSpec],
+                 cancel: threading.Event) -> None:
+        """Wait in the capacity queue (``control.capacity``) until the whole fleet's
+        reservation is held; an update's fleet is fitted beside all but the fleet it
+        replaces. While it waits the endpoint stays Creating (Updating), its
+        ``StatusMessage`` saying what for; a delete ends the wait at once."""
+        with self._lock:
+            live = self._live.get(name)
+
+        def waiting(message: str) -> None:
+            def say(rec: dict[str, Any], run: dict[str, Any]) -> None:
+                if message:
+                    rec["StatusMessage"] = message
+                else:
+                    rec.pop("StatusMessage", None)
+            self._mutate(name, say)
+
+        if not capacity.reserve(self.ctx, KIND, name,
+                                [(s.instance_type, s.count) for s in specs], unit=uid,
+                                beside=None if live is None else live.uid,
+                                cancelled=cancel.is_set, waiting=waiting):
+            # Its record is being deleted (or is gone, and the name may be taken anew).
+            raise ShipyardError(f"endpoint {name}: deleted while it waited for capacity")
 
     def _start(self, name: str, uid: str, variant: Variant) -> Instance:
         instance = start_instance(self.ctx, owner_kind=KIND, owner_name=name, deployment=uid,
@@ -286,6 +319,7 @@ class EndpointManager(Router):
         self._commit(name, deployment, FailureReason=None)
         if old is not None:
             self._retire(old)
+            capacity.release(self.ctx, KIND, name, old.uid)
 
     def _run_deployment(self, name: str, config_name: str, specs: list[VariantSpec],
                         cancel: threading.Event, status_on_failure: str
@@ -372,10 +406,12 @@ class EndpointManager(Router):
     def _tear_down(self, name: str, deployment: Deployment | None, forget: bool = True) -> None:
         if deployment is not None:
             self._retire(deployment)
+            capacity.release(self.ctx, KIND, name, deployment.uid)
         # Whatever else carries the endpoint's labels (a deployment interrupted mid-way).
         for container in self.ctx.runtime.list({JOB_KIND_LABEL: KIND, JOB_NAME_LABEL: name}):
             stop_instance(self.ctx, container, SERVING_STOP_GRACE_SECONDS)
         if forget:
+            capacity.release(self.ctx, KIND, name)
             remove_owner_network(self.ctx, KIND, name)
             remove_tree(self.ctx.settings.data_dir / "endpoints" / name)
             self.ctx.store.delete_job(KIND, name)
@@ -387,6 +423,16 @@ class EndpointManager(Router):
                 self._monitor = threading.Thread(target=self._watch, name="endpoint-monitor",
                                                  daemon=True)
                 self._monitor.start()
+            if self._sampler is None and not self._closed.is_set():
+                self._sampler = endpoint_sampler(self.ctx.runtime, self.ctx.settings,
+                                                 self._live_instances)
+                self._sampler.start()
+
+    def _live_instances(self) -> dict[str, tuple[str, str]]:
+        """Each serving instance's container -> (endpoint, variant)."""
+        with self._lock:
+            return {i.container: (name, v.spec.name) for name, d in self._live.items()
+                    for v in d.variants.values() for i in v.instances}
 
     def _watch(self) -> None:
         while not self._closed.wait(MONITOR_INTERVAL_SECONDS):
@@ -424,10 +470,13 @@ class EndpointManager(Router):
                     with self._lock:
                         if self._live.get(name) is not deployment:
                             return
+                    setup = time.monotonic()
                     instance = self._start(name, deployment.uid, variant)
                     try:
                         wait_healthy(self.ctx, [instance], variant.spec.startup_timeout)
                         instance = direct_route(self.ctx, instance)
+                        record_model_setup(self.ctx.settings, name, variant.spec.name,
+                                           [time.monotonic() - setup])
                     except StartupFailed as exc:
                         log.warning("endpoint %s: replacement failed: %s", name, exc)
                         stop_instance(self.ctx, instance.container, 0)
@@ -462,6 +511,10 @@ class EndpointManager(Router):
         Only one plane per data directory manages endpoints (the one holding the lock)."""
         if not self._ownership.acquire():
             return []
+        try:
+            sweep_reservations(self.ctx)
+        except ShipyardError as exc:
+            log.warning("sweeping the capacity ledger's endpoints: %s", exc)
         said = []
         for row in self.ctx.store.list_jobs(KIND, limit=100_000):
             try:
@@ -521,7 +574,7 @@ class EndpointManager(Router):
             recorded, variant.instances = variant.instances, []
             for instance in recorded:
                 state = self.ctx.runtime.inspect(instance.container)
-                if state is not None and instance.host == "127.0.0.1":
+                if state is not None and instance.host == state.published_host:
                     # The engine may have published the port anew (an engine restart).
                     instance = replace(instance, port=state.ports.get(SERVING_PORT, 0))
                 if (state is not None and state.running
@@ -590,7 +643,40 @@ class EndpointManager(Router):
         left = [what for thread, what in pending if thread.is_alive()]
         self._ownership.release()
         self.invocation_metrics.close()
+        with self._lock:
+            sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            sampler.stop()
         return left
+
+def sweep_reservations(ctx: Context) -> None:
+    """After a restart: keep the capacity entries of the fleets that serve (re-counted from
+    the records when the ledger lacks them) and of endpoints still being created (their
+    restarted deployment takes its entry over, place in the queue included); forget the
+    rest (an update's fleet died with the old plane; a failed or deleted endpoint)."""
+    totals = capacity.totals_for(ctx)
+    if totals is None:
+        return
+    rows = {row.name: row for row in ctx.store.list_jobs(KIND, limit=100_000)}
+
+    def keep(entry: capacity.Entry) -> bool:
+        row = rows.get(entry.owner) if entry.kind == KIND else None
+        if entry.kind != KIND:
+            return True
+        if row is None:
+            return False
+        if row.status == CREATING:
+            return True
+        return row.status in (IN_SERVICE, UPDATING) and entry.unit == row.runner.get("uid")
+
+    ctx.capacity.sweep(keep)
+    for row in rows.values():
+        if row.status in (IN_SERVICE, UPDATING) and row.runner.get("uid"):
+            specs = [VariantSpec.from_json(s) for s in row.runner.get("specs") or []]
+            ctx.capacity.hold(KIND, row.name, str(row.runner["uid"]), capacity.demand_of(
+                [(s.instance_type, s.count) for s in specs], totals,
+                ctx.settings.cpu_overcommit))
+
 
 def _variant_summaries(specs: list[VariantSpec], current: int | None,
                        deployment: Deployment | None = None) -> list[dict[str, Any]]:

@@ -177,8 +177,8 @@ def start_instance(ctx: Context, *, owner_kind: str, owner_name: str, deployment
         cpus=limits.cpus, memory_bytes=limits.memory_bytes,
         root_dir=str(root), ports={SERVING_PORT: 0},
     ))
-    return Instance(name, spec.name, _published_port(ctx, name),
-                    f"{spec.name}/{instance_id}")
+    host, port = _published_address(ctx, name)
+    return Instance(name, spec.name, port, f"{spec.name}/{instance_id}", host=host)
 
 
 def owner_network(ctx: Context, owner_kind: str, owner_name: str) -> str:
@@ -199,16 +199,24 @@ def remove_owner_network(ctx: Context, owner_kind: str, owner_name: str) -> None
         log.warning("could not remove the network of %s %s: %s", owner_kind, owner_name, exc)
 
 
-def _published_port(ctx: Context, name: str) -> int:
+def _published_address(ctx: Context, name: str) -> tuple[str, int]:
+    """Where the container's serving port answers: loopback on one engine, its node's
+    address in a cluster. Port 0 when it never got one (it exited: the health check then
+    reports the container's own failure). A container still waiting to be placed (a cluster
+    scheduler's queue, an image on its way to the node) is waited for, up to the startup
+    health check's own limit."""
+    placed_by = time.monotonic() + ctx.settings.endpoint_startup_timeout_seconds
     deadline = time.monotonic() + 10
     while True:
         state = ctx.runtime.inspect(name)
         if state is not None and state.ports.get(SERVING_PORT):
-            return state.ports[SERVING_PORT]
-        if state is None or not state.running or time.monotonic() > deadline:
-            # Port 0 never answers; the health check then reports the container's own failure.
-            return 0
-        time.sleep(0.01)
+            return state.published_host, state.ports[SERVING_PORT]
+        now = time.monotonic()
+        if state is not None and state.waiting and now < placed_by:
+            deadline = now + 10
+        elif state is None or not state.running or now > deadline:
+            return "127.0.0.1", 0
+        time.sleep(0.01 if not (state and state.waiting) else 0.2)
 
 
 def ping(port: int, timeout: float = 2.0, host: str = "127.0.0.1") -> int | None:

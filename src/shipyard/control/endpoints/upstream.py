@@ -272,6 +272,9 @@ class Upstream:
     def __init__(self) -> None:
         self._idle: dict[Address, list[_Conn]] = {}
         self._exchanges: dict[Address, list[_Exchange]] = {}
+        #: Exchanges waiting for their answer, so that a container known gone fails them now
+        #: rather than at the invocation's timeout (a lost machine never closes them).
+        self._busy: dict[Address, set[_Exchange]] = {}
         #: Connection attempts, held until they finish (the loop keeps tasks only weakly).
         self._connecting: dict[asyncio.Task[tuple[asyncio.BaseTransport, _Exchange]],
                                Address] = {}
@@ -311,6 +314,9 @@ class Upstream:
         for exchange in self._exchanges.pop(address, []):
             if exchange.transport is not None:
                 exchange.transport.close()
+        for exchange in self._busy.pop(address, set()):
+            if exchange.transport is not None:
+                exchange.transport.abort()
 
     def _idle_exchange(self, address: Address) -> _Exchange | None:
         idle = self._exchanges.get(address)
@@ -365,7 +371,13 @@ class Upstream:
         transport = exchange.transport
         assert transport is not None
 
+        busy = self._busy.setdefault(address, set())
+        busy.add(exchange)
+
         def answered(response: Response | None, exc: BaseException | None) -> None:
+            busy.discard(exchange)
+            if not busy and self._busy.get(address) is busy:
+                del self._busy[address]
             if response is None:
                 transport.abort()
                 if (may_retry and exchange.reused and isinstance(exc, UpstreamError)

@@ -6,14 +6,18 @@ are training jobs, accepted exactly as a CreateTrainingJob is).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from shipyard.control import capacity
 from shipyard.control.context import Context
 from shipyard.control.jobs.kind import Describe, JobKind, Preflight
 from shipyard.control.limits import check_instance_type
 from shipyard.control.staging import local_path_from_uri
 from shipyard.control.state import records
-from shipyard.errors import ResourceInUse, ValidationError
+from shipyard.errors import ResourceInUse, ShipyardError, ValidationError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["accept", "confine", "preflight"]
 
@@ -40,6 +44,11 @@ def accept(ctx: Context, job: JobKind, request: dict[str, Any], describe: Descri
         raise ResourceInUse(
             f"{label} names must be unique within an AWS account and region, and a "
             f"{spec.label} with this name already exists ({arn})") from None
+    try:
+        capacity.enqueue(ctx, spec.key, name, record)
+    except ShipyardError as exc:  # its runner queues it when it starts
+        log.warning("%s %s: cannot take its place in the capacity queue: %s", spec.label,
+                    name, exc)
     return name, arn
 
 

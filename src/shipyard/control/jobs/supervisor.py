@@ -33,6 +33,7 @@ from shipyard.contract.labels import (
     RUN_LABEL,
 )
 from shipyard.contract.paths import OptMl
+from shipyard.control import capacity
 from shipyard.control.context import Context
 from shipyard.control.jobs.kind import HOST_FAILED, MAX_RUNTIME, STOP, ContainerJob, Outcome
 from shipyard.control.jobs.metrics import MetricExtractor
@@ -108,6 +109,7 @@ class Supervisor:
                 log.error("supervisor of %s %s crashed:\n%s", self.kind, self.name,
                           traceback.format_exc())
                 self._fail_early(f"InternalServerError: {type(exc).__name__}: {exc}")
+            capacity.release(self.ctx, self.kind, self.name)
             return True
         finally:
             lock.release()
@@ -156,6 +158,13 @@ class Supervisor:
         # Recorded before it exists, so whoever cleans up after a crash removes it too.
         self._mutate(lambda rec, run: run.update(uid=uid, job_dir=str(job_dir),
                                                  network=network))
+        if not self._reserve(record, hosts):
+            # Stopped while it waited for capacity: nothing was staged or started.
+            def stopped(rec: dict[str, Any], run: dict[str, Any]) -> None:
+                rec.pop("StatusMessage", None)
+                run.update(phase="running", containers={}, network="none", trigger=STOP)
+            self._mutate(stopped)
+            return
         self._mark("prepare_start")
         # The engine takes ~0.1 s to make a network: done while the data is staged.
         made = _Background(lambda: None if network == "none" else runtime.create_network(
@@ -194,6 +203,27 @@ class Supervisor:
             self.job.started(rec, started, limits.notice)
 
         self._mutate(mark_running)
+
+    def _reserve(self, record: dict[str, Any], hosts: int) -> bool:
+        """Wait in the capacity queue (``control.capacity``) until every host's reservation
+        is held (True), or until the job is stopped (False). While it waits, the job is
+        InProgress, ``Starting``, with a ``StatusMessage`` saying what it waits for."""
+        def waiting(message: str) -> None:
+            at = records.now()
+
+            def say(rec: dict[str, Any], run: dict[str, Any]) -> None:
+                if message:
+                    rec["StatusMessage"] = message
+                else:
+                    rec.pop("StatusMessage", None)
+                self.job.transition(rec, "Starting",
+                                    message or f"Starting the {self.job.kind.label}", at)
+            self._mutate(say)
+
+        return capacity.reserve(
+            self.ctx, self.kind, self.name, [(self.job.resources(record)["InstanceType"], hosts)],
+            cancelled=lambda: self.ctx.store.stop_requested(self.kind, self.name),
+            waiting=waiting)
 
     def destination(self, uri: str) -> str:
         """An output location as it is written: s3:// as given, a local one resolved and
@@ -264,6 +294,8 @@ class Supervisor:
                 kill_at = time.time() + 5  # re-send if the engine was slow to act
         if sampler is not None:
             sampler.stop()
+        # Their containers have exited: what they reserved goes to the next in the queue.
+        capacity.release(self.ctx, self.kind, self.name)
         self._mark("exited")
         # Docker ends a follow stream once it has delivered everything an exited container
         # printed; that can be many seconds after the exit for a chatty job.
@@ -276,7 +308,7 @@ class Supervisor:
             run.setdefault("timings", {})["logged"] = logged
             run.update(trigger=trigger, finals={
                 h: {"exit_code": s.exit_code, "oom_killed": s.oom_killed, "error": s.error,
-                    "finished_at": s.finished_at} for h, s in finals.items()})
+                    "finished_at": s.finished_at, "node": s.node} for h, s in finals.items()})
 
         self._mutate(mark_exited)
 
@@ -306,7 +338,10 @@ class Supervisor:
                 batch = unparsed[:]
                 unparsed.clear()
             if batch:
-                self.ctx.store.add_metrics(self.kind, self.name, host, extractor.extract(batch))
+                points = extractor.extract(batch)
+                self.ctx.store.add_metrics(self.kind, self.name, host, points)
+                if points:
+                    self.ctx.job_progressed(self.kind, self.name)
 
         def flush_often() -> None:
             # Parsed in batches (one regex pass and one insert per half second), on a clock
@@ -346,7 +381,10 @@ class Supervisor:
         finals: dict[str, dict[str, Any]] = runner.get("finals", {})
         trigger = runner.get("trigger")
         job_dir = Path(runner["job_dir"])
-        roots = {h: job_dir / "hosts" / h for h in finals}
+        # In host order, whatever order they ended in: where hosts wrote the same file,
+        # algo-1's copy is the one kept, as on SageMaker.
+        roots = {h: job_dir / "hosts" / h
+                 for h in sorted(finals, key=lambda h: (len(h), h))}
         status, reason = self._outcome(trigger, finals, roots, record)
         if status != records.FAILED:
             self.transition("Uploading", "Uploading generated training model")
@@ -371,6 +409,7 @@ class Supervisor:
             return records.set_status(self.kind, rec, outcome.status, end)
 
         self._mutate(complete)
+        self.ctx.job_ended(self.kind, self.name)
         self._cleanup(runner, job_dir)
 
     def _outcome(self, trigger: str | None, finals: dict[str, dict[str, Any]],
@@ -399,8 +438,13 @@ class Supervisor:
             return records.FAILED, (f"InternalServerError: the container of {host} ended "
                                     f"without an exit code: {final.get('error') or 'unknown'}")
         tail = "\n".join(self.ctx.logs.tail_text(self.kind, self.name, host, LOG_TAIL_LINES))
-        head = (f"AlgorithmError: the container of {host} exited with code "
-                f"{final['exit_code']} and wrote no /opt/ml/output/failure. Last log lines:\n")
+        # In a cluster, which machine it ran on, and what the runtime knows of its end (a
+        # node lost): a reason a person can act on.
+        where = f" on node {final['node']}" if final.get("node") else ""
+        why = f" ({final['error']})" if final.get("error") else ""
+        head = (f"AlgorithmError: the container of {host}{where} exited with code "
+                f"{final['exit_code']}{why} and wrote no /opt/ml/output/failure. "
+                "Last log lines:\n")
         room = contract.FAILURE_REASON_MAX - len(head)
         return records.FAILED, head + (tail[-room:] if room > 0 else "")
 
@@ -433,6 +477,7 @@ class Supervisor:
             return records.set_status(self.kind, rec, records.FAILED, at)
 
         self._mutate(fail)
+        self.ctx.job_ended(self.kind, self.name)
         for cname in runner.get("containers", {}).values():
             try:
                 self.ctx.runtime.remove(cname)

@@ -54,7 +54,7 @@ from typing import Any
 from shipyard import contract, kinds
 from shipyard.contract.labels import JOB_KIND_LABEL, JOB_NAME_LABEL
 from shipyard.contract.serving import EXECUTION_PARAMETERS_PATH, INVOCATIONS_PATH
-from shipyard.control import staging
+from shipyard.control import capacity, staging
 from shipyard.control.context import Context
 from shipyard.control.endpoints import models
 from shipyard.control.endpoints.serving import (
@@ -68,6 +68,8 @@ from shipyard.control.endpoints.serving import (
     stop_instance,
     wait_healthy,
 )
+from shipyard.control.metrics.instances import transform_sampler
+from shipyard.control.metrics.utilization import UtilizationSampler
 from shipyard.control.s3 import iter_regular_files, parse_s3_uri
 from shipyard.control.state import records
 from shipyard.control.state.logs import await_followers
@@ -121,6 +123,8 @@ class TransformJob:
         self.finishing = threading.Event()
         #: Each container's log follower, by log stream (host).
         self._followers: dict[str, threading.Thread] = {}
+        #: The hosts' utilization (``/aws/sagemaker/TransformJobs``) while they run.
+        self._sampler: UtilizationSampler | None = None
 
     def run(self) -> bool:
         """Drive the job to the end; False if another driver holds it."""
@@ -170,7 +174,10 @@ class TransformJob:
             lock.release()
 
     def _clean_up(self, instances: list[Instance], job_dir: Path | None) -> None:
+        if self._sampler is not None:
+            self._sampler.stop()
         self._stop_instances(instances)
+        capacity.release(self.ctx, KIND, self.name)
         remove_owner_network(self.ctx, KIND, self.name)
         if job_dir is not None:
             shutil.rmtree(job_dir, ignore_errors=True)
@@ -192,6 +199,9 @@ class TransformJob:
     def _drive(self, record: dict[str, Any], job_dir: Path, instances: list[Instance]
                ) -> tuple[str, str | None]:
         spec = self._spec(record)
+        if not capacity.reserve(self.ctx, KIND, self.name, [(spec.instance_type, spec.count)],
+                                cancelled=self._stop.is_set, waiting=self._waiting):
+            return records.STOPPED, None
         model_dir = prepare_model_dir(self.ctx, spec.model_data_url, job_dir / "model")
         if self._stop.is_set():
             return records.STOPPED, None
@@ -205,6 +215,10 @@ class TransformJob:
             instance = dataclasses.replace(instance, log_stream=host)
             instances.append(instance)
             self._followers[host] = follow_logs(self.ctx, KIND, self.name, instance)
+        self._sampler = transform_sampler(self.ctx.runtime, self.ctx.settings, self.name,
+                                          {i.log_stream: i.container for i in instances},
+                                          job_dir)
+        self._sampler.start()
         objects = self._stage(record, job_dir / "staging")
         wait_healthy(self.ctx, instances, spec.startup_timeout, self._stop)
         if self._stop.is_set():
@@ -228,6 +242,15 @@ class TransformJob:
         if failure is not None:
             return records.FAILED, failure
         return records.COMPLETED, None
+
+    def _waiting(self, message: str) -> None:
+        """While it waits for capacity: InProgress, with a StatusMessage saying for what."""
+        def say(rec: dict[str, Any], run: dict[str, Any]) -> None:
+            if message:
+                rec["StatusMessage"] = message
+            else:
+                rec.pop("StatusMessage", None)
+        self.ctx.store.mutate(KIND, self.name, say)
 
     def _spec(self, record: dict[str, Any]) -> VariantSpec:
         try:
@@ -332,6 +355,7 @@ class TransformJob:
             # Until _clean_up says otherwise: a plane that dies in between leaves containers
             # that the next one's reconcile removes (sweep_finished).
             run["cleaned"] = False
+            rec.pop("StatusMessage", None)
             if reason:
                 rec["FailureReason"] = reason[: contract.FAILURE_REASON_MAX]
             else:

@@ -1,0 +1,760 @@
+"""A Docker Swarm cluster as a :class:`~shipyard.runtimes.base.Runtime`.
+
+Each container the control plane starts becomes one swarm *service* with one task
+(``replicated-job``, one replica, restart condition none): the service keeps the container's
+name, so a restarted control plane finds it again, and a failed host is never retried by the
+swarm (the platform decides what a failure means, as on one engine). Found when tried: a
+service with several replicas numbers its slots so that one host's name becomes the node id,
+and a failing multi-replica job is retried without end; one replica per service avoids both
+(docs/runtimes.md).
+
+- **Placement.** Each task reserves its memory and a share of its CPUs
+  (``cpus / cpu_overcommit``); the swarm's scheduler holds a task that fits no node in
+  ``pending`` with its reason, which :meth:`SwarmRuntime.inspect` reports as
+  :attr:`ContainerState.waiting`. With ``placement="spread"`` the hosts of one job (or the
+  instances of one endpoint) go to distinct nodes while a node without one of them has room.
+- **Networks** are attachable overlays; hosts resolve each other by hostname and alias
+  (``algo-1``...) with DNS round robin (no virtual IP: the routing mesh needs IPVS, which
+  some kernels lack).
+- **Ports** are published in host mode on a port the node picks; the platform reaches the
+  container at the node's address (:attr:`ContainerState.published_host`).
+- **Images** reach the nodes through a registry they pull from (``registry``), else by
+  ``docker save | docker load`` into each node engine the runtime knows (``node_engines``),
+  else by name (the nodes pull it themselves).
+- **Mounts** name paths on the node. Only paths every node shares (``shared_paths``, e.g. an
+  NFS export holding the data directory) are allowed; anything else is refused before a task
+  is made, with the setting to change.
+- **Signals, stats, OOM**: through the node's engine when the runtime knows it; otherwise a
+  SIGTERM or SIGKILL removes the service (the swarm sends SIGTERM and kills after the stop
+  grace period) and no stats are sampled.
+- **Node loss**: a task on a node the manager marks down is reported exited (code 137) with
+  an error naming the node.
+
+Like the Docker runtime, it never runs a container privileged nor hands one the engine's
+socket, and every Docker SDK error becomes a ``shipyard.errors`` one (``translate_errors``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shipyard.contract.labels import CAPABILITIES_LABEL, MANAGED_LABEL
+from shipyard.errors import (
+    ImageNotFound,
+    ResourceInUse,
+    ResourceNotFound,
+    RuntimeUnavailable,
+    ShipyardError,
+    ValidationError,
+)
+from shipyard.runtimes.base import (
+    Capacity,
+    Confinement,
+    ContainerSpec,
+    ContainerState,
+    ContainerStats,
+    LogLine,
+    Runtime,
+)
+from shipyard.runtimes.docker import (
+    DockerRuntime,
+    check_reference,
+    parse_docker_time,
+    parse_log_stream,
+    translate_errors,
+)
+from shipyard.runtimes.docker import _body_blocks as body_blocks
+from shipyard.runtimes.docker import _check_mount_source as check_mount_source
+from shipyard.runtimes.docker import _frames as frames
+
+if TYPE_CHECKING:
+    import docker
+
+__all__ = ["NodeInfo", "SwarmRuntime", "service_name"]
+
+log = logging.getLogger(__name__)
+
+#: The label that keeps a service's container name when the service name had to be shortened.
+CONTAINER_NAME_LABEL = "org.shipyard.container"
+#: The label every task's container carries on its node (set by the swarm itself).
+_SERVICE_NAME_LABEL = "com.docker.swarm.service.name"
+#: Swarm service names are DNS labels.
+_MAX_SERVICE_NAME = 63
+_WAITING_STATES = frozenset({"new", "pending", "assigned", "accepted", "ready", "preparing",
+                             "starting"})
+_EXITED_STATES = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned", "remove"})
+#: How often :meth:`SwarmRuntime.wait` and a following log reader look at a task.
+_POLL_SECONDS = 0.25
+#: How long the node list is trusted (placement asks it for every host it starts).
+_NODES_TTL = 2.0
+
+
+def service_name(container: str) -> str:
+    """The service standing for the container ``container``: its own name when that is a
+    valid service name, else a shortened one with a digest of the whole (still unique)."""
+    if len(container) <= _MAX_SERVICE_NAME:
+        return container
+    digest = hashlib.sha256(container.encode()).hexdigest()[:12]
+    return f"{container[: _MAX_SERVICE_NAME - 13].rstrip('-_.')}-{digest}"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One node of the swarm as ``shipyard cluster status`` shows it."""
+
+    id: str
+    hostname: str
+    address: str
+    state: str
+    availability: str
+    role: str
+    cpus: float
+    memory_bytes: int
+    reserved_cpus: float = 0.0
+    reserved_memory_bytes: int = 0
+    #: The containers (service names) with a task on it now.
+    containers: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def schedulable(self) -> bool:
+        return self.state == "ready" and self.availability == "active"
+
+
+class SwarmRuntime(Runtime):
+    """Containers as one-task services of a Docker Swarm whose manager is ``manager_url``
+    (``None``: the local engine, or ``DOCKER_HOST``)."""
+
+    kind = "swarm"
+    places_by_reservation = True
+
+    def __init__(
+        self, manager_url: str | None = None, *, labels: dict[str, str] | None = None,
+        confinement: Confinement | None = None, registry: str | None = None,
+        node_engines: dict[str, str] | None = None, placement: str = "spread",
+        shared_paths: tuple[Path, ...] = (), cpu_overcommit: float = 1.0,
+        stop_grace_seconds: float = 120.0, client: docker.DockerClient | None = None,
+    ) -> None:
+        if placement not in {"spread", "pack"}:
+            raise ValidationError("setting swarm_placement must be spread or pack")
+        if client is None:
+            with translate_errors():
+                import docker
+
+                client = (docker.DockerClient(base_url=manager_url, timeout=120)
+                          if manager_url else docker.from_env(timeout=120))
+        self._client = client
+        self._api = client.api
+        # The manager's own engine: images are checked there and saved from there.
+        self._engine = DockerRuntime(client, labels=labels, confinement=confinement)
+        self._labels = dict(labels or {})
+        self._confinement = confinement or Confinement()
+        self._registry = registry.rstrip("/") if registry else None
+        self._node_urls = dict(node_engines or {})
+        self._node_clients: dict[str, Any] = {}
+        self._placement = placement
+        self._shared = tuple(Path(os.path.realpath(p)) for p in shared_paths)
+        self._overcommit = max(1.0, cpu_overcommit)
+        self._grace_ns = int(stop_grace_seconds * 1e9)
+        self._lock = threading.Lock()
+        #: Image id -> the reference the nodes pull, once pushed to the registry.
+        self._distributed: dict[str, str] = {}
+        #: (node hostname, image id) pairs known loaded.
+        self._loaded: set[tuple[str, str]] = set()
+        #: Containers whose service was removed to stop them: their last state.
+        self._stopped: dict[str, ContainerState] = {}
+        self._nodes: tuple[float, list[dict[str, Any]]] = (0.0, [])
+
+    # -- the cluster ---------------------------------------------------------------------
+    def ping(self) -> None:
+        """Raise ``RuntimeUnavailable`` unless the manager answers and is a swarm manager."""
+        with translate_errors():
+            info = self._api.info()
+        swarm = info.get("Swarm") or {}
+        if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+            raise RuntimeUnavailable(
+                "the runtime is swarm but the engine it talks to is not a swarm manager "
+                "(docker swarm init, or set swarm_manager to a manager's address)")
+
+    def close(self) -> None:
+        for node_client in self._node_clients.values():
+            node_client.close()
+        self._client.close()
+
+    def _raw_nodes(self, fresh: bool = False) -> list[dict[str, Any]]:
+        at, nodes = self._nodes
+        if fresh or time.monotonic() - at > _NODES_TTL:
+            with translate_errors():
+                nodes = self._api.nodes()
+            self._nodes = (time.monotonic(), nodes)
+        return nodes
+
+    def nodes(self) -> list[NodeInfo]:
+        """Every node, with what its running tasks reserve and which containers they are."""
+        with translate_errors():
+            tasks = self._api.tasks(filters={"desired-state": "running"})
+            services = {s["ID"]: s for s in self._api.services()}
+        by_node: dict[str, list[dict[str, Any]]] = {}
+        for task in tasks:
+            if task.get("NodeID") and (task.get("Status") or {}).get("State") not in (
+                    _EXITED_STATES):
+                by_node.setdefault(task["NodeID"], []).append(task)
+        result = []
+        for node in self._raw_nodes(fresh=True):
+            resources = (node.get("Description") or {}).get("Resources") or {}
+            mine = by_node.get(node["ID"], [])
+            reserved = [(t.get("Spec") or {}).get("Resources", {}).get("Reservations") or {}
+                        for t in mine]
+            names = tuple(sorted(_container_of(services.get(t.get("ServiceID", ""), {}))
+                                 for t in mine))
+            result.append(NodeInfo(
+                id=node["ID"], hostname=(node.get("Description") or {}).get("Hostname", ""),
+                address=(node.get("Status") or {}).get("Addr", ""),
+                state=(node.get("Status") or {}).get("State", ""),
+                availability=(node.get("Spec") or {}).get("Availability", ""),
+                role=(node.get("Spec") or {}).get("Role", ""),
+                cpus=int(resources.get("NanoCPUs") or 0) / 1e9,
+                memory_bytes=int(resources.get("MemoryBytes") or 0),
+                reserved_cpus=sum(int(r.get("NanoCPUs") or 0) for r in reserved) / 1e9,
+                reserved_memory_bytes=sum(int(r.get("MemoryBytes") or 0) for r in reserved),
+                containers=names))
+        return result
+
+    def capacity(self) -> Capacity:
+        """The largest schedulable node: the most one container can be given."""
+        best = Capacity(0.0, 0, 0)
+        for node in self._raw_nodes():
+            if not _schedulable(node):
+                continue
+            resources = (node.get("Description") or {}).get("Resources") or {}
+            cpus = int(resources.get("NanoCPUs") or 0) / 1e9
+            memory = int(resources.get("MemoryBytes") or 0)
+            if (memory, cpus) > (best.memory_bytes, best.cpus):
+                best = Capacity(cpus, memory, 0)
+        return best
+
+    # -- images --------------------------------------------------------------------------
+    def check_reference(self, image: str) -> None:
+        check_reference(image)
+
+    def check_image(self, image: str) -> None:
+        """The image must be in the manager's engine (where it was built or loaded): from
+        there it is pushed or loaded to the nodes at the first start."""
+        self._engine.check_image(image)
+
+    def _distribute(self, image: str) -> str:
+        """The reference the nodes run ``image`` by, after making sure they can get it."""
+        with translate_errors(image=image):
+            image_id = self._api.inspect_image(image)["Id"]
+        if self._registry:
+            with self._lock:
+                known = self._distributed.get(image_id)
+            if known is None:
+                known = self._push(image)
+                with self._lock:
+                    self._distributed[image_id] = known
+            return known
+        self._load_on_nodes(image, image_id)
+        return image
+
+    def _push(self, image: str) -> str:
+        repository, tag = _split_tag(image)
+        first, _, rest = repository.partition("/")
+        if rest and ("." in first or ":" in first or first == "localhost"):
+            repository = rest  # the image's own registry is replaced by the nodes'
+        target = f"{self._registry}/{repository}"
+        with translate_errors(image=image):
+            self._api.tag(image, target, tag)
+            for status in self._api.push(target, tag, stream=True, decode=True):
+                if status.get("error"):
+                    raise RuntimeUnavailable(
+                        f"could not push {image} to the registry {self._registry} the "
+                        f"nodes pull from: {status['error']}")
+            digest = self._api.inspect_distribution(f"{target}:{tag}")["Descriptor"]["digest"]
+        # Pinned by digest: every node runs the same bytes and none tries a newer tag.
+        return f"{target}:{tag}@{digest}"
+
+    def _load_on_nodes(self, image: str, image_id: str) -> None:
+        """``docker save | docker load`` into every schedulable node the runtime knows that
+        lacks the image (a node that is down is skipped: the swarm places nothing there)."""
+        ready = {(n.get("Description") or {}).get("Hostname") for n in self._raw_nodes()
+                 if _schedulable(n)}
+        with self._lock:
+            wanted = [h for h in self._node_urls
+                      if h in ready and (h, image_id) not in self._loaded]
+        failures: list[str] = []
+
+        def load(hostname: str) -> None:
+            try:
+                node = self._node_client(hostname)
+                if not _has_image(node, image_id):
+                    with translate_errors(image=image):
+                        node.load_image(self._api.get_image(image))
+                if not _has_image(node, image):
+                    with translate_errors(image=image):
+                        node.tag(image_id, *_split_tag(image))
+                with self._lock:
+                    self._loaded.add((hostname, image_id))
+            except ShipyardError as exc:
+                failures.append(f"{hostname}: {exc}")
+
+        threads = [threading.Thread(target=load, args=(h,), daemon=True) for h in wanted]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures and len(failures) == len(wanted) and not any(
+                loaded == image_id for _, loaded in self._loaded):
+            raise ImageNotFound(f"image {image} could not be loaded onto any node: "
+                                + "; ".join(failures))
+        for failure in failures:
+            # A node failing now is usually one the swarm is about to mark down; if it
+            # places the container there anyway, the task is rejected with the engine's
+            # "No such image", which the job's failure reason quotes.
+            log.warning("image %s not loaded onto node %s", image, failure)
+
+    def _node_client(self, hostname: str) -> Any:
+        with self._lock:
+            found = self._node_clients.get(hostname)
+        if found is not None:
+            return found
+        url = self._node_urls[hostname]
+        with translate_errors():
+            import docker
+
+            found = docker.APIClient(base_url=url, timeout=120)
+        with self._lock:
+            self._node_clients[hostname] = found
+        return found
+
+    # -- networks ------------------------------------------------------------------------
+    def create_network(self, name: str, labels: dict[str, str], *,
+                       internal: bool = False) -> None:
+        if self._find_network(name) is not None:
+            return
+        all_labels = {MANAGED_LABEL: "true", **self._labels, **labels}
+        with contextlib.suppress(ResourceInUse), translate_errors(name=name):
+            self._api.create_network(name, driver="overlay", attachable=True, internal=internal,
+                                     labels=all_labels, check_duplicate=True, scope="swarm")
+
+    def remove_network(self, name: str) -> None:
+        network = self._find_network(name)
+        if network is None:
+            return
+        if (network.get("Labels") or {}).get(MANAGED_LABEL) != "true":
+            raise ResourceInUse(f"network {name} was not created by Shipyard; not removing it")
+        with translate_errors(name=name):
+            users = [svc for svc in self._api.services() if any(
+                target.get("Target") in {network["Id"], name}
+                for target in ((svc.get("Spec") or {}).get("TaskTemplate") or {}).get(
+                    "Networks") or [])]
+        if users:
+            raise ResourceInUse(f"network {name} is in use by {_container_of(users[0])}")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with translate_errors(name=name):
+                    self._api.remove_network(network["Id"])
+                return
+            except ResourceNotFound:
+                return
+            except (ResourceInUse, RuntimeUnavailable):
+                # A removed service's tasks leave the network a moment after the service.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _find_network(self, name: str) -> dict[str, Any] | None:
+        with translate_errors(name=name):
+            found = self._api.networks(names=[name])
+        return next((n for n in found if n.get("Name") == name), None)
+
+    # -- containers ----------------------------------------------------------------------
+    def start(self, spec: ContainerSpec) -> None:
+        check_reference(spec.image)
+        for mount in spec.mounts:
+            check_mount_source(mount.source)
+            self._check_shared(mount.source)
+        if self._find_service(spec.name) is not None:
+            raise ResourceInUse(f"{spec.name} is in use: a service of that name exists")
+        reference = self._distribute(spec.image)
+        with translate_errors(image=spec.image, name=spec.name):
+            import docker.types
+
+            image_labels = (self._api.inspect_image(spec.image).get("Config") or {}).get(
+                "Labels")
+            capabilities = self._confinement.capabilities_for(
+                spec.image, (image_labels or {}).get(CAPABILITIES_LABEL, ""))
+            labels = {MANAGED_LABEL: "true", **self._labels, **spec.labels,
+                      CONTAINER_NAME_LABEL: spec.name}
+            container = docker.types.ContainerSpec(
+                reference, command=spec.entrypoint, args=spec.command,
+                hostname=spec.hostname, env=spec.env, labels=labels,
+                mounts=[docker.types.Mount(m.target, m.source, type="bind",
+                                           read_only=m.read_only) for m in spec.mounts],
+                stop_grace_period=self._grace_ns, cap_drop=["ALL"], cap_add=capabilities,
+                init=False)
+            nano_cpus = int(spec.cpus * 1e9) if spec.cpus else None
+            resources = docker.types.Resources(
+                cpu_limit=nano_cpus, mem_limit=spec.memory_bytes,
+                cpu_reservation=int(nano_cpus / self._overcommit) if nano_cpus else None,
+                mem_reservation=spec.memory_bytes)
+            resources.setdefault("Limits", {})["Pids"] = self._confinement.pids_limit
+            networks = []
+            if spec.network and spec.network != "none":
+                networks.append({"Target": spec.network,
+                                 "Aliases": list(spec.network_aliases)})
+            template = docker.types.TaskTemplate(
+                container, resources=resources,
+                restart_policy=docker.types.RestartPolicy(condition="none"),
+                placement=docker.types.Placement(constraints=self._constraints(spec)),
+                networks=networks or None)
+            endpoint = docker.types.EndpointSpec(mode="dnsrr", ports=[
+                {"Protocol": "tcp", "TargetPort": port, "PublishMode": "host",
+                 **({"PublishedPort": host} if host else {})}
+                for port, host in spec.ports.items()] or None)
+            self._api.create_service(
+                template, name=service_name(spec.name), labels=labels,
+                mode=docker.types.ServiceMode("replicated-job", concurrency=1, replicas=1),
+                endpoint_spec=endpoint)
+        with self._lock:
+            self._stopped.pop(spec.name, None)
+        self._nodes = (0.0, [])
+
+    def _check_shared(self, source: str) -> None:
+        real = Path(os.path.realpath(source))
+        if any(real == root or root in real.parents for root in self._shared):
+            return
+        raise ValidationError(
+            f"{source} is not on a path every node of the swarm shares, so a container on "
+            "another node would not see it; put it under one of the shared paths "
+            f"({', '.join(map(str, self._shared)) or 'none set'}: setting swarm_shared_paths, "
+            "SHIPYARD_SWARM_SHARED_PATHS) or give the data as s3:// from a store every node "
+            "reaches")
+
+    def _constraints(self, spec: ContainerSpec) -> list[str]:
+        """Never the manager when it is drained (the swarm sees to that); with ``spread``,
+        the node with the fewest containers of the same owner that has room for this one."""
+        if self._placement != "spread":
+            return []
+        owner = {k: v for k, v in spec.labels.items()
+                 if k in {"org.shipyard.job-name", "org.shipyard.job-kind"}}
+        siblings: dict[str, int] = {}
+        if owner:
+            with translate_errors():
+                services = self._api.services(filters={"label": [f"{k}={v}" for k, v in
+                                                                 owner.items()]})
+            for service in services:
+                node_id = _pinned_node(service) or self._task_node(service)
+                if node_id:
+                    siblings[node_id] = siblings.get(node_id, 0) + 1
+        usage = {n.id: n for n in self.nodes()}
+        best: tuple[int, int, str] | None = None
+        for node in usage.values():
+            if not node.schedulable:
+                continue
+            free_memory = node.memory_bytes - node.reserved_memory_bytes
+            free_cpus = node.cpus - node.reserved_cpus
+            if spec.memory_bytes and spec.memory_bytes > free_memory:
+                continue
+            if spec.cpus and spec.cpus / self._overcommit > free_cpus + 1e-9:
+                continue
+            key = (siblings.get(node.id, 0), len(node.containers), node.id)
+            if best is None or key < best:
+                best = key
+        if best is None:
+            return []  # nothing has room now: the swarm holds it until something does
+        return [f"node.id=={best[2]}"]
+
+    def _task_node(self, service: dict[str, Any]) -> str:
+        task = self._task(service)
+        if task is None or (task.get("Status") or {}).get("State") in _EXITED_STATES:
+            return ""
+        return str(task.get("NodeID") or "")
+
+    def _find_service(self, name: str) -> dict[str, Any] | None:
+        wanted = service_name(name)
+        with translate_errors(name=name):
+            found = self._api.services(filters={"name": wanted})
+        return next((s for s in found if (s.get("Spec") or {}).get("Name") == wanted), None)
+
+    def _task(self, service: dict[str, Any]) -> dict[str, Any] | None:
+        with translate_errors():
+            tasks: list[dict[str, Any]] = self._api.tasks(filters={"service": service["ID"]})
+        if not tasks:
+            return None
+        return max(tasks, key=lambda t: int((t.get("Version") or {}).get("Index", 0)))
+
+    def inspect(self, name: str) -> ContainerState | None:
+        service = self._find_service(name)
+        if service is None:
+            with self._lock:
+                return self._stopped.get(name)
+        task = self._task(service)
+        if task is None:
+            return ContainerState(name=name, running=True, waiting="no task yet")
+        return self._state_of(name, task)
+
+    def _state_of(self, name: str, task: dict[str, Any]) -> ContainerState:
+        status = task.get("Status") or {}
+        state = status.get("State", "")
+        node = self._node(task.get("NodeID", ""))
+        node_address = ((node or {}).get("Status") or {}).get("Addr", "")
+        hostname = ((node or {}).get("Description") or {}).get("Hostname", task.get("NodeID", ""))
+        if state in _WAITING_STATES:
+            return ContainerState(name=name, running=True,
+                                  waiting=status.get("Err") or status.get("Message") or state)
+        if node is not None and state == "running" and (
+                (node.get("Status") or {}).get("State") == "down"):
+            return ContainerState(
+                name=name, running=False, exit_code=137, finished_at=time.time(),
+                error=f"the node {hostname} ({node_address}) running it is down: its engine "
+                      "stopped answering the swarm")
+        ports = {int(p["TargetPort"]): int(p["PublishedPort"])
+                 for p in (status.get("PortStatus") or {}).get("Ports") or []
+                 if p.get("PublishedPort")}
+        when = parse_docker_time(status.get("Timestamp"))
+        if state == "running":
+            return ContainerState(name=name, running=True, started_at=when, ports=ports,
+                                  published_host=node_address, node=hostname)
+        container = status.get("ContainerStatus") or {}
+        code = container.get("ExitCode")
+        error = status.get("Err") or ""
+        if node is not None and (node.get("Status") or {}).get("State") != "ready":
+            error = f"its node {hostname} ({node_address}) is down"
+        if code is None or (code == 0 and state != "complete"):
+            code = 137 if state in {"shutdown", "orphaned", "remove"} else 125
+        oom_killed, started_at = self._node_facts(task)
+        return ContainerState(name=name, running=False, exit_code=int(code),
+                              oom_killed=oom_killed, started_at=started_at, finished_at=when,
+                              error=error if state != "complete" else "", node=hostname)
+
+    def _node(self, node_id: str) -> dict[str, Any] | None:
+        if not node_id:
+            return None
+        for fresh in (False, True):
+            found = next((n for n in self._raw_nodes(fresh) if n["ID"] == node_id), None)
+            if found is not None:
+                return found
+        return None
+
+    def _node_container(self, task: dict[str, Any]) -> tuple[Any, str] | None:
+        """The task's node engine and container id, when the runtime knows that engine."""
+        container_id = ((task.get("Status") or {}).get("ContainerStatus") or {}).get(
+            "ContainerID")
+        node = self._node(task.get("NodeID", ""))
+        hostname = ((node or {}).get("Description") or {}).get("Hostname", "")
+        if not container_id or hostname not in self._node_urls:
+            return None
+        return self._node_client(hostname), container_id
+
+    def _node_facts(self, task: dict[str, Any]) -> tuple[bool, float | None]:
+        """Whether the kernel killed the task's container for memory, and when it started,
+        from its node's engine where the runtime knows it (the swarm keeps neither)."""
+        found = self._node_container(task)
+        if found is None:
+            return False, None
+        client, container_id = found
+        try:
+            with translate_errors():
+                state = client.inspect_container(container_id).get("State") or {}
+        except ShipyardError:
+            return False, None
+        return bool(state.get("OOMKilled")), parse_docker_time(state.get("StartedAt"))
+
+    def wait(self, name: str, timeout: float) -> ContainerState | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.inspect(name)
+            if state is None:
+                raise ResourceNotFound(f"no such container: {name}")
+            if not state.running:
+                return state
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+    def logs(self, name: str, since_ns: int = 0, follow: bool = False) -> Iterator[LogLine]:
+        """The task's output through the swarm's log broker (so from any node). Followed,
+        the stream ends when the task exits: the swarm's own follow outlives the task."""
+        service = self._find_service(name)
+        if service is None:
+            return
+        last = since_ns
+        while True:
+            exited = self.inspect(name)
+            done = exited is None or not exited.running
+            for line in self._service_logs(service["ID"], last, follow and not done, name):
+                last = max(last, line.timestamp_ns)
+                yield line
+            if not follow or done:
+                return
+
+    def _service_logs(self, service_id: str, since_ns: int, follow: bool,
+                      name: str) -> Iterator[LogLine]:
+        api = self._api
+        with translate_errors(name=name):
+            response = api._get(
+                api._url("/services/{0}/logs", service_id),
+                params={"stdout": 1, "stderr": 1, "timestamps": 1, "follow": int(follow),
+                        "tail": "all", "since": int(since_ns // 1_000_000_000)},
+                stream=True)
+            api._raise_for_status(response)
+            raw = api._get_raw_response_socket(response) if follow else None
+            if raw is not None:
+                api._disable_socket_timeout(raw)
+        # Over a unix socket that is a SocketIO wrapping the socket.
+        sock = getattr(raw, "_sock", raw)
+        stop = threading.Event()
+        closing = threading.Lock()
+        if sock is not None:
+            # End the stream once the task has exited and its last lines had time to come.
+            # Shutting the socket down is what wakes a read blocked on it; closing does not.
+            def watch() -> None:
+                while not stop.wait(_POLL_SECONDS * 4):
+                    state = self.inspect(name)
+                    if state is None or not state.running:
+                        stop.wait(1.0)
+                        with closing, contextlib.suppress(OSError):
+                            if not stop.is_set():  # else the socket may serve another call
+                                sock.shutdown(socket.SHUT_RDWR)
+                        return
+
+            threading.Thread(target=watch, daemon=True, name=f"swarm-logs-{name}").start()
+        try:
+            with translate_errors(name=name):
+                yield from parse_log_stream(frames(body_blocks(response)), since_ns)
+        except (RuntimeUnavailable, OSError, ValueError, AttributeError):
+            if not follow or (not stop.is_set() and self._still_running(name)):
+                raise
+        finally:
+            with closing:
+                stop.set()
+            with contextlib.suppress(Exception):
+                response.close()
+
+    def _still_running(self, name: str) -> bool:
+        state = self.inspect(name)
+        return state is not None and state.running
+
+    def signal(self, name: str, signum: int) -> None:
+        service = self._find_service(name)
+        if service is None:
+            return
+        task = self._task(service)
+        if task is None or (task.get("Status") or {}).get("State") in _EXITED_STATES:
+            return
+        found = self._node_container(task)
+        if found is not None:
+            client, container_id = found
+            with contextlib.suppress(ResourceInUse, ResourceNotFound, RuntimeUnavailable), \
+                    translate_errors(name=name):
+                client.kill(container_id, signal=int(signum))
+            return
+        # No way to a remote container's process but through its service: removing it makes
+        # the swarm send SIGTERM and kill after the stop grace period.
+        with self._lock:
+            self._stopped[name] = ContainerState(
+                name=name, running=False, exit_code=128 + int(signum), finished_at=time.time(),
+                error="stopped: its service was removed")
+        self._remove_service(service, name)
+
+    def stats(self, name: str) -> ContainerStats | None:
+        service = self._find_service(name)
+        task = self._task(service) if service is not None else None
+        found = self._node_container(task) if task is not None else None
+        if found is None:
+            return None
+        client, container_id = found
+        try:
+            with translate_errors(name=name):
+                raw = client.stats(container_id, stream=False, one_shot=True)
+        except ShipyardError:
+            return None
+        cpu = (raw.get("cpu_stats") or {}).get("cpu_usage", {}).get("total_usage")
+        memory = raw.get("memory_stats") or {}
+        if cpu is None or "usage" not in memory:
+            return None
+        extra = memory.get("stats") or {}
+        cache = extra.get("inactive_file", extra.get("total_inactive_file", 0))
+        return ContainerStats(cpu_seconds=cpu / 1e9,
+                              memory_bytes=max(0, int(memory["usage"]) - int(cache)),
+                              memory_limit_bytes=int(memory.get("limit") or 0))
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._stopped.pop(name, None)
+        service = self._find_service(name)
+        if service is None:
+            return
+        if ((service.get("Spec") or {}).get("Labels") or {}).get(MANAGED_LABEL) != "true":
+            raise ResourceInUse(f"service {name} was not created by Shipyard; not removing it")
+        self._remove_service(service, name)
+
+    def _remove_service(self, service: dict[str, Any], name: str) -> None:
+        with contextlib.suppress(ResourceNotFound), translate_errors(name=name):
+            self._api.remove_service(service["ID"])
+        # A task removed while its node was still preparing it can start after all; where
+        # the node's engine is known, make sure nothing of the service is left there.
+        wanted = (service.get("Spec") or {}).get("Name", "")
+        for hostname in self._node_urls:
+            try:
+                client = self._node_client(hostname)
+                with translate_errors(name=name):
+                    for left in client.containers(all=True, filters={
+                            "label": f"{_SERVICE_NAME_LABEL}={wanted}"}):
+                        with contextlib.suppress(ShipyardError):
+                            client.remove_container(left["Id"], force=True, v=True)
+            except ShipyardError as exc:
+                log.debug("could not check node %s for leftovers of %s: %s", hostname, name,
+                          exc)
+        self._nodes = (0.0, [])
+
+    def list(self, labels: dict[str, str]) -> list[str]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        with translate_errors():
+            found = self._api.services(filters=filters)
+        return sorted(_container_of(s) for s in found)
+
+
+def _container_of(service: dict[str, Any]) -> str:
+    spec = service.get("Spec") or {}
+    return str((spec.get("Labels") or {}).get(CONTAINER_NAME_LABEL) or spec.get("Name", ""))
+
+
+def _pinned_node(service: dict[str, Any]) -> str:
+    """The node a service was placed on by its constraint (before its task has a node)."""
+    placement = ((service.get("Spec") or {}).get("TaskTemplate") or {}).get("Placement") or {}
+    for constraint in placement.get("Constraints") or []:
+        if constraint.startswith("node.id=="):
+            return str(constraint.removeprefix("node.id=="))
+    return ""
+
+
+def _schedulable(node: dict[str, Any]) -> bool:
+    return ((node.get("Status") or {}).get("State") == "ready"
+            and (node.get("Spec") or {}).get("Availability") == "active")
+
+
+def _split_tag(image: str) -> tuple[str, str]:
+    if ":" in image.rsplit("/", 1)[-1]:
+        repository, tag = image.rsplit(":", 1)
+        return repository, tag
+    return image, "latest"
+
+
+def _has_image(client: Any, image: str) -> bool:
+    try:
+        client.inspect_image(image)
+    except Exception:
+        return False
+    return True

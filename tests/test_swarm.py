@@ -1,0 +1,237 @@
+"""The swarm runtime on a real four-worker Docker Swarm (tests/support/swarm.py): jobs whose
+hosts run on distinct nodes and talk, sharded processing, an endpoint that rides out the
+loss of a node, and the errors a cluster adds (paths the nodes do not share, a lost node)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipyard.control import ControlPlane
+from shipyard.runtimes.swarm import SwarmRuntime
+from tests.support import planes
+from tests.support.files import tar_files, write_tree
+from tests.support.images import build_image
+from tests.support.jobs import training_request
+from tests.support.polling import until
+from tests.support.swarm import FIXTURE_DIR, SCRIPT, Swarm, swarm_plane
+from tests.support.swarm import swarm as swarm  # noqa: PLC0414 - the module's fixture
+
+#: Each host sends its number to algo-1, which adds them up and sends the sum back to all:
+#: an all-reduce over plain sockets, between hosts on distinct nodes.
+ALL_REDUCE = '''import json, os, socket, time
+cfg = json.load(open("/opt/ml/input/config/resourceconfig.json"))
+me, hosts = cfg["current_host"], cfg["hosts"]
+value = int(me.split("-")[1]) ** 2
+def connect(host):
+    for _ in range(300):
+        try:
+            conn = socket.create_connection((host, 7777), timeout=2)
+            conn.settimeout(120)  # the sum comes once every host has started
+            return conn
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{me}: cannot reach {host}")
+if me == "algo-1":
+    server = socket.create_server(("0.0.0.0", 7777))
+    peers, total = [], value
+    while len(peers) < len(hosts) - 1:
+        conn, _ = server.accept()
+        total += int(conn.recv(64).decode())
+        peers.append(conn)
+    for conn in peers:
+        conn.sendall(str(total).encode())
+else:
+    conn = connect("algo-1")
+    conn.sendall(str(value).encode())
+    total = int(conn.recv(64).decode())
+print(f"{me}: sum={total}", flush=True)
+json.dump({"me": me, "sum": total}, open("/opt/ml/model/result.json", "w"))
+'''
+
+SHARDS = '''import os, pathlib, json
+inputs = sorted(p.name for p in pathlib.Path("/opt/ml/processing/input/rows").iterdir())
+host = json.load(open("/opt/ml/config/resourceconfig.json"))["current_host"]
+out = pathlib.Path("/opt/ml/processing/output/report") / f"{host}.json"
+out.write_text(json.dumps({"host": host, "files": inputs}))
+print(host, inputs, flush=True)
+'''
+
+
+@pytest.fixture(scope="module")
+def cluster_images(docker_client: Any, base_image: str) -> dict[str, str]:
+    return {
+        "all-reduce": build_image(
+            docker_client, "all-reduce", {"a.py": ALL_REDUCE},
+            "COPY a.py /opt/program/\nENTRYPOINT [\"python3\", \"/opt/program/a.py\"]",
+            with_toolkit=False),
+        "shards": build_image(
+            docker_client, "shards", {"s.py": SHARDS}, "COPY s.py /opt/program/",
+            with_toolkit=False),
+    }
+
+
+@pytest.fixture
+def plane(tmp_path: Path, swarm: Swarm, scope_labels: dict[str, str]) -> Iterator[ControlPlane]:
+    cp = swarm_plane(tmp_path, swarm, scope_labels, remove_containers=False)
+    yield cp
+    planes.remove_endpoints(cp)
+    for name in cp.ctx.runtime.list(scope_labels):
+        cp.ctx.runtime.remove(name)
+    cp.close()
+
+
+def runtime_of(plane: ControlPlane) -> SwarmRuntime:
+    runtime = plane.ctx.runtime
+    assert isinstance(runtime, SwarmRuntime)
+    return runtime
+
+
+def nodes_of(plane: ControlPlane, name: str) -> dict[str, str]:
+    """Host (or instance) -> the node it ran on, for the containers of job ``name``."""
+    runtime = runtime_of(plane)
+    found = {}
+    for container in runtime.list({"org.shipyard.job-name": name}):
+        state = runtime.inspect(container)
+        assert state is not None
+        found[container.rsplit("-", 1)[-1] if "algo" in container else container] = state.node
+    return found
+
+
+def test_four_hosts_all_reduce_on_four_nodes(plane: ControlPlane, cluster_images: dict[str, str],
+                                             tmp_path: Path) -> None:
+    plane.create("training", training_request(
+        "allreduce", tmp_path, image=cluster_images["all-reduce"], instance_type="local",
+        instance_count=4, max_runtime_s=600))
+    record = plane.wait("training", "allreduce", timeout=180)
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    # The model archive is algo-1's, as on SageMaker: 1 + 4 + 9 + 16.
+    files = tar_files(tmp_path / "out" / "allreduce" / "output" / "model.tar.gz")
+    assert json.loads(files["result.json"]) == {"me": "algo-1", "sum": 30}
+    placed = nodes_of(plane, "allreduce")
+    assert sorted(placed) == ["1", "2", "3", "4"]
+    assert len(set(placed.values())) == 4, placed
+    lines = [e.message for e in plane.follow_logs("training", "allreduce", follow=False)]
+    assert sorted(line for line in lines if "sum=" in line) == [
+        f"algo-{i}: sum=30" for i in range(1, 5)]
+
+
+#: Clients invoking the endpoint at once while a node is lost.
+LOAD_THREADS = 3
+
+
+def lose_node(hostname: str) -> None:
+    """The worker ``hostname`` fails as a machine does (scripts/swarm-fixture.sh kill)."""
+    index = hostname.removeprefix("shipyard-swn")
+    subprocess.run(["bash", str(SCRIPT), "kill", index], check=True, timeout=60,
+                   env={**os.environ, "SHIPYARD_SWARM_FIXTURE_DIR": str(FIXTURE_DIR)})
+
+
+def test_endpoint_spread_over_three_nodes_rides_out_a_lost_node(
+        plane: ControlPlane, images: dict[str, str]) -> None:
+    record = planes.deploy(plane, "spread", images["plain-serve"], None, count=3)
+    assert record["EndpointStatus"] == "InService", record.get("FailureReason")
+    runtime = runtime_of(plane)
+    containers = runtime.list({"org.shipyard.job-name": "spread"})
+    placed = {c: runtime.inspect(c) for c in containers}
+    nodes = {c: s.node for c, s in placed.items() if s is not None and s.running}
+    assert len(nodes) == 3 and len(set(nodes.values())) == 3, nodes
+
+    answers: list[int] = []
+    failures: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        invoke = planes.Invoker(plane)
+        try:
+            while not stop.is_set():
+                began = time.monotonic()
+                try:
+                    invoke("spread", b"{}")
+                    answers.append(200)
+                except Exception as exc:
+                    failures.append((time.monotonic() - began, f"{type(exc).__name__}: {exc}"))
+        finally:
+            invoke.close()
+
+    workers = [threading.Thread(target=load, daemon=True) for _ in range(LOAD_THREADS)]
+    for worker in workers:
+        worker.start()
+    try:
+        until("requests flowing", lambda: len(answers) > 20, 30)
+        lost = next(iter(nodes.values()))
+        lose_node(lost)
+        before = len(answers)
+        # The platform learns of the loss from the swarm (the node goes down) and starts the
+        # lost instance on a node that is left.
+        until("a replacement on another node", lambda: _spread_again(runtime, lost), 120,
+              poll=0.5)
+        until("requests after the replacement", lambda: len(answers) > before + 50, 60)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=60)
+    # Only requests the lost machine had already taken may fail (InvokeEndpoint is not
+    # retried once a container may have acted on it): at most one per client, and as soon as
+    # the platform knows the machine is gone, not at the invocation's timeout.
+    assert len(failures) <= LOAD_THREADS, failures
+    assert all(took < 45 for took, _ in failures), failures
+    described = plane.describe("endpoint", "spread")
+    variant = described["ProductionVariants"][0]
+    assert variant["CurrentInstanceCount"] == 3, variant
+
+
+def _spread_again(runtime: SwarmRuntime, lost: str) -> bool:
+    states = [runtime.inspect(c) for c in runtime.list({"org.shipyard.job-name": "spread"})]
+    live = [s for s in states if s is not None and s.running and not s.waiting]
+    return len(live) == 3 and lost not in {s.node for s in live}
+
+
+def test_lost_node_fails_the_job_naming_the_host(plane: ControlPlane,
+                                                 images: dict[str, str],
+                                                 tmp_path: Path) -> None:
+    plane.create("training", training_request(
+        "lost", tmp_path, image=images["behaviours"], instance_type="local",
+        instance_count=2, max_runtime_s=600, Environment={"MODE": "sleep", "SLEEP": "300"}))
+    runtime = runtime_of(plane)
+
+    def placed() -> dict[str, str]:
+        found = {}
+        for c in runtime.list({"org.shipyard.job-name": "lost"}):
+            state = runtime.inspect(c)
+            if state is not None and state.running and state.node and not state.waiting:
+                found[c.rsplit("-", 1)[-1]] = state.node
+        return found
+
+    until("both hosts running", lambda: len(placed()) == 2, 120, poll=0.5)
+    node = placed()["2"]
+    lose_node(node)
+    record = plane.wait("training", "lost", timeout=120)
+    assert record["TrainingJobStatus"] == "Failed"
+    assert "algo-2" in record["FailureReason"] and node in record["FailureReason"], record[
+        "FailureReason"]
+
+
+def test_paths_the_nodes_do_not_share_are_refused(plane: ControlPlane, images: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    elsewhere = Path(tempfile.mkdtemp(prefix="shipyard-not-shared-", dir=Path.home()))
+    try:
+        write_tree(elsewhere, {"part-0.csv": "1,2\n"})
+        plane.create("training", training_request(
+            "unshared", tmp_path, image=images["behaviours"], instance_type="local",
+            data=elsewhere, max_runtime_s=600))
+        record = plane.wait("training", "unshared", timeout=120)
+    finally:
+        shutil.rmtree(elsewhere, ignore_errors=True)
+    assert record["TrainingJobStatus"] == "Failed"
+    assert "swarm_shared_paths" in record["FailureReason"], record["FailureReason"]
