@@ -648,5 +648,6 @@ def test_public_surface() -> None:
     from shipyard import runtimes
 
     public = {name for name in vars(runtimes) if not name.startswith("_")}
-    modules = {"base", "docker", "fake", "process", "annotations", "Path", "RuntimeUnavailable"}
+    modules = {"base", "docker", "fake", "process", "swarm", "annotations", "Path",
+               "RuntimeUnavailable"}
     assert set(runtimes.__all__) == public - modules

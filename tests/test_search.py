@@ -1,6 +1,7 @@
 """SageMaker's Search through boto3 against a real server: training jobs (hyperparameters,
-final metrics, tags, nested properties), model packages and groups, endpoints and tuning
-jobs; every operator, nesting, sub-expressions, sort, pages, and AWS's refusals."""
+final metrics, tags, nested properties), model packages and groups, endpoints, tuning jobs
+and models (ModelDashboardModel records); every operator, nesting, sub-expressions, sort,
+pages, and AWS's refusals."""
 
 from __future__ import annotations
 
@@ -388,6 +389,144 @@ def test_endpoints_and_tuning_jobs(ctx: Ctx) -> None:
     ctx.plane.wait("tuning", "search-tune", timeout=60)
     trials = ctx.names(expression=where(f("TuningJobArn", "Contains", "search-tune")))
     assert len(trials) == 2
+
+
+def models(ctx: Ctx, expression: dict[str, Any] | None = None, **request: Any) -> list[str]:
+    """Every matching model's name, in the answer's order (all pages)."""
+    if expression is not None:
+        request["SearchExpression"] = expression
+    return [result["Model"]["Model"]["ModelName"]
+            for page in ctx.sm.get_paginator("search").paginate(Resource="Model", **request)
+            for result in page["Results"]]
+
+
+def test_models_are_searched_as_model_dashboard_records(ctx: Ctx) -> None:
+    sm = ctx.sm
+    role = "arn:aws:iam::000000000000:role/"
+    sm.create_model(ModelName="md-a", ExecutionRoleArn=role + "a",
+                    PrimaryContainer={"Image": FAKE_IMAGE, "Environment": {"LEVEL": "1"}},
+                    Tags=[{"Key": "team", "Value": "risk"}])
+    sm.create_model(ModelName="md-b", ExecutionRoleArn=role + "b",
+                    Containers=[{"Image": "other:1"}, {"Image": FAKE_IMAGE}])
+    sm.create_model(ModelName="md-c", ExecutionRoleArn=role + "a",
+                    PrimaryContainer={"Image": "other:2"}, EnableNetworkIsolation=True,
+                    Tags=[{"Key": "team", "Value": "web"}])
+    mine = where(f("Model.ModelName", "Contains", "md-"))
+    # The default order is Model.CreationTime, newest first.
+    assert models(ctx, mine) == ["md-c", "md-b", "md-a"]
+    assert models(ctx, mine, SortBy="Model.ModelName", SortOrder="Ascending") == [
+        "md-a", "md-b", "md-c"]
+    assert models(ctx, mine, SortBy="ModelName", SortOrder="Descending") == [
+        "md-c", "md-b", "md-a"]
+    # Paths in the record (Model.<member>), and the Model's members named alone.
+    cases = [
+        (where(f("Model.ModelName", "Equals", "md-a")), ["md-a"]),
+        (where(f("ModelName", "In", "md-a, md-c")), ["md-a", "md-c"]),
+        (where(f("Model.ExecutionRoleArn", "Equals", role + "a")), ["md-a", "md-c"]),
+        (where(f("ExecutionRoleArn", "NotEquals", role + "a")), ["md-b"]),
+        (where(f("Model.PrimaryContainer.Image", "Equals", FAKE_IMAGE)), ["md-a"]),
+        (where(f("PrimaryContainer.Environment.LEVEL", "Equals", "1")), ["md-a"]),
+        (where(f("Containers.Image", "Equals", FAKE_IMAGE)), ["md-b"]),
+        (where(f("Model.Containers", "Exists")), ["md-b"]),
+        (where(f("EnableNetworkIsolation", "Equals", "true")), ["md-c"]),
+        (where(f("Tags.team", "Equals", "risk")), ["md-a"]),
+        (where(f("Model.Tags.team", "Exists")), ["md-a", "md-c"]),
+        (where(f("Tags.team", "NotExists")), ["md-b"]),
+        (where(f("Model.PrimaryContainer.Image", "Equals", "other:2"),
+               f("Model.ExecutionRoleArn", "Equals", role + "a"), Operator="Or"),
+         ["md-a", "md-c"]),
+        (where(NestedFilters=[{"NestedPropertyName": "Model.Containers", "Filters": [
+            f("Model.Containers.Image", "Equals", "other:1")]}]), ["md-b"]),
+    ]
+    for expression, expected in cases:
+        found = models(ctx, {"SubExpressions": [mine, expression]},
+                       SortBy="Model.ModelName", SortOrder="Ascending")
+        assert found == expected, (expression, found)
+    created = sm.describe_model(ModelName="md-b")["CreationTime"]
+    assert models(ctx, where(f("Model.CreationTime", "GreaterThanOrEqualTo",
+                               created.isoformat()), *mine["Filters"]),
+                  SortBy="Model.ModelName", SortOrder="Ascending") == ["md-b", "md-c"]
+
+    # The record: DescribeModel's document with its Tags, and the endpoints hosting it.
+    page = sm.search(Resource="Model", SearchExpression=mine, MaxResults=2)
+    assert page["TotalHits"] == {"Value": 3, "Relation": "EqualTo"} and "NextToken" in page
+    rest = sm.search(Resource="Model", SearchExpression=mine, MaxResults=2,
+                     NextToken=page["NextToken"])
+    assert "NextToken" not in rest
+    [last] = rest["Results"]
+    described = sm.describe_model(ModelName="md-a")
+    del described["ResponseMetadata"]
+    assert last["Model"]["Model"] == {**described, "Tags": [{"Key": "team", "Value": "risk"}]}
+    assert last["Model"]["Endpoints"] == []
+    assert set(last["Model"]) == {"Model", "Endpoints"}
+
+    sm.create_endpoint_config(EndpointConfigName="md-config", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": "md-a", "InitialInstanceCount": 1,
+        "InstanceType": "local"}])
+    arn = sm.create_endpoint(EndpointName="md-ep", EndpointConfigName="md-config")[
+        "EndpointArn"]
+    [hosted] = sm.search(Resource="Model", SearchExpression=where(
+        f("Endpoints.EndpointName", "Equals", "md-ep")))["Results"]
+    assert hosted["Model"]["Model"]["ModelName"] == "md-a"
+    [endpoint] = hosted["Model"]["Endpoints"]
+    assert endpoint["EndpointName"] == "md-ep" and endpoint["EndpointArn"] == arn
+    assert {"CreationTime", "LastModifiedTime", "EndpointStatus"} <= set(endpoint)
+    assert models(ctx, where(f("Endpoints", "Exists"), *mine["Filters"])) == ["md-a"]
+    assert models(ctx, where(NestedFilters=[{"NestedPropertyName": "Endpoints", "Filters": [
+        f("Endpoints.EndpointName", "Contains", "md-")]}])) == ["md-a"]
+    # Monitoring schedules and model cards: no record has one here.
+    assert models(ctx, where(f("MonitoringSchedules.MonitoringScheduleName", "Exists"))) == []
+    ctx.plane.wait("endpoint", "md-ep", timeout=30)
+    # The endpoints are read again after any change: a deleted one hosts nothing.
+    sm.delete_endpoint(EndpointName="md-ep")
+    sm.get_waiter("endpoint_deleted").wait(EndpointName="md-ep",
+                                           WaiterConfig={"Delay": 0.2, "MaxAttempts": 150})
+    assert models(ctx, where(f("Endpoints", "Exists"), *mine["Filters"])) == []
+
+    sm.delete_model(ModelName="md-c")
+    assert models(ctx, mine) == ["md-b", "md-a"]
+
+
+def test_a_models_last_batch_transform_job(ctx: Ctx) -> None:
+    sm = ctx.sm
+    sm.create_model(ModelName="md-batch", PrimaryContainer={"Image": FAKE_IMAGE})
+    data = ctx.tmp / "md-batch-in"
+    data.mkdir()
+    (data / "rows.csv").write_text("a\n")
+    for name in ("md-batch-1", "md-batch-2"):
+        sm.create_transform_job(
+            TransformJobName=name, ModelName="md-batch",
+            TransformInput={"DataSource": {"S3DataSource": {
+                "S3DataType": "S3Prefix", "S3Uri": data.as_uri()}}},
+            TransformOutput={"S3OutputPath": (ctx.tmp / f"{name}-out").as_uri()},
+            TransformResources={"InstanceType": "local", "InstanceCount": 1},
+            Tags=[{"Key": "run", "Value": name}])
+        ctx.plane.wait("transform", name, timeout=60)
+    [found] = sm.search(Resource="Model", SearchExpression=where(
+        f("LastBatchTransformJob.TransformJobName", "Equals", "md-batch-2")))["Results"]
+    last = found["Model"]["LastBatchTransformJob"]
+    assert found["Model"]["Model"]["ModelName"] == "md-batch"
+    assert last["TransformJobName"] == "md-batch-2" and last["ModelName"] == "md-batch"
+    assert last["TransformJobStatus"] == sm.describe_transform_job(
+        TransformJobName="md-batch-2")["TransformJobStatus"]
+    assert last["Tags"] == [{"Key": "run", "Value": "md-batch-2"}]
+    assert models(ctx, where(f("LastBatchTransformJob.TransformJobName", "Equals",
+                               "md-batch-1"))) == []
+
+
+def test_model_property_names_and_resources_are_checked(ctx: Ctx) -> None:
+    for name in ("Model.NoSuch", "NoSuch", "Model", "Endpoints.NoSuch", "Model.Metrics.x"):
+        code, message = ctx.error(Resource="Model",
+                                  SearchExpression=where(f(name, "Exists")))
+        assert code == "ValidationException", name
+        assert f"Cannot search Model by '{name}'" in message
+        assert "Model.ModelName" in message
+    assert "Cannot sort Model results by 'Model.PrimaryContainer'" in ctx.error(
+        Resource="Model", SortBy="Model.PrimaryContainer")[1]
+    code, message = ctx.error(Resource="Models")
+    assert code == "ValidationException"
+    assert "Value 'Models' at 'resource' failed to satisfy constraint" in message
+    assert "TrainingJob" in message and "ModelPackage" in message
 
 
 def test_resources_shipyard_keeps_none_of_answer_no_results(ctx: Ctx) -> None:

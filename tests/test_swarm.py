@@ -19,13 +19,17 @@ import pytest
 
 from shipyard.control import ControlPlane
 from shipyard.runtimes.swarm import SwarmRuntime
-from tests.support import planes
+from tests.support import planes, s3server
+from tests.support.cli import run, shipyard_env
 from tests.support.files import tar_files, write_tree
 from tests.support.images import build_image
 from tests.support.jobs import training_request
 from tests.support.polling import until
-from tests.support.swarm import FIXTURE_DIR, SCRIPT, Swarm, swarm_plane
+from tests.support.swarm import FIXTURE_DIR, SCRIPT, WORKERS, Swarm, swarm_plane
 from tests.support.swarm import swarm as swarm  # noqa: PLC0414 - the module's fixture
+
+s3_server = s3server.s3_server
+s3_bucket = s3server.s3_bucket
 
 #: Each host sends its number to algo-1, which adds them up and sends the sum back to all:
 #: an all-reduce over plain sockets, between hosts on distinct nodes.
@@ -126,6 +130,141 @@ def test_four_hosts_all_reduce_on_four_nodes(plane: ControlPlane, cluster_images
         f"algo-{i}: sum=30" for i in range(1, 5)]
 
 
+def test_paths_the_nodes_do_not_share_are_refused(plane: ControlPlane, images: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    elsewhere = Path(tempfile.mkdtemp(prefix="shipyard-not-shared-", dir=Path.home()))
+    try:
+        write_tree(elsewhere, {"part-0.csv": "1,2\n"})
+        plane.create("training", training_request(
+            "unshared", tmp_path, image=images["behaviours"], instance_type="local",
+            data=elsewhere, max_runtime_s=600))
+        record = plane.wait("training", "unshared", timeout=120)
+    finally:
+        shutil.rmtree(elsewhere, ignore_errors=True)
+    assert record["TrainingJobStatus"] == "Failed"
+    assert "swarm_shared_paths" in record["FailureReason"], record["FailureReason"]
+
+
+@pytest.fixture
+def s3_plane(tmp_path: Path, swarm: Swarm, scope_labels: dict[str, str],
+             s3_server: Any) -> Iterator[ControlPlane]:
+    cp = swarm_plane(tmp_path, swarm, scope_labels, s3_endpoint_url=s3_server.url,
+                     s3_access_key_id="testing", s3_secret_access_key="testing")
+    yield cp
+    cp.close()
+
+
+def test_two_hosts_process_their_own_shards(s3_plane: ControlPlane, s3_server: Any,
+                                            s3_bucket: str, cluster_images: dict[str, str],
+                                            tmp_path: Path) -> None:
+    boto = s3_server.boto()
+    for i in range(4):
+        boto.put_object(Bucket=s3_bucket, Key=f"rows/part-{i}.csv", Body=f"{i}\n".encode())
+    s3_plane.create("processing", {
+        "ProcessingJobName": "shards", "RoleArn": "arn:aws:iam::000000000000:role/shipyard",
+        "AppSpecification": {"ImageUri": cluster_images["shards"],
+                             "ContainerEntrypoint": ["python3", "/opt/program/s.py"]},
+        "ProcessingResources": {"ClusterConfig": {"InstanceType": "local", "InstanceCount": 2,
+                                                  "VolumeSizeInGB": 1}},
+        "ProcessingInputs": [{"InputName": "rows", "S3Input": {
+            "S3Uri": f"s3://{s3_bucket}/rows/", "LocalPath": "/opt/ml/processing/input/rows",
+            "S3DataType": "S3Prefix", "S3InputMode": "File",
+            "S3DataDistributionType": "ShardedByS3Key"}}],
+        "ProcessingOutputConfig": {"Outputs": [{"OutputName": "report", "S3Output": {
+            "S3Uri": f"s3://{s3_bucket}/report", "LocalPath": "/opt/ml/processing/output/report",
+            "S3UploadMode": "EndOfJob"}}]},
+    })
+    record = s3_plane.wait("processing", "shards", timeout=180)
+    assert record["ProcessingJobStatus"] == "Completed", record.get("FailureReason")
+    reports = {host: json.loads(boto.get_object(Bucket=s3_bucket, Key=f"report/{host}.json")[
+        "Body"].read()) for host in ("algo-1", "algo-2")}
+    files = [reports[h]["files"] for h in ("algo-1", "algo-2")]
+    # Each host got its own half of the objects, none twice.
+    assert sorted(files[0] + files[1]) == [f"part-{i}.csv" for i in range(4)]
+    assert files[0] and files[1] and not set(files[0]) & set(files[1])
+
+
+def test_work_no_node_has_room_for_waits_as_starting(swarm: Swarm, images: dict[str, str],
+                                                     scope_labels: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    plane = swarm_plane(tmp_path, swarm, scope_labels)
+    try:
+        _fill_then_wait(plane, images, tmp_path)
+    finally:
+        plane.close()
+
+
+def _fill_then_wait(plane: ControlPlane, images: dict[str, str], tmp_path: Path) -> None:
+    # An ml.m5.4xlarge (64 GiB) reserves the whole of a node here (its memory, capped at the
+    # largest node's): four hosts fill the swarm, and the next job waits for one to end.
+    plane.create("training", training_request(
+        "fill", tmp_path / "fill", image=images["behaviours"], instance_type="ml.m5.4xlarge",
+        instance_count=WORKERS, max_runtime_s=600,
+        Environment={"MODE": "sleep", "SLEEP": "8"}))
+    runtime = runtime_of(plane)
+    until("the swarm full", lambda: len([
+        s for c in runtime.list({"org.shipyard.job-name": "fill"})
+        if (s := runtime.inspect(c)) is not None and s.running and not s.waiting]) == WORKERS,
+        120, poll=0.5)
+    plane.create("training", training_request(
+        "next", tmp_path / "next", image=images["behaviours"], instance_type="ml.m5.4xlarge",
+        max_runtime_s=600))
+    waiting = until("the next job waiting for room", lambda: (
+        (r := plane.describe("training", "next")).get("SecondaryStatus") == "Starting"
+        and "insufficient resources" in r.get("StatusMessage", "") and r), 60, poll=0.5)
+    assert "algo-1" in waiting["StatusMessage"]
+    for name in ("fill", "next"):
+        record = plane.wait("training", name, timeout=180)
+        assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    first_end = plane.describe("training", "fill")["TrainingEndTime"]
+    assert plane.describe("training", "next")["TrainingStartTime"] >= first_end - 5
+
+
+def test_a_worker_is_not_a_manager(swarm: Swarm) -> None:
+    from shipyard.errors import RuntimeUnavailable
+
+    runtime = SwarmRuntime(swarm.engine("shipyard-swn1"))
+    try:
+        with pytest.raises(RuntimeUnavailable, match="not a swarm manager"):
+            runtime.ping()
+    finally:
+        runtime.close()
+
+
+def test_stop_reaches_a_host_on_another_node(plane: ControlPlane, images: dict[str, str],
+                                             tmp_path: Path) -> None:
+    plane.create("training", training_request(
+        "stop", tmp_path, image=images["toolkit-behaviours"], instance_type="local",
+        instance_count=2, max_runtime_s=600, Environment={"MODE": "checkpoint-on-sigterm"}))
+    until("both hosts ready", lambda: sum(
+        e.message == "ready" for e in plane.follow_logs("training", "stop", follow=False)) == 2,
+        120, poll=0.5)
+    plane.stop("training", "stop")
+    record = plane.wait("training", "stop", timeout=60)
+    assert record["TrainingJobStatus"] == "Stopped"
+    files = tar_files(tmp_path / "out" / "stop" / "output" / "model.tar.gz")
+    assert json.loads(files["checkpoint.json"]) == {"saved_on": "SIGTERM"}
+    lines = [e.message for e in plane.follow_logs("training", "stop", follow=False)]
+    assert lines.count("checkpoint saved") == 2
+
+
+def test_cluster_status_lists_the_nodes(swarm: Swarm, tmp_path: Path) -> None:
+    env = shipyard_env(tmp_path / "data", runtime="swarm", swarm_node_engines=",".join(
+        f"{host}={url}" for host, url in swarm.engines.items()))
+    result = run(["cluster", "status", "--json"], env)
+    assert result.exit_code == 0, result.output
+    nodes = {n["Hostname"]: n for n in json.loads(result.output)["Nodes"]}
+    assert {f"shipyard-swn{i}" for i in range(1, WORKERS + 1)} <= set(nodes)
+    workers = [n for n in nodes.values() if n["Role"] == "worker"]
+    assert len(workers) == WORKERS
+    assert all(n["State"] == "ready" and n["Cpus"] > 0 for n in workers)
+    manager = next(n for n in nodes.values() if n["Role"] == "manager")
+    assert manager["Availability"] == "drain"
+    table = run(["cluster", "status"], env).output
+    assert "shipyard-swn1" in table and "(manager)" in table
+
+
+# Last: these lose nodes for good (the module's later tests would find fewer).
 #: Clients invoking the endpoint at once while a node is lost.
 LOAD_THREADS = 3
 
@@ -220,18 +359,3 @@ def test_lost_node_fails_the_job_naming_the_host(plane: ControlPlane,
     assert record["TrainingJobStatus"] == "Failed"
     assert "algo-2" in record["FailureReason"] and node in record["FailureReason"], record[
         "FailureReason"]
-
-
-def test_paths_the_nodes_do_not_share_are_refused(plane: ControlPlane, images: dict[str, str],
-                                                  tmp_path: Path) -> None:
-    elsewhere = Path(tempfile.mkdtemp(prefix="shipyard-not-shared-", dir=Path.home()))
-    try:
-        write_tree(elsewhere, {"part-0.csv": "1,2\n"})
-        plane.create("training", training_request(
-            "unshared", tmp_path, image=images["behaviours"], instance_type="local",
-            data=elsewhere, max_runtime_s=600))
-        record = plane.wait("training", "unshared", timeout=120)
-    finally:
-        shutil.rmtree(elsewhere, ignore_errors=True)
-    assert record["TrainingJobStatus"] == "Failed"
-    assert "swarm_shared_paths" in record["FailureReason"], record["FailureReason"]

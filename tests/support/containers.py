@@ -14,7 +14,9 @@ def containers(docker_client: Any, name: str, *, running_only: bool = False) -> 
     """This test session's containers of job or endpoint ``name`` (stopped ones too, unless
     ``running_only``)."""
     filters = {"label": [f"{JOB_NAME_LABEL}={name}", f"{SCOPE_LABEL}={SESSION_SCOPE}"]}
-    return list(docker_client.containers.list(all=not running_only, filters=filters))
+    # One may be removed between the listing and its inspect (another test cleaning up).
+    return list(docker_client.containers.list(all=not running_only, filters=filters,
+                                              ignore_removed=True))
 
 
 def wait_for_ping(container: Any, timeout: float = 60) -> int:

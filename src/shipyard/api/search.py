@@ -2,9 +2,10 @@
 the plane, the answer shaped as AWS's ``SearchResponse``.
 
 Each result is a ``SearchRecord`` holding one member named after the resource
-(``{"TrainingJob": {...}}``, ``{"HyperParameterTuningJob": {...}}``); ``NextToken`` comes only
-while more records match, and is good for the same request only (``api.pagination``);
-``TotalHits`` counts every match.
+(``{"TrainingJob": {...}}``, ``{"HyperParameterTuningJob": {...}}``; a model's is a
+``ModelDashboardModel``: ``{"Model": {"Model": {...}, "Endpoints": [...]}}``);
+``NextToken`` comes only while more records match, and is good for the same request only
+(``api.pagination``); ``TotalHits`` counts every match.
 """
 
 from __future__ import annotations

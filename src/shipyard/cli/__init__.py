@@ -91,6 +91,7 @@ def _register() -> None:
     from shipyard.cli import (
         build,
         check,
+        cluster,
         deploy,
         endpoints,
         invoke,
@@ -118,6 +119,7 @@ def _register() -> None:
     cli.add_command(models.models)
     cli.add_command(server.server)
     cli.add_command(s3.s3)
+    cli.add_command(cluster.cluster)
 
 
 _register()

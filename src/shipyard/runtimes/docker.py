@@ -47,7 +47,8 @@ from shipyard.runtimes.base import (
 if TYPE_CHECKING:
     import docker
 
-__all__ = ["DockerRuntime", "check_reference", "parse_docker_time", "parse_log_stream"]
+__all__ = ["DockerRuntime", "check_reference", "parse_docker_time", "parse_log_stream",
+           "stats_from"]
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
 _TS_RE = re.compile(rb"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z ")
@@ -454,15 +455,7 @@ class DockerRuntime(Runtime):
                 raw = self._api.stats(name, stream=False, one_shot=True)
         except ResourceNotFound:
             return None
-        cpu = (raw.get("cpu_stats") or {}).get("cpu_usage", {}).get("total_usage")
-        memory = raw.get("memory_stats") or {}
-        if cpu is None or "usage" not in memory:
-            return None  # not running
-        extra = memory.get("stats") or {}
-        cache = extra.get("inactive_file", extra.get("total_inactive_file", 0))
-        return ContainerStats(cpu_seconds=cpu / 1e9,
-                              memory_bytes=max(0, int(memory["usage"]) - int(cache)),
-                              memory_limit_bytes=int(memory.get("limit") or 0))
+        return stats_from(raw)
 
     def wait(self, name: str, timeout: float) -> ContainerState | None:
         deadline = time.monotonic() + timeout
@@ -539,6 +532,19 @@ class DockerRuntime(Runtime):
         with translate_errors():
             found = self._api.containers(all=True, filters=filters)
         return sorted(n.lstrip("/") for c in found for n in c.get("Names", [])[:1])
+
+
+def stats_from(raw: dict[str, Any]) -> ContainerStats | None:
+    """An engine's one-shot stats as a sample; ``None`` when it does not run."""
+    cpu = (raw.get("cpu_stats") or {}).get("cpu_usage", {}).get("total_usage")
+    memory = raw.get("memory_stats") or {}
+    if cpu is None or "usage" not in memory:
+        return None
+    extra = memory.get("stats") or {}
+    cache = extra.get("inactive_file", extra.get("total_inactive_file", 0))
+    return ContainerStats(cpu_seconds=cpu / 1e9,
+                          memory_bytes=max(0, int(memory["usage"]) - int(cache)),
+                          memory_limit_bytes=int(memory.get("limit") or 0))
 
 
 def _state_from(name: str, info: dict[str, Any]) -> ContainerState:

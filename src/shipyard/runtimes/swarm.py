@@ -71,6 +71,7 @@ from shipyard.runtimes.docker import (
     check_reference,
     parse_docker_time,
     parse_log_stream,
+    stats_from,
     translate_errors,
 )
 from shipyard.runtimes.docker import _body_blocks as body_blocks
@@ -95,6 +96,10 @@ _WAITING_STATES = frozenset({"new", "pending", "assigned", "accepted", "ready", 
 _EXITED_STATES = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned", "remove"})
 #: How often :meth:`SwarmRuntime.wait` and a following log reader look at a task.
 _POLL_SECONDS = 0.25
+#: The most of a node's CPUs or memory one container reserves. Reserving all of it, the
+#: swarm's constraint enforcer was seen shutting the task down ("assigned node no longer
+#: meets constraints") as the node re-reported its resources.
+_RESERVABLE = 0.95
 #: How long the node list is trusted (placement asks it for every host it starts).
 _NODES_TTL = 2.0
 
@@ -404,10 +409,10 @@ class SwarmRuntime(Runtime):
                 stop_grace_period=self._grace_ns, cap_drop=["ALL"], cap_add=capabilities,
                 init=False)
             nano_cpus = int(spec.cpus * 1e9) if spec.cpus else None
+            cpu_reservation, mem_reservation = self._reservations(spec)
             resources = docker.types.Resources(
                 cpu_limit=nano_cpus, mem_limit=spec.memory_bytes,
-                cpu_reservation=int(nano_cpus / self._overcommit) if nano_cpus else None,
-                mem_reservation=spec.memory_bytes)
+                cpu_reservation=cpu_reservation, mem_reservation=mem_reservation)
             resources.setdefault("Limits", {})["Pids"] = self._confinement.pids_limit
             networks = []
             if spec.network and spec.network != "none":
@@ -429,6 +434,18 @@ class SwarmRuntime(Runtime):
         with self._lock:
             self._stopped.pop(spec.name, None)
         self._nodes = (0.0, [])
+
+    def _reservations(self, spec: ContainerSpec) -> tuple[int | None, int | None]:
+        """What ``spec`` reserves: NanoCPUs (its CPUs over the overcommit) and bytes of
+        memory, each at most :data:`_RESERVABLE` of the largest node's."""
+        largest = self.capacity()
+        cpus = memory = None
+        if spec.cpus:
+            cpus = min(int(spec.cpus * 1e9 / self._overcommit),
+                       int(largest.cpus * 1e9 * _RESERVABLE))
+        if spec.memory_bytes:
+            memory = min(spec.memory_bytes, int(largest.memory_bytes * _RESERVABLE))
+        return cpus, memory
 
     def _check_shared(self, source: str) -> None:
         real = Path(os.path.realpath(source))
@@ -457,16 +474,14 @@ class SwarmRuntime(Runtime):
                 node_id = _pinned_node(service) or self._task_node(service)
                 if node_id:
                     siblings[node_id] = siblings.get(node_id, 0) + 1
-        usage = {n.id: n for n in self.nodes()}
+        cpus, memory = self._reservations(spec)
         best: tuple[int, int, str] | None = None
-        for node in usage.values():
+        for node in self.nodes():
             if not node.schedulable:
                 continue
-            free_memory = node.memory_bytes - node.reserved_memory_bytes
-            free_cpus = node.cpus - node.reserved_cpus
-            if spec.memory_bytes and spec.memory_bytes > free_memory:
+            if memory and memory > node.memory_bytes - node.reserved_memory_bytes:
                 continue
-            if spec.cpus and spec.cpus / self._overcommit > free_cpus + 1e-9:
+            if cpus and cpus / 1e9 > node.cpus - node.reserved_cpus + 1e-9:
                 continue
             key = (siblings.get(node.id, 0), len(node.containers), node.id)
             if best is None or key < best:
@@ -680,15 +695,7 @@ class SwarmRuntime(Runtime):
                 raw = client.stats(container_id, stream=False, one_shot=True)
         except ShipyardError:
             return None
-        cpu = (raw.get("cpu_stats") or {}).get("cpu_usage", {}).get("total_usage")
-        memory = raw.get("memory_stats") or {}
-        if cpu is None or "usage" not in memory:
-            return None
-        extra = memory.get("stats") or {}
-        cache = extra.get("inactive_file", extra.get("total_inactive_file", 0))
-        return ContainerStats(cpu_seconds=cpu / 1e9,
-                              memory_bytes=max(0, int(memory["usage"]) - int(cache)),
-                              memory_limit_bytes=int(memory.get("limit") or 0))
+        return stats_from(raw)
 
     def remove(self, name: str) -> None:
         with self._lock:

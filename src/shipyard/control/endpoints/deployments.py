@@ -450,7 +450,7 @@ class EndpointManager(Router):
 
     def _replace(self, name: str, deployment: Deployment, variant: Variant,
                  dead: Instance) -> None:
-        self._forget([dead])
+        self._forget([dead], dead=True)
         with self._lock:
             if dead in variant.instances:
                 variant.instances.remove(dead)

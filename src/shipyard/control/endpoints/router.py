@@ -152,13 +152,15 @@ class Router:
             routed = {i.container for d in self._live.values() for i in d.instances()}
             return any(c in routed or self._inflight.get(c) for c in containers)
 
-    def _forget(self, instances: list[Instance]) -> None:
+    def _forget(self, instances: list[Instance], *, dead: bool = False) -> None:
         """Drop pooled connections to instances that are going away, on each pool's own
-        event loop (the pools belong to the loops that opened them)."""
+        event loop (the pools belong to the loops that opened them); ``dead``: their
+        containers are gone, so requests still waiting on them fail now (a retired fleet's
+        finish instead)."""
         for loop, upstream in list(self._upstreams.items()):
             for instance in instances:
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                    loop.call_soon_threadsafe(upstream.forget, instance.address)
+                    loop.call_soon_threadsafe(upstream.forget, instance.address, dead)
 
     # -- invoke -----------------------------------------------------------------------------
     def _route(self, req: InvokeRequest, retry: _Retry | None = None

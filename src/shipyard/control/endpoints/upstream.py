@@ -303,9 +303,11 @@ class Upstream:
         else:
             conn.close()
 
-    def forget(self, address: Address) -> None:
+    def forget(self, address: Address, dead: bool = False) -> None:
         """Close idle connections to a container that is going away, and give up connecting to
-        it: a dead container's address may take seconds to refuse (no route to host)."""
+        it: a dead container's address may take seconds to refuse (no route to host).
+        ``dead``: fail the requests waiting on it too (a machine that is gone never answers
+        nor closes them); otherwise they finish, as a retired fleet's do."""
         for task in [t for t, a in self._connecting.items() if a == address]:
             del self._connecting[task]
             task.cancel()
@@ -314,6 +316,8 @@ class Upstream:
         for exchange in self._exchanges.pop(address, []):
             if exchange.transport is not None:
                 exchange.transport.close()
+        if not dead:
+            return
         for exchange in self._busy.pop(address, set()):
             if exchange.transport is not None:
                 exchange.transport.abort()

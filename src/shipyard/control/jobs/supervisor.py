@@ -49,6 +49,8 @@ from shipyard.runtimes.base import ContainerSpec, ContainerState, LogLine
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
+#: How often a job whose hosts a cluster's scheduler holds looks at them again.
+PLACEMENT_POLL_SECONDS = 0.5
 LOG_TAIL_LINES = 15
 #: How often a follower turns the lines it has stored into metric points.
 METRICS_SECONDS = 0.5
@@ -194,6 +196,8 @@ class Supervisor:
                 root_dir=str(plan.root),
             ))
             containers[plan.host] = cname
+        if runtime.places_by_reservation:
+            self._await_placement(containers)
         started = records.now()
 
         def mark_running(rec: dict[str, Any], run: dict[str, Any]) -> None:
@@ -208,22 +212,45 @@ class Supervisor:
         """Wait in the capacity queue (``control.capacity``) until every host's reservation
         is held (True), or until the job is stopped (False). While it waits, the job is
         InProgress, ``Starting``, with a ``StatusMessage`` saying what it waits for."""
-        def waiting(message: str) -> None:
-            at = records.now()
-
-            def say(rec: dict[str, Any], run: dict[str, Any]) -> None:
-                if message:
-                    rec["StatusMessage"] = message
-                else:
-                    rec.pop("StatusMessage", None)
-                self.job.transition(rec, "Starting",
-                                    message or f"Starting the {self.job.kind.label}", at)
-            self._mutate(say)
-
         return capacity.reserve(
             self.ctx, self.kind, self.name, [(self.job.resources(record)["InstanceType"], hosts)],
             cancelled=lambda: self.ctx.store.stop_requested(self.kind, self.name),
-            waiting=waiting)
+            waiting=self._waiting)
+
+    def _waiting(self, message: str) -> None:
+        """The job is ``Starting``, ``message`` saying what for ("": no longer waiting)."""
+        at = records.now()
+
+        def say(rec: dict[str, Any], run: dict[str, Any]) -> None:
+            if message:
+                rec["StatusMessage"] = message
+            else:
+                rec.pop("StatusMessage", None)
+            self.job.transition(rec, "Starting",
+                                message or f"Starting the {self.job.kind.label}", at)
+        self._mutate(say)
+
+    def _await_placement(self, containers: dict[str, str]) -> None:
+        """A runtime whose own scheduler places containers (a cluster) may hold them until a
+        node has room: the job stays ``Starting`` meanwhile, saying which host waits for
+        what, until every host runs (or one ended, or the job is stopped)."""
+        said = ""
+        while not self.ctx.store.stop_requested(self.kind, self.name):
+            waits: list[str] = []
+            for host, cname in containers.items():
+                state = self.ctx.runtime.inspect(cname)
+                if state is None or not state.running:
+                    waits = []
+                    break
+                if state.waiting:
+                    waits.append(f"{host}: {state.waiting}")
+            message = f"Waiting for the cluster to place {'; '.join(waits)}" if waits else ""
+            if message != said:
+                self._waiting(message)
+                said = message
+            if not waits:
+                return
+            time.sleep(PLACEMENT_POLL_SECONDS)
 
     def destination(self, uri: str) -> str:
         """An output location as it is written: s3:// as given, a local one resolved and

@@ -1,5 +1,6 @@
 """SageMaker's ``Search`` over the records Shipyard keeps: training jobs, model packages,
-model package groups, endpoints and hyperparameter tuning jobs (docs/registry.md).
+model package groups, endpoints, hyperparameter tuning jobs and models, each model as a
+``ModelDashboardModel`` with the endpoints hosting it (:mod:`dashboard`; docs/registry.md).
 
 A request is compiled once (:mod:`expression`: names checked against botocore's model of the
 resource's search record, :mod:`fields`), then run over an index that keeps the named record
@@ -24,7 +25,7 @@ __all__ = ["RESOURCES", "Query", "SearchIndex", "SearchPage", "compile_query", "
 RESOURCES: dict[str, kinds.Kind] = {
     "TrainingJob": kinds.TRAINING, "ModelPackage": kinds.MODEL_PACKAGE,
     "ModelPackageGroup": kinds.MODEL_PACKAGE_GROUP, "Endpoint": kinds.ENDPOINT,
-    "HyperParameterTuningJob": kinds.TUNING,
+    "HyperParameterTuningJob": kinds.TUNING, "Model": kinds.MODEL,
 }
 
 

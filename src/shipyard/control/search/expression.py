@@ -103,12 +103,13 @@ def compile_query(resource: str, expression: dict[str, Any] | None, sort_by: str
 
 def _default_sort(resource: str) -> str:
     """``LastModifiedTime`` (the model's default), else ``CreationTime`` for the records
-    that have no such member (model package groups)."""
-    shape = fields.record_shape(resource)
+    that have no such member (model package groups, models: ``Model.CreationTime``)."""
+    shape = fields.stored_shape(resource)
+    under = fields.STORED_UNDER.get(resource)
     members = list(shape.members) if shape is not None else []
     for name in ("LastModifiedTime", "CreationTime"):
         if name in members:
-            return name
+            return name if under is None else f"{under}.{name}"
     return members[0] if members else "CreationTime"
 
 

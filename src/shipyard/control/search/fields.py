@@ -7,12 +7,18 @@ Two more kinds of name are SageMaker's own: ``Tags.<key>`` (every resource whose
 ``Tags``) and, for training jobs, ``Metrics.<name>`` (a final metric's value). A name the
 record cannot have is refused with ``ValidationException``; what the model says a leaf is
 (text, number, timestamp, boolean) decides how a filter compares it.
+
+A ``Model``'s search record is a ``ModelDashboardModel``: the DescribeModel document (what the
+store keeps) is its member ``Model``, and the rest is read from other records (``Endpoints``,
+``LastBatchTransformJob``: :mod:`dashboard`). Its properties are paths in that record
+(``Model.PrimaryContainer.Image``, ``Endpoints.EndpointStatus``); a member of the ``Model``
+may also be named alone (``ModelName``, ``PrimaryContainer.Image``, ``Tags.<key>``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +39,9 @@ RECORD_MEMBERS = {
     "HyperParameterTuningJob": "HyperParameterTuningJob", "ModelCard": "ModelCard",
     "Job": "Job", "HubContent": "HubContent",
 }
+#: Resources whose stored record (the Describe document) is one member of the search record;
+#: the index reads the record's other members from other records (:mod:`dashboard`).
+STORED_UNDER = {"Model": "Model"}
 #: Members Shipyard's records carry beyond botocore's model, searchable as text.
 EXTENSIONS: dict[str, frozenset[str]] = {"ModelPackage": frozenset({"SourceTrainingJobArn"})}
 
@@ -70,12 +79,37 @@ def record_shape(resource: str) -> Shape | None:
     return _search_record().members.get(member)
 
 
+def stored_shape(resource: str) -> Shape | None:
+    """botocore's shape of the records the store keeps for ``resource``: its search record,
+    or the member of it that the Describe document fills (:data:`STORED_UNDER`)."""
+    shape = record_shape(resource)
+    under = STORED_UNDER.get(resource)
+    if shape is None or under is None:
+        return shape
+    return shape.members[under]
+
+
 def resolve(resource: str, name: str) -> Field:
     """The property ``name`` of ``resource``'s records, or AWS's ValidationException."""
     shape = record_shape(resource)
     if shape is None:
         raise unknown(resource, name)
-    return resolve_in(resource, shape, name, top=True)
+    under = STORED_UNDER.get(resource)
+    if under is None:
+        return resolve_in(resource, shape, name, top=True)
+    stored = shape.members[under]
+    first, _, rest = name.partition(".")
+    if first in shape.members and first != under:
+        return resolve_in(resource, shape, name)
+    # ``Model.ModelName`` (a path in the stored record, whose columns are its members) or
+    # ``ModelName`` (a member of the stored record named alone).
+    path = rest if first == under else name
+    if not path:
+        raise unknown(resource, name)
+    try:
+        return replace(resolve_in(resource, stored, path, top=True), name=name)
+    except ValidationError:
+        raise unknown(resource, name) from None
 
 
 def resolve_in(resource: str, shape: Shape, name: str, *, top: bool = False) -> Field:
@@ -144,7 +178,9 @@ _EXAMPLES = {"TrainingJob": "ResourceConfig.InstanceType, HyperParameters.<name>
              "ModelPackage": "ModelPackageGroupName or InferenceSpecification.Containers.Image",
              "ModelPackageGroup": "ModelPackageGroupName",
              "Endpoint": "EndpointStatus or ProductionVariants.VariantName",
-             "HyperParameterTuningJob": "HyperParameterTuningJobConfig.Strategy"}
+             "HyperParameterTuningJob": "HyperParameterTuningJobConfig.Strategy",
+             "Model": "Model.ModelName, Model.PrimaryContainer.Image or "
+                      "Endpoints.EndpointStatus"}
 
 
 def _tag(name: str, key: str) -> Field:

@@ -17,7 +17,11 @@ again only the records that changed:
 A search then runs the compiled query over the columns, sorts what matched, and reads the
 page's records whole. Results of a query are kept until its table changes, so further pages
 cost only their records. The index reads the store's tables (``jobs``, ``tags``) directly:
-the one place outside ``control/state/store.py`` that knows them.
+with :mod:`dashboard`, the one place outside ``control/state/store.py`` that knows them.
+
+Members a record does not hold itself (``Tags``, from the tag table; a model's ``Endpoints``
+and ``LastBatchTransformJob``, :mod:`dashboard`) are columns read whole again after any
+commit, when a search names them.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from shipyard.control.search import fields
+from shipyard import kinds
+from shipyard.control.search import dashboard, fields
 from shipyard.control.search.expression import Query, ordered
 from shipyard.control.search.table import Table, TableSource
 from shipyard.errors import StorageError
@@ -129,17 +134,21 @@ class SearchIndex:
         if table is None:
             table = self._tables[kind] = Table(kind, resource)
             table.encoded = _json_members(resource)
+            table.external = frozenset({"Tags", *dashboard.JOINED.get(resource, {})})
             self._stale.add(kind)
         if kind in self._stale:
             self._refresh(conn, table)
             self._stale.discard(kind)
-        missing = [m for m in members if m not in table.columns and m != "Tags"]
+        missing = [m for m in members if m not in table.columns and m not in table.external]
         if missing:
             for member in missing:
                 table.columns[member] = [None] * len(table.rowids)
             self._read_rows(conn, table, missing, None)
         if "Tags" in members and table.tags_version != self._version:
             self._load_tags(conn, table)
+        for member in sorted((members & table.external) - {"Tags"}):
+            if table.joined_versions.get(member) != self._version:
+                self._load_joined(conn, table, member)
         return table
 
     def _refresh(self, conn: sqlite3.Connection, table: Table) -> None:
@@ -201,7 +210,8 @@ class SearchIndex:
         for member, values in list(table.columns.items()):
             table.columns[member] = [None if at is None else values[at] for at in previous]
         table.tags_version = -1
-        members = [m for m in table.columns if m != "Tags"]
+        table.joined_versions.clear()
+        members = [m for m in table.columns if m not in table.external]
         if members and fresh:
             self._read_rows(conn, table, members, [table.rowids[i] for i in fresh])
         for derived in table.derived.values():
@@ -210,7 +220,7 @@ class SearchIndex:
 
     def _reread(self, conn: sqlite3.Connection, table: Table, rows: list[int]) -> None:
         """Read ``rows`` (positions) again; what changed moves the table's generation."""
-        members = [m for m in table.columns if m != "Tags"]
+        members = [m for m in table.columns if m not in table.external]
         if not rows or not members:
             return
         before = {m: [table.columns[m][i] for i in rows] for m in members}
@@ -269,9 +279,24 @@ class SearchIndex:
         table.tags_version = self._version
         table.generation += 1
 
+    def _load_joined(self, conn: sqlite3.Connection, table: Table, member: str) -> None:
+        """Read ``member`` (a model's ``Endpoints``...) of every row from other records."""
+        name_member = kinds.get(table.kind).name_field
+        if name_member not in table.columns:
+            table.columns[name_member] = [None] * len(table.rowids)
+            self._read_rows(conn, table, [name_member], None)
+        names = table.columns[name_member]
+        found = dashboard.joined(conn, table.resource, member, names)
+        table.columns[member] = [found.get(name) if isinstance(name, str) else None
+                                 for name in names]
+        table.replaced(member)
+        table.joined_versions[member] = self._version
+        table.generation += 1
+
     def _records(self, conn: sqlite3.Connection, table: Table, names: list[str]
                  ) -> list[dict[str, Any]]:
-        """The page's records whole, in ``names``' order, each with its ``Tags``."""
+        """The page's records whole, in ``names``' order, each with its ``Tags``; a model's
+        as a ``ModelDashboardModel`` (:func:`_dashboard`)."""
         if not names:
             return []
         marks = ",".join("?" * len(names))
@@ -292,7 +317,31 @@ class SearchIndex:
                 tags.setdefault(arn, []).append({"Key": key, "Value": value})
         for record, arn in zip(records, arns, strict=True):
             record["Tags"] = tags.get(arn, []) if isinstance(arn, str) else []
+        if table.resource in fields.STORED_UNDER:
+            return _dashboard(conn, table, records)
         return records
+
+
+def _dashboard(conn: sqlite3.Connection, table: Table, records: list[dict[str, Any]]
+               ) -> list[dict[str, Any]]:
+    """Each stored record as the member of its search record it fills (a model's DescribeModel
+    document is ``Model``), beside the members read from other records: a model's
+    ``Endpoints`` and its ``LastBatchTransformJob`` (when it has one)."""
+    under = fields.STORED_UNDER[table.resource]
+    name_member = kinds.get(table.kind).name_field
+    names = [record.get(name_member) for record in records]
+    extra = {member: dashboard.joined(conn, table.resource, member,
+                                      [n for n in names if isinstance(n, str)])
+             for member in dashboard.JOINED.get(table.resource, {})}
+    shaped: list[dict[str, Any]] = []
+    for record, name in zip(records, names, strict=True):
+        result: dict[str, Any] = {under: record}
+        for member, found in extra.items():
+            value = found.get(name) if isinstance(name, str) else None
+            if value is not None:
+                result[member] = value
+        shaped.append(result)
+    return shaped
 
 
 def _summary_of(conn: sqlite3.Connection, kind: str) -> tuple[Any, ...]:
@@ -328,7 +377,7 @@ def _decoder(resource: str, member: str) -> Callable[[Any], Any]:
     the garbage collector, 10,000 decoded lists are), booleans (0 or 1) as booleans."""
     if member in _json_members(resource):
         return _as_is
-    shape = fields.record_shape(resource)
+    shape = fields.stored_shape(resource)
     if shape is not None and member in shape.members and (
             shape.members[member].type_name == "boolean"):
         return lambda raw: None if raw is None else bool(raw)
@@ -336,7 +385,7 @@ def _decoder(resource: str, member: str) -> Callable[[Any], Any]:
 
 
 def _json_members(resource: str) -> frozenset[str]:
-    shape = fields.record_shape(resource)
+    shape = fields.stored_shape(resource)
     if shape is None:
         return frozenset()
     return frozenset(name for name, member in shape.members.items()

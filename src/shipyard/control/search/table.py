@@ -108,6 +108,10 @@ class Table:
         #: Bumped whenever a row or a value changes: the results of queries are kept by it.
         self.generation = 0
         self.tags_version = -1
+        #: Members read from elsewhere than the record (``Tags``, :mod:`dashboard`'s).
+        self.external: frozenset[str] = frozenset({"Tags"})
+        #: The data version each of :mod:`dashboard`'s members was last read at.
+        self.joined_versions: dict[str, int] = {}
 
     def position(self) -> dict[int, int]:
         """rowid -> row number, kept until the rows are renumbered."""

@@ -1,0 +1,207 @@
+"""Multi-node overhead: the same jobs and endpoint on a four-worker Docker Swarm and on one
+engine, in the same run.
+
+- Training jobs whose N hosts (N = 1, 2, 4) all-reduce a number over sockets:
+  CreateTrainingJob -> Completed through the control plane, on one engine (the hosts on one
+  bridge network) and on the swarm (one host per node, an overlay network).
+- An endpoint of three instances: CreateEndpoint -> InService, on one engine and spread
+  over three nodes.
+
+The swarm is the test fixture (``scripts/swarm-fixture.sh``: the main engine as a drained
+manager, four ``dockerd`` workers in network namespaces), made here and torn down at the
+end; images are loaded onto the nodes before timing (the first start of an image on a node
+pays for its load once, as a pull would). Needs root, and an engine not already in a swarm.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/cluster.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import bench_docker
+from bench_docker import BASE_IMAGE, LABELS, ROOT
+
+RESULTS = ROOT / "benchmarks" / "results" / "cluster.json"
+FIXTURE = Path("/tmp/shipyard-swarm-bench")
+WORKERS = 4
+
+ALL_REDUCE = b'''import json, socket, time
+cfg = json.load(open("/opt/ml/input/config/resourceconfig.json"))
+me, hosts = cfg["current_host"], cfg["hosts"]
+value = int(me.split("-")[1])
+def connect(host):
+    for _ in range(600):
+        try:
+            conn = socket.create_connection((host, 7777), timeout=2)
+            conn.settimeout(120)
+            return conn
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("cannot reach " + host)
+if len(hosts) == 1:
+    total = value
+elif me == "algo-1":
+    server = socket.create_server(("0.0.0.0", 7777))
+    peers, total = [], value
+    while len(peers) < len(hosts) - 1:
+        conn, _ = server.accept()
+        total += int(conn.recv(64).decode())
+        peers.append(conn)
+    for conn in peers:
+        conn.sendall(str(total).encode())
+else:
+    conn = connect("algo-1")
+    conn.sendall(str(value).encode())
+    total = int(conn.recv(64).decode())
+open("/opt/ml/model/sum", "w").write(str(total))
+'''
+
+SERVE = b'''#!/usr/bin/env python3
+import os, signal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def answer(self, body):
+        self.send_response(200); self.send_header("Content-Length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+    def do_GET(self): self.answer(b"")
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0))); self.answer(b"{}")
+ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
+'''
+
+
+def images(client: Any) -> tuple[str, str]:
+    train = bench_docker.build_context(client, "shipyard-bench/all-reduce", {
+        "Dockerfile": (f"FROM {BASE_IMAGE}\nCOPY a.py /opt/program/a.py\n"
+                       'ENTRYPOINT ["python3", "/opt/program/a.py"]\n').encode(),
+        "a.py": ALL_REDUCE})
+    serve = bench_docker.build_context(client, "shipyard-bench/tiny-serve", {
+        "Dockerfile": (f"FROM {BASE_IMAGE}\nCOPY serve /usr/local/bin/serve\n"
+                       "RUN chmod 755 /usr/local/bin/serve\n").encode(),
+        "serve": SERVE})
+    return train, serve
+
+
+def fixture(*args: str) -> None:
+    subprocess.run(["bash", str(ROOT / "scripts" / "swarm-fixture.sh"), *args], check=True,
+                   env={**os.environ, "SHIPYARD_SWARM_FIXTURE_DIR": str(FIXTURE)},
+                   capture_output=True, text=True)
+
+
+def plane_for(kind: str, scratch: Path, client: Any) -> Any:
+    sys.path.insert(0, str(ROOT / "src"))
+    from shipyard.control import ControlPlane
+    from shipyard.runtimes import DockerRuntime
+    from shipyard.runtimes.swarm import SwarmRuntime
+    from shipyard.settings import Settings
+
+    settings = Settings.load({"data_dir": str(scratch / kind / "state"), "stop_grace_seconds": 3,
+                              "capacity_queue": False}, environ={})
+    runtime: Any
+    if kind == "swarm":
+        runtime = SwarmRuntime(labels=LABELS, shared_paths=(scratch,), stop_grace_seconds=3,
+                               node_engines={f"shipyard-swn{i}":
+                                             f"unix://{FIXTURE}/n{i}/docker.sock"
+                                             for i in range(1, WORKERS + 1)})
+    else:
+        runtime = DockerRuntime(client, labels=LABELS)
+    return ControlPlane(settings, runtime)
+
+
+def train_once(plane: Any, image: str, hosts: int, scratch: Path, name: str) -> float:
+    data = scratch / "data"
+    data.mkdir(exist_ok=True)
+    (data / "x.csv").write_text("1\n")
+    began = time.perf_counter()
+    plane.create("training", {
+        "TrainingJobName": name, "RoleArn": "arn:aws:iam::000000000000:role/bench",
+        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
+        "InputDataConfig": [{"ChannelName": "training", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": data.as_uri()}}}],
+        "OutputDataConfig": {"S3OutputPath": (scratch / "out").as_uri()},
+        "ResourceConfig": {"InstanceType": "local", "InstanceCount": hosts,
+                           "VolumeSizeInGB": 1},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 600}})
+    record = plane.wait("training", name, timeout=600, poll=0.02)
+    took = time.perf_counter() - began
+    if record["TrainingJobStatus"] != "Completed":
+        raise SystemExit(f"{name}: {record.get('FailureReason')}")
+    return took
+
+
+def endpoint_once(plane: Any, image: str, name: str) -> float:
+    plane.create("model", {"ModelName": name, "ExecutionRoleArn":
+                           "arn:aws:iam::000000000000:role/bench",
+                           "PrimaryContainer": {"Image": image}})
+    plane.create("endpoint-config", {"EndpointConfigName": name, "ProductionVariants": [{
+        "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 3,
+        "InstanceType": "local"}]})
+    began = time.perf_counter()
+    plane.create("endpoint", {"EndpointName": name, "EndpointConfigName": name})
+    record = plane.wait_endpoint(name, timeout=600)
+    took = time.perf_counter() - began
+    if record["EndpointStatus"] != "InService":
+        raise SystemExit(f"{name}: {record.get('FailureReason')}")
+    plane.delete("endpoint", name)
+    deadline = time.monotonic() + 60
+    while plane.ctx.store.list_jobs("endpoint") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    client = bench_docker.ensure_engine()
+    train, serve = images(client)
+    scratch = Path(tempfile.mkdtemp(prefix="shipyard-bench-cluster-"))
+    fixture("up", str(WORKERS))
+    results: dict[str, dict[str, float]] = {}
+    try:
+        planes = {kind: plane_for(kind, scratch, client) for kind in ("engine", "swarm")}
+        try:
+            # Warm: the images on every node, each plane's first job.
+            for kind, plane in planes.items():
+                train_once(plane, train, 4 if kind == "swarm" else 1, scratch, f"warm-{kind}")
+            for hosts in (1, 2, 4):
+                for kind, plane in planes.items():
+                    times = [train_once(plane, train, hosts, scratch, f"t{hosts}-{kind}-{i}")
+                             for i in range(args.runs)]
+                    results.setdefault(f"training N={hosts}", {})[kind] = statistics.median(
+                        times)
+            for kind, plane in planes.items():
+                times = [endpoint_once(plane, serve, f"ep-{kind}-{i}") for i in range(args.runs)]
+                results.setdefault("endpoint 3 instances", {})[kind] = statistics.median(times)
+        finally:
+            for plane in planes.values():
+                plane.close()
+    finally:
+        fixture("down")
+        shutil.rmtree(scratch, ignore_errors=True)
+        bench_docker.remove_scoped_containers(client)
+    print(f"{'median seconds, create -> done':<34} {'one engine':>11} {'swarm':>9} {'extra':>8}")
+    for what, row in results.items():
+        print(f"{what:<34} {row['engine']:>11.2f} {row['swarm']:>9.2f} "
+              f"{row['swarm'] - row['engine']:>+8.2f}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"runs": args.runs, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
