@@ -81,6 +81,12 @@ def test_jobs_queue_in_order_across_a_server_restart(tmp_path: Path,
         assert "Starting (queued)" in rows["cq-2"] and "Training" in rows["cq-0"]
         described = run(["jobs", "describe", "cq-2"], env)
         assert "Waiting for capacity" in described.stdout
+        queue = run(["cluster", "status"], env)
+        assert queue.exit_code == 0, queue.output
+        rows = [line.split() for line in queue.stdout.splitlines()[2:]]
+        assert rows[0][:3] == ["running", "training", "cq-0"]
+        assert [(r[0], r[2], r[-1]) for r in rows[1:]] == [
+            ("waiting", "cq-1", "(#1)"), ("waiting", "cq-2", "(#2)"), ("waiting", "cq-3", "(#3)")]
         # A queued job stops at once: nothing of it ever ran.
         stopped_at = time.monotonic()
         client.stop("training", "cq-2")

@@ -7,6 +7,7 @@ own code builds, written through its store. The browser tests are tests/test_con
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import json
 import re
@@ -28,8 +29,12 @@ from shipyard.console.listing import JobQuery, Lister, decode_cursor, encode_cur
 from shipyard.control import ControlPlane
 from shipyard.runtimes import FakeRuntime
 from shipyard.settings import Settings
+from tests.support import s3server
 from tests.support.console import seed_training_jobs
 from tests.support.jobs import FAKE_IMAGE
+
+s3_server = s3server.s3_server
+s3_bucket = s3server.s3_bucket
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = 10_000
@@ -458,3 +463,297 @@ def test_counting_by_probes_is_exact(count: int) -> None:
     assert _probe_count(rows) == count
     assert sum(1 for limit in calls if limit > 1) <= 1  # one read of the last rows at most
     assert len(calls) <= 2 * max(1, count).bit_length() + 2
+
+
+# -- a job's artifacts ----------------------------------------------------------------------------
+def _download_link(body: str, kind: str) -> str:
+    found = re.search(rf'href="([^"]+)"[^>]*data-artifact="{kind}"', body)
+    assert found is not None, body[:3000]
+    return found.group(1).replace("&amp;", "&")
+
+
+def _download(browser: Browser, job: str, uri: str) -> tuple[int, dict[str, str], bytes]:
+    """The raw answer to a download (bytes, not text)."""
+    path = (f"/console/jobs/training/{job}/download?uri="
+            + urllib.parse.quote(uri, safe=""))
+    request = urllib.request.Request(browser.url + path)
+    try:
+        with browser.opener.open(request, timeout=30) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, \
+                response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def test_a_jobs_local_outputs_download_and_nothing_else_does(
+        server: ApiServer, browser: Browser, tmp_path: Path) -> None:
+    from tests.support.jobs import training_request
+    plane = server.plane
+    plane.create("training", training_request("files-job", tmp_path))
+    record = plane.wait("training", "files-job", timeout=60)
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    artifact = record["ModelArtifacts"]["S3ModelArtifacts"]
+    model = urllib.request.url2pathname(urllib.parse.urlparse(artifact).path)
+    body = browser.request("/console/jobs/training/files-job")[2]
+    link = _download_link(body, "download")
+    assert urllib.parse.unquote(link.split("uri=", 1)[1]) == artifact
+    status, headers, data = _download(browser, "files-job", artifact)
+    assert status == 200, data[:500]
+    assert headers["content-disposition"] == 'attachment; filename="model.tar.gz"'
+    assert headers["content-type"] == "application/octet-stream"
+    assert data == Path(model).read_bytes()
+    assert int(headers["content-length"]) == len(data)
+    # The job's folder lists its files, each downloadable.
+    files = browser.request(_download_link(body, "files"))[2]
+    assert "output/model.tar.gz" in files and "output/output.tar.gz" in files
+    # Its input, a way out of its folder, a link planted in it, another job's output, a
+    # system file: refused, and no byte of them sent.
+    folder = Path(model).parent
+    (tmp_path / "secret.txt").write_text("hush-hush")
+    (folder / "planted").symlink_to(tmp_path / "secret.txt")
+    other = tmp_path / "out" / "another-job" / "output"
+    other.mkdir(parents=True)
+    (other / "model.tar.gz").write_text("hush-hush")
+    for uri in [(tmp_path / "data" / "part-0.csv").as_uri(),
+                folder.as_uri() + "/../../../secret.txt",
+                (folder / "planted").as_uri(),
+                (other / "model.tar.gz").as_uri(),
+                "file:///etc/passwd", "/etc/passwd"]:
+        status, _, data = _download(browser, "files-job", uri)
+        assert status in (400, 403) and b"hush-hush" not in data and b"root:" not in data, uri
+    assert _download(browser, "files-job", folder.as_uri() + "/missing.bin")[0] == 404
+    # Without a session: the login form, not the file.
+    anonymous = Browser(server.url)
+    status, _, text_body = anonymous.request(
+        "/console/jobs/training/files-job/download?uri=" + urllib.parse.quote(artifact))
+    assert status == 303 and text_body == ""
+
+
+@pytest.fixture(scope="module")
+def s3_console(tmp_path_factory: pytest.TempPathFactory,
+               s3_server: s3server.S3Server) -> Iterator[ApiServer]:
+    """A console over a plane whose S3 client is the moto server's."""
+    data = tmp_path_factory.mktemp("console-s3") / "state"
+    settings = Settings.load({
+        "data_dir": str(data), "api_port": 0, "s3_endpoint_url": s3_server.url,
+        "s3_access_key_id": s3server.ACCESS_KEY,
+        "s3_secret_access_key": s3server.SECRET_KEY}, environ={})
+    plane = ControlPlane(settings, FakeRuntime(images=[FAKE_IMAGE]))
+    api = ApiServer(settings, plane)
+    api.start_in_thread()
+    try:
+        yield api
+    finally:
+        api.stop()
+        plane.close()
+
+
+def test_s3_artifacts_stream_from_the_store_and_only_the_jobs_own(
+        s3_console: ApiServer, s3_server: s3server.S3Server, s3_bucket: str,
+        tmp_path: Path) -> None:
+    from tests.support.jobs import training_request
+    boto = s3_server.boto()
+    boto.put_object(Bucket=s3_bucket, Key="in/part-0.csv", Body=b"1,2\n")
+    boto.put_object(Bucket=s3_bucket, Key="out/other-job/output/model.tar.gz", Body=b"hush-hush")
+    boto.put_object(Bucket=s3_bucket, Key="in/secret.txt", Body=b"hush-hush")
+    plane = s3_console.plane
+    plane.create("training", training_request(
+        "s3-files-job", tmp_path, InputDataConfig=[{"ChannelName": "training", "DataSource": {
+            "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{s3_bucket}/in/"}}}],
+        OutputDataConfig={"S3OutputPath": f"s3://{s3_bucket}/out"}))
+    record = plane.wait("training", "s3-files-job", timeout=60)
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    artifact = record["ModelArtifacts"]["S3ModelArtifacts"]
+    assert artifact == f"s3://{s3_bucket}/out/s3-files-job/output/model.tar.gz"
+    # A big object among its outputs: sent in many chunks, as it is read.
+    big = bytes(range(256)) * (5 * 4096 + 7)
+    boto.put_object(Bucket=s3_bucket, Key="out/s3-files-job/output/big file é.bin", Body=big)
+    browser = Browser(s3_console.url)
+    browser.login(*s3_console.keys.default)
+    body = browser.request("/console/jobs/training/s3-files-job")[2]
+    assert urllib.parse.unquote(_download_link(body, "download").split("uri=", 1)[1]) == artifact
+    status, headers, data = _download(browser, "s3-files-job", artifact)
+    expected = boto.get_object(Bucket=s3_bucket, Key=artifact.split("/", 3)[3])["Body"].read()
+    assert (status, data) == (200, expected)
+    assert headers["content-disposition"] == 'attachment; filename="model.tar.gz"'
+    files = browser.request(_download_link(body, "files"))[2]
+    assert "output/model.tar.gz" in files and "big file é.bin" in files
+    uri = f"s3://{s3_bucket}/out/s3-files-job/output/big file é.bin"
+    status, headers, data = _download(browser, "s3-files-job", uri)
+    assert status == 200 and data == big and int(headers["content-length"]) == len(big)
+    assert headers["content-disposition"] == (
+        "attachment; filename=\"big file _.bin\"; filename*=UTF-8''big%20file%20%C3%A9.bin")
+    for refused in (f"s3://{s3_bucket}/in/part-0.csv",
+                    f"s3://{s3_bucket}/out/other-job/output/model.tar.gz",
+                    f"s3://{s3_bucket}/out/s3-files-job/../other-job/output/model.tar.gz",
+                    f"s3://{s3_bucket}/out/s3-files-job-2/x",
+                    f"s3://other-{s3_bucket}/out/s3-files-job/output/model.tar.gz"):
+        status, _, data = _download(browser, "s3-files-job", refused)
+        assert status == 403 and b"hush-hush" not in data, refused
+    missing = f"s3://{s3_bucket}/out/s3-files-job/output/nothing"
+    assert _download(browser, "s3-files-job", missing)[0] == 404
+
+
+def test_only_a_jobs_own_output_folders_are_listed(browser: Browser) -> None:
+    status, _, body = browser.request(
+        "/console/jobs/training/seeded-00003/files?uri="
+        + urllib.parse.quote("s3://bench-bucket/xgb/output/"))
+    assert status == 403 and "not inside an output location" in body
+
+
+# -- an endpoint's instances and history ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def process_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """A console over a plane that runs endpoints as processes (no engine needed)."""
+    from tests.support.planes import remove_endpoints
+    data = tmp_path_factory.mktemp("console-process") / "state"
+    settings = Settings.load({"data_dir": str(data), "api_port": 0, "runtime": "process",
+                              "stop_grace_seconds": 2}, environ={})
+    plane = ControlPlane(settings)
+    api = ApiServer(settings, plane)
+    api.start_in_thread()
+    try:
+        yield api
+    finally:
+        remove_endpoints(plane)
+        api.stop()
+        plane.close()
+
+
+def test_an_endpoints_instances_with_their_health_and_its_update_history(
+        process_console: ApiServer, tmp_path: Path) -> None:
+    from tests.support.jobs import ROLE
+    from tests.support.planes import deploy
+    from tests.support.workloads import serve_project
+    plane = process_console.plane
+    record = deploy(plane, "health-ep", str(serve_project(tmp_path / "good")), None, count=2)
+    assert record["EndpointStatus"] == "InService", record.get("FailureReason")
+    browser = Browser(process_console.url)
+    browser.login(*process_console.keys.default)
+    body = browser.request("/console/endpoints/health-ep")[2]
+    rows = re.findall(r'<tr data-container="([^"]+)">(.*?)</tr>', body, re.S)
+    routed = plane.endpoints.routed("health-ep")["AllTraffic"]
+    assert sorted(c for c, _ in rows) == sorted(routed) and len(routed) == 2
+    for _, row in rows:
+        assert "running" in row and 'data-health="routed"' in row
+    # An update whose fleet cannot start: the old fleet serves on (rolled back); then one
+    # that works; newest first.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "serve").write_text("#!/bin/sh\necho 'no model here' >&2\nexit 3\n")
+    (broken / "serve").chmod(0o755)
+    for config, image in (("health-broken", broken), ("health-v2", tmp_path / "good")):
+        plane.create("model", {"ModelName": f"{config}-model", "ExecutionRoleArn": ROLE,
+                               "PrimaryContainer": {"Image": str(image)}})
+        plane.create("endpoint-config", {"EndpointConfigName": config, "ProductionVariants": [{
+            "VariantName": "AllTraffic", "ModelName": f"{config}-model",
+            "InitialInstanceCount": 1, "InstanceType": "local"}]})
+        plane.update_endpoint({"EndpointName": "health-ep", "EndpointConfigName": config})
+        record = plane.wait_endpoint("health-ep", timeout=60)
+        assert record["EndpointStatus"] == "InService"
+    history = plane.endpoints.history("health-ep")
+    assert [(h["Operation"], h["EndpointConfigName"], h["Outcome"]) for h in history] == [
+        ("UpdateEndpoint", "health-v2", "InService"),
+        ("UpdateEndpoint", "health-broken", "RolledBack"),
+        ("CreateEndpoint", "health-ep-config", "InService")]
+    assert history[1]["FailureReason"] and history[0]["Time"] >= history[1]["Time"]
+    body = browser.request("/console/endpoints/health-ep")[2]
+    outcomes = re.findall(r'<tr data-outcome="([^"]+)">', body)
+    assert outcomes == ["InService", "RolledBack", "InService"]
+    assert "health-broken" in body and history[1]["FailureReason"][:40] in body.replace(
+        "&#39;", "'")
+    rows = re.findall(r'<tr data-container="([^"]+)">(.*?)</tr>', body, re.S)
+    assert [c for c, row in rows if 'data-health="routed"' in row] == \
+        plane.endpoints.routed("health-ep")["AllTraffic"]
+
+
+@pytest.mark.parametrize(("state", "said", "tone"), [
+    (None, "gone", "muted"),
+    ({"running": True}, "running", "ok"),
+    ({"running": True, "waiting": "no node has 4 CPUs free", "node": "w1"},
+     "waiting: no node has 4 CPUs free", "warning"),
+    ({"running": False, "exit_code": 3}, "exited with code 3", "bad"),
+    ({"running": False, "exit_code": 137, "oom_killed": True},
+     "exited with code 137 (out of memory)", "bad"),
+], ids=["gone", "running", "waiting", "exited", "oom"])
+def test_an_instances_state_in_words(state: dict[str, Any] | None, said: str,
+                                     tone: str) -> None:
+    from shipyard.console.endpoints import _state
+    from shipyard.runtimes.base import ContainerState
+    found = None if state is None else ContainerState(name="c", **state)
+    assert _state(found) == (said, tone)
+
+
+# -- the capacity queue ---------------------------------------------------------------------------
+def test_home_shows_the_queue_in_order_where_the_ledger_is_on(
+        tmp_path: Path, browser: Browser) -> None:
+    from shipyard.control import capacity
+    assert 'id="queue"' not in browser.request("/console/")[2]  # no ledger on that plane
+    settings = Settings.load({"data_dir": str(tmp_path / "state"), "api_port": 0,
+                              "capacity_cpus": 2, "capacity_memory_mb": 16384}, environ={})
+    plane = ControlPlane(settings, FakeRuntime(images=[FAKE_IMAGE]))
+    api = ApiServer(settings, plane)
+    api.start_in_thread()
+    try:
+        totals = capacity.totals_for(plane.ctx)
+        assert totals is not None
+        for name in ("queue-first", "queue-second", "queue-third"):
+            demand = capacity.demand_for("ml.m5.4xlarge", 1, totals, 1.0)
+            plane.ctx.capacity.request("training", name, "", demand, totals)
+        client = Browser(api.url)
+        client.login(*api.keys.default)
+        body = client.request("/console/")[2]
+        card = body[body.index('id="queue"'):]
+        held = re.findall(r'<tr data-queue="held">.*?>(queue-\w+)</a>', card)
+        waiting = re.findall(r'<tr data-queue="waiting">.*?waits #(\d).*?>(queue-\w+)</a>', card)
+        assert held == ["queue-first"]
+        assert waiting == [("1", "queue-second"), ("2", "queue-third")]
+        assert 'href="/console/jobs/training/queue-first"' in card
+        assert "1 holding, 2 waiting" in card
+        assert 'id="queue"' in client.request("/console/?fragment=1")[2]  # polled too
+    finally:
+        api.stop()
+        plane.close()
+
+
+def test_a_download_stops_reading_when_the_client_goes_away(
+        server: ApiServer, browser: Browser, tmp_path: Path) -> None:
+    import http.client
+    import os
+
+    from tests.support.jobs import training_request
+    plane = server.plane
+    plane.create("training", training_request("big-files-job", tmp_path))
+    record = plane.wait("training", "big-files-job", timeout=60)
+    folder = tmp_path / "out" / "big-files-job" / "output"
+    assert record["TrainingJobStatus"] == "Completed" and folder.is_dir()
+    big = folder / "big.bin"
+    with big.open("wb") as sparse:  # 16 GiB that take no disk
+        sparse.truncate(16 * 1024 ** 3)
+
+    def open_on_it() -> bool:
+        for fd in Path("/proc/self/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) == str(big):
+                    return True
+        return False
+
+    cookie = "; ".join(f"{c.name}={c.value}" for c in browser.jar)
+    host, port = server.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("GET", "/console/jobs/training/big-files-job/download?uri="
+                 + urllib.parse.quote(big.as_uri()), headers={"Cookie": cookie})
+    response = conn.getresponse()
+    assert response.status == 200
+    try:
+        assert int(response.getheader("content-length") or 0) == 16 * 1024 ** 3
+        assert response.read(1024 * 1024) == bytes(1024 * 1024)
+        assert open_on_it()
+        conn.close()
+        deadline = time.monotonic() + 10
+        while open_on_it():
+            assert time.monotonic() < deadline, "the file is still being read"
+            time.sleep(0.05)
+    finally:
+        conn.close()
+        big.unlink()

@@ -292,6 +292,10 @@ def test_invoke_an_endpoint_from_the_form(page: Any, server: ApiServer, chromium
     page.click("text=console-ep")
     page.wait_for_url(re.compile(r".*/endpoints/console-ep$"))
     assert "InService" in page.inner_text("main")
+    # Its instance, running and routed to; its creation in the update history.
+    assert page.locator("#instances [data-health=routed]").count() == 1
+    assert "running" in page.inner_text("#instances")
+    assert page.locator("#history tr[data-outcome=InService]").count() == 1
     page.fill("textarea[name=payload]", '{"rows": [1, 2, 3]}')
     page.click("button:has-text('Invoke')")
     page.wait_for_selector("#answer-body")

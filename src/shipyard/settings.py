@@ -54,6 +54,9 @@ class Settings:
     swarm_manager: str | None = None
     #: A registry every node pulls from (``host:port``): images are pushed there first.
     swarm_registry: str | None = None
+    #: Where the platform pushes to that registry when it reaches it by another address
+    #: than the nodes do (``127.0.0.1:5000`` on the machine that runs it); None: the same.
+    swarm_registry_push: str | None = None
     #: Node engines the platform may reach, ``hostname=url`` each: images are loaded onto
     #: them when there is no registry, and signals, stats and OOM kills go through them.
     swarm_node_engines: tuple[str, ...] = ()
@@ -215,6 +218,7 @@ def _cast(name: str, raw: Any) -> Any:
         "runtime": str,
         "swarm_manager": lambda v: str(v) or None,
         "swarm_registry": lambda v: str(v) or None,
+        "swarm_registry_push": lambda v: str(v) or None,
         "swarm_node_engines": _node_engines,
         "swarm_placement": str,
         "swarm_shared_paths": _folders,

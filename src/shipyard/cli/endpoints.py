@@ -16,7 +16,7 @@ import click
 
 from shipyard.cli import charts
 from shipyard.cli.errors import CliError, ExitCode
-from shipyard.cli.output import as_datetime, open_client
+from shipyard.cli.output import as_datetime, open_client, queue_wait
 from shipyard.client import Client
 from shipyard.errors import InvokeValidationError, ShipyardError, ValidationError
 from shipyard.settings import Settings, Source
@@ -77,13 +77,19 @@ def _stamp() -> str:
 def wait_endpoint(client: Client, name: str, *, quiet: bool = False) -> dict[str, Any] | None:
     """Poll until the endpoint leaves its transitional status, printing each status on stderr;
     returns its record, or None once it is gone (deleted)."""
-    last = ""
+    last = said = ""
     while True:
         record = find_endpoint(client, name)
         status = record["EndpointStatus"] if record else "Deleted"
         if status != last and not quiet:
             click.secho(f"{_stamp()} {status}", fg="cyan", err=True)
         last = status
+        if status in {"Creating", "Updating"} and not quiet:
+            # Waiting for capacity says so (docs/runtimes.md), once per change.
+            waiting = queue_wait(client, "endpoint", name)
+            if waiting and waiting != said:
+                click.secho(f"{_stamp()} {waiting}", fg="yellow", err=True)
+            said = waiting
         if record is None or status not in TRANSITIONAL:
             return record
         time.sleep(POLL_SECONDS)
@@ -160,10 +166,18 @@ def ls(settings: Settings, status: str | None, limit: int, as_json: bool) -> Non
                                for r in rows], indent=2))
         return
     click.echo(f"{'NAME':<48} {'STATUS':<15} {'CREATED':<19} MODIFIED")
+    waits = []
+    client = open_client(settings)
     for r in rows:
         created = as_datetime(r["CreationTime"]).strftime("%Y-%m-%d %H:%M:%S")
         modified = as_datetime(r["LastModifiedTime"]).strftime("%Y-%m-%d %H:%M:%S")
         click.echo(f"{r['EndpointName']:<48} {r['EndpointStatus']:<15} {created:<19} {modified}")
+        if r["EndpointStatus"] in {"Creating", "Updating"}:
+            waiting = queue_wait(client, "endpoint", r["EndpointName"])
+            if waiting:
+                waits.append(f"{r['EndpointName']}: {waiting}")
+    for line in waits:
+        click.echo(line, err=True)
 
 
 @endpoints.command()

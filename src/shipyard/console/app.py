@@ -25,6 +25,7 @@ from shipyard.console import auth, endpoints, home, jobs, registry
 from shipyard.console.context import PageContext
 from shipyard.console.http import (
     BodyTooLarge,
+    Download,
     Receive,
     Request,
     Response,
@@ -77,6 +78,8 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/jobs/{kind}/{name}/log", jobs.log),
     _route("GET", "/jobs/{kind}/{name}/metrics", jobs.metrics),
     _route("POST", "/jobs/{kind}/{name}/stop", jobs.stop),
+    _route("GET", "/jobs/{kind}/{name}/files", jobs.files),
+    _route("GET", "/jobs/{kind}/{name}/download", jobs.download),
     _route("GET", "/endpoints", endpoints.listing),
     _route("GET", "/endpoints/{name}", endpoints.page),
     _route("GET", "/endpoints/{name}/metrics", endpoints.metrics),
@@ -118,7 +121,10 @@ class Console:
             log.error("console request %s %s failed:\n%s", request.method, request.path,
                       traceback.format_exc())
             response = text("Internal error (the server's log has the details)", 500)
-        await response.send(send)
+        if isinstance(response, Download):
+            await response.send(send, receive)
+        else:
+            await response.send(send)
 
     async def _answer(self, request: Request, receive: Receive) -> Response:
         path, method = request.path, request.method

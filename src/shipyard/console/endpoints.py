@@ -1,20 +1,23 @@
-"""Endpoints: the list, an endpoint's page (variants, instances, weights, invocation and
-latency charts from the CloudWatch metrics the router records, a "try it" form), and a
-model's page (what it serves, and where)."""
+"""Endpoints: the list, an endpoint's page (variants, weights, each instance with its health,
+invocation and latency charts from the CloudWatch metrics the router records, a "try it"
+form, the update history), and a model's page (what it serves, and where)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from shipyard import kinds
 from shipyard.console.context import PageContext
 from shipyard.console.http import Response, json_response
+from shipyard.contract.labels import JOB_KIND_LABEL, JOB_NAME_LABEL, VARIANT_LABEL
 from shipyard.control.endpoints.invocation import InvokeRequest
 from shipyard.errors import ResourceNotFound, ShipyardError, ValidationError
+from shipyard.runtimes.base import ContainerState
 
-__all__ = ["invoke", "listing", "metrics", "model", "page"]
+__all__ = ["InstanceRow", "instances", "invoke", "listing", "metrics", "model", "page"]
 
 #: The charts' window and resolution.
 WINDOW_SECONDS = 3600
@@ -45,15 +48,72 @@ def _page_values(ctx: PageContext, name: str) -> dict[str, Any]:
         "EndpointConfigName", ""))) or {}
     models = {str(v.get("VariantName")): v.get("ModelName")
               for v in config.get("ProductionVariants", [])}
-    instances: dict[str, list[str]] = {}
-    for host in ctx.plane.log_hosts(kinds.ENDPOINT.key, name):
-        variant, _, instance = host.partition("/")
-        instances.setdefault(variant, []).append(instance or variant)
     charts = [(metric, label, _series(ctx, record, metric, statistic))
               for metric, statistic, label in CHARTS]
-    return dict(name=name, record=record, config=config, models=models, instances=instances,
+    return dict(name=name, record=record, config=config, models=models,
+                instances=instances(ctx, name, record), history=ctx.plane.endpoints.history(name),
                 charts=charts, content_types=CONTENT_TYPES,
                 status=str(record.get("EndpointStatus", "")))
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    """One container of an endpoint, as the runtime and the routing table see it now."""
+
+    variant: str
+    container: str
+    #: "running", "exited with code 1", "waiting: <why>", "gone".
+    state: str
+    #: How the state reads: ok, bad, warning, muted.
+    tone: str
+    #: The cluster node it runs on, where the runtime says one.
+    node: str
+    #: In the routing table: it passed its health check and was not found dead since.
+    routed: bool
+
+
+def instances(ctx: PageContext, name: str, record: dict[str, Any]) -> list[InstanceRow]:
+    """Each variant's containers: those the routing table sends traffic to, then any other
+    the runtime has for it (a fleet starting or retiring, one that exited and is being
+    replaced)."""
+    routed = ctx.plane.endpoints.routed(name)
+    runtime = ctx.plane.ctx.runtime
+    rows = []
+    for variant in record.get("ProductionVariants") or []:
+        variant_name = str(variant.get("VariantName", ""))
+        serving = routed.get(variant_name, [])
+        try:
+            listed = runtime.list({JOB_KIND_LABEL: kinds.ENDPOINT.key, JOB_NAME_LABEL: name,
+                                   VARIANT_LABEL: variant_name})
+        except ShipyardError:
+            listed = []
+        for container in [*serving, *sorted(c for c in listed if c not in serving)]:
+            try:
+                found = runtime.inspect(container)
+            except ShipyardError as exc:
+                rows.append(InstanceRow(variant_name, container, f"unknown: {exc.message}",
+                                        "muted", "", container in serving))
+                continue
+            state, tone = _state(found)
+            rows.append(InstanceRow(variant_name, container, state, tone,
+                                    found.node if found is not None else "",
+                                    container in serving))
+    return rows
+
+
+def _state(found: ContainerState | None) -> tuple[str, str]:
+    if found is None:
+        return "gone", "muted"
+    if found.waiting:
+        return f"waiting: {found.waiting}", "warning"
+    if found.running:
+        return "running", "ok"
+    said = f"exited with code {found.exit_code}"
+    if found.oom_killed:
+        said += " (out of memory)"
+    if found.error:
+        said += f": {found.error}"
+    return said, "bad"
 
 
 def page(ctx: PageContext) -> Response:

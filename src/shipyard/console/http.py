@@ -9,8 +9,10 @@ login link's token must not leak), and no caching of pages that hold a CSRF toke
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+import re
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
@@ -111,6 +113,62 @@ class Response:
         await send({"type": "http.response.body", "body": self.body})
 
 
+@dataclass
+class Download(Response):
+    """A file sent as an attachment, its chunks read from a blocking source (a file, an S3
+    object's body) on a worker thread, one at a time: never whole in memory, never on the
+    event loop, and no faster than the client takes them (the server holds a send while its
+    write buffer is full). Reading stops once the client goes away; ``close`` runs once it
+    is sent or abandoned."""
+
+    chunks: Iterator[bytes] = field(default_factory=lambda: iter(()))
+    close: Callable[[], None] = lambda: None
+    length: int | None = None
+
+    @classmethod
+    def attachment(cls, filename: str, chunks: Iterator[bytes], close: Callable[[], None],
+                   length: int | None) -> Download:
+        return cls(b"", 200, "application/octet-stream",
+                   [("content-disposition", content_disposition(filename))],
+                   chunks, close, length)
+
+    async def send(self, send: Send, receive: Receive | None = None) -> None:
+        headers = [(b"content-type", self.content_type.encode()),
+                   (b"cache-control", b"no-store"), *SECURITY_HEADERS]
+        if self.length is not None:
+            headers.append((b"content-length", str(self.length).encode()))
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers]
+        # A server drops what is sent after the client left, without a word: ask it.
+        gone = asyncio.ensure_future(_disconnected(receive)) if receive else None
+        try:
+            await send({"type": "http.response.start", "status": self.status,
+                        "headers": headers})
+            while gone is None or not gone.done():
+                chunk = await asyncio.to_thread(next, self.chunks, b"")
+                if not chunk:
+                    await send({"type": "http.response.body", "body": b""})
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            if gone is not None:
+                gone.cancel()
+            await asyncio.to_thread(self.close)
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with a plain ASCII name and, for any other, RFC 6266's UTF-8 one."""
+    plain = re.sub(r'[^A-Za-z0-9._ -]', "_", filename) or "download"
+    value = f'attachment; filename="{plain}"'
+    if plain != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return value
+
+
 def html(text: str, status: int = 200) -> Response:
     return Response(text.encode(), status)
 
@@ -138,5 +196,5 @@ def _first_values(raw: bytes) -> dict[str, str]:
     return {key: values[0] for key, values in parsed.items()}
 
 
-__all__ = ["BodyTooLarge", "Request", "Response", "html", "json_response", "quoted",
-           "redirect", "text"]
+__all__ = ["BodyTooLarge", "Download", "Request", "Response", "content_disposition", "html",
+           "json_response", "quoted", "redirect", "text"]

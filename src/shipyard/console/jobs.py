@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from shipyard import kinds
-from shipyard.console import logs, tuning
+from shipyard.console import artifacts, logs, tuning
 from shipyard.console.context import PageContext
 from shipyard.console.http import Response, json_response, redirect
 from shipyard.console.listing import (
@@ -22,7 +22,7 @@ from shipyard.console.listing import (
 from shipyard.control.state.records import TERMINAL_STATUSES
 from shipyard.errors import ResourceNotFound
 
-__all__ = ["listing", "log", "metrics", "page", "stop"]
+__all__ = ["download", "files", "listing", "log", "metrics", "page", "stop"]
 
 #: Record members whose values name data: shown as the job's inputs and outputs.
 _LOCATION_KEYS = frozenset({"S3Uri", "S3OutputPath", "S3ModelArtifacts", "LocalPath",
@@ -88,7 +88,9 @@ def page(ctx: PageContext) -> Response:
         fields=_fields(record), timeline=record.get("SecondaryStatusTransitions", []),
         hyperparameters=record.get("HyperParameters") or {},
         environment=record.get("Environment") or {}, locations=_locations(record),
-        links=_links(ctx, spec, record))
+        links=_links(ctx, spec, record), outputs=[
+            (o, artifacts.link(ctx.request.prefix, spec, name, o))
+            for o in artifacts.outputs(spec, record)])
     if ctx.request.wants_fragment:
         response = ctx.render("_job_status.html", **values)
         if final:
@@ -134,6 +136,18 @@ def metrics(ctx: PageContext) -> Response:
     record = _describe(ctx, spec, name)
     return json_response({"series": _series(ctx, spec, name),
                           "final": record.get(spec.status_field) in TERMINAL_STATUSES})
+
+
+def files(ctx: PageContext) -> Response:
+    spec = _spec(ctx)
+    name = ctx.request.params["name"]
+    return artifacts.files(ctx, spec, name, _describe(ctx, spec, name))
+
+
+def download(ctx: PageContext) -> Response:
+    spec = _spec(ctx)
+    name = ctx.request.params["name"]
+    return artifacts.download(ctx, spec, name, _describe(ctx, spec, name))
 
 
 def stop(ctx: PageContext) -> Response:

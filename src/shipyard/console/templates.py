@@ -23,7 +23,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 STATUS_SYMBOLS: dict[str, tuple[str, str]] = {
     "InProgress": ("\u25b6", "running"), "Creating": ("\u25b6", "running"),
     "Updating": ("\u21bb", "running"), "SystemUpdating": ("\u21bb", "running"),
-    "RollingBack": ("\u21ba", "warning"), "Stopping": ("\u25fc", "warning"),
+    "RollingBack": ("\u21ba", "warning"), "RolledBack": ("\u21ba", "warning"),
+    "Stopping": ("\u25fc", "warning"),
     "Deleting": ("\u2715", "warning"), "Pending": ("\u2026", "running"),
     "Completed": ("\u2713", "ok"), "InService": ("\u2713", "ok"), "Approved": ("\u2713", "ok"),
     "Failed": ("\u2717", "bad"), "Rejected": ("\u2717", "bad"),
@@ -82,6 +83,12 @@ def _number(value: Any) -> str:
     return str(value)
 
 
+def _gib(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    return f"{value / 2 ** 30:.1f} GiB"
+
+
 def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
@@ -98,5 +105,5 @@ def environment() -> jinja2.Environment:
                              trim_blocks=True, lstrip_blocks=True)
     env.filters.update(status=_status, when=_when, iso=_iso, duration=_duration, ago=_ago,
                        number=_number, pretty=_pretty, data=_data, q=quoted,
-                       tone=status_class)
+                       tone=status_class, gib=_gib)
     return env

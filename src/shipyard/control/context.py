@@ -129,7 +129,7 @@ def runtime_for(settings: Settings) -> Runtime:
 
         swarm = SwarmRuntime(
             settings.swarm_manager, labels=labels, confinement=confinement,
-            registry=settings.swarm_registry,
+            registry=settings.swarm_registry, registry_push=settings.swarm_registry_push,
             node_engines=dict(e.split("=", 1) for e in settings.swarm_node_engines),
             placement=settings.swarm_placement, shared_paths=settings.swarm_shared_paths,
             cpu_overcommit=settings.cpu_overcommit,

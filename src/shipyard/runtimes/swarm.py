@@ -145,6 +145,7 @@ class SwarmRuntime(Runtime):
     def __init__(
         self, manager_url: str | None = None, *, labels: dict[str, str] | None = None,
         confinement: Confinement | None = None, registry: str | None = None,
+        registry_push: str | None = None,
         node_engines: dict[str, str] | None = None, placement: str = "spread",
         shared_paths: tuple[Path, ...] = (), cpu_overcommit: float = 1.0,
         stop_grace_seconds: float = 120.0, client: docker.DockerClient | None = None,
@@ -164,6 +165,8 @@ class SwarmRuntime(Runtime):
         self._labels = dict(labels or {})
         self._confinement = confinement or Confinement()
         self._registry = registry.rstrip("/") if registry else None
+        #: Where this machine reaches the same registry, when not by the nodes' address.
+        self._registry_push = registry_push.rstrip("/") if registry_push else None
         self._node_urls = dict(node_engines or {})
         self._node_clients: dict[str, Any] = {}
         self._placement = placement
@@ -272,21 +275,26 @@ class SwarmRuntime(Runtime):
         return image
 
     def _push(self, image: str) -> str:
+        """Tag and push ``image`` where the nodes pull from; the reference they run,
+        pinned by digest (every node runs the same bytes, none looks for a newer tag)."""
         repository, tag = _split_tag(image)
         first, _, rest = repository.partition("/")
         if rest and ("." in first or ":" in first or first == "localhost"):
             repository = rest  # the image's own registry is replaced by the nodes'
-        target = f"{self._registry}/{repository}"
+        assert self._registry is not None
+        target = f"{self._registry_push or self._registry}/{repository}"
+        digest = ""
         with translate_errors(image=image):
             self._api.tag(image, target, tag)
             for status in self._api.push(target, tag, stream=True, decode=True):
                 if status.get("error"):
                     raise RuntimeUnavailable(
-                        f"could not push {image} to the registry {self._registry} the "
-                        f"nodes pull from: {status['error']}")
-            digest = self._api.inspect_distribution(f"{target}:{tag}")["Descriptor"]["digest"]
-        # Pinned by digest: every node runs the same bytes and none tries a newer tag.
-        return f"{target}:{tag}@{digest}"
+                        f"could not push {image} to the registry "
+                        f"{self._registry_push or self._registry}: {status['error']}")
+                digest = (status.get("aux") or {}).get("Digest") or digest
+        if not digest:
+            raise RuntimeUnavailable(f"the registry did not say the digest of {target}:{tag}")
+        return f"{self._registry}/{repository}:{tag}@{digest}"
 
     def _load_on_nodes(self, image: str, image_id: str) -> None:
         """``docker save | docker load`` into every schedulable node the runtime knows that

@@ -79,6 +79,13 @@ DELETING = "Deleting"
 FAILED = "Failed"
 #: How often the monitor looks for dead containers.
 MONITOR_INTERVAL_SECONDS = 0.5
+#: Deployments an endpoint's update history keeps (its runner state's ``history``).
+HISTORY_KEPT = 50
+#: A deployment's outcome in that history: the new fleet serves, a new endpoint that could
+#: not start, an update whose fleet failed (or died with the plane) while the old one served.
+DEPLOYED = IN_SERVICE
+DEPLOY_FAILED = FAILED
+ROLLED_BACK = "RolledBack"
 
 
 class EndpointManager(Router):
@@ -115,7 +122,8 @@ class EndpointManager(Router):
         except ResourceNotFound:
             pass  # deleted meanwhile
 
-    def _set_status(self, name: str, status: str, **fields: Any) -> None:
+    def _set_status(self, name: str, status: str, *, event: dict[str, Any] | None = None,
+                    **fields: Any) -> None:
         at = records.now()
 
         def change(rec: dict[str, Any], run: dict[str, Any]) -> str:
@@ -124,11 +132,35 @@ class EndpointManager(Router):
                 rec.pop(key, None)
             rec["EndpointStatus"] = status
             rec["LastModifiedTime"] = at
+            if event is not None:
+                _remember(run, event, at)
             return status
         self._mutate(name, change)
 
     def describe(self, name: str) -> dict[str, Any]:
         return self._get(KIND, name)
+
+    # -- what the console shows -------------------------------------------------------------
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """The endpoint's CreateEndpoint and UpdateEndpoint deployments, newest first: each
+        one's ``Time`` (when it ended), ``Operation``, ``EndpointConfigName``, ``Outcome``
+        (InService, Failed, RolledBack) and ``FailureReason``."""
+        try:
+            runner = self.ctx.store.get_job(KIND, name).runner
+        except ResourceNotFound:
+            raise models.not_found(KIND, self._arn(KIND, name)) from None
+        return [dict(e) for e in reversed(runner.get("history") or [])]
+
+    def routed(self, name: str) -> dict[str, list[str]]:
+        """The containers this plane's routing table sends ``name``'s traffic to now, by
+        variant (the instances that passed their health check and were not found dead
+        since); empty when it routes nothing to ``name``."""
+        with self._lock:
+            deployment = self._live.get(name)
+            if deployment is None:
+                return {}
+            return {v: [i.container for i in variant.instances]
+                    for v, variant in deployment.variants.items()}
 
     # -- create / update / delete -----------------------------------------------------------
     def create(self, request: dict[str, Any]) -> str:
@@ -307,7 +339,7 @@ class EndpointManager(Router):
         # A new endpoint that cannot start is Failed.
         done = self._run_deployment(name, config_name, specs, cancel, FAILED)
         if done is not None:
-            self._commit(name, done[0])
+            self._commit(name, done[0], event=_event("CreateEndpoint", config_name, DEPLOYED))
 
     def _deploy_update(self, name: str, config_name: str, specs: list[VariantSpec],
                        cancel: threading.Event) -> None:
@@ -316,7 +348,8 @@ class EndpointManager(Router):
         if done is None:
             return
         deployment, old = done
-        self._commit(name, deployment, FailureReason=None)
+        self._commit(name, deployment, FailureReason=None,
+                     event=_event("UpdateEndpoint", config_name, DEPLOYED))
         if old is not None:
             self._retire(old)
             capacity.release(self.ctx, KIND, name, old.uid)
@@ -336,7 +369,10 @@ class EndpointManager(Router):
                     log.exception("deploying endpoint %s failed", name)
                 reason = (_reason(exc) if isinstance(exc, ShipyardError)
                           else f"Internal error: {exc}")
-                self._set_status(name, status_on_failure, FailureReason=reason)
+                created = status_on_failure == FAILED
+                event = _event("CreateEndpoint" if created else "UpdateEndpoint", config_name,
+                               DEPLOY_FAILED if created else ROLLED_BACK, reason)
+                self._set_status(name, status_on_failure, FailureReason=reason, event=event)
             return None
         live, old = self._settle(name, cancel, deployment)
         if not live:
@@ -359,8 +395,10 @@ class EndpointManager(Router):
             self._live[name] = deployment
             return True, old
 
-    def _commit(self, name: str, deployment: Deployment, **fields: Any) -> None:
-        """Record ``deployment`` (already in the routing table) as what the endpoint runs."""
+    def _commit(self, name: str, deployment: Deployment, *,
+                event: dict[str, Any] | None = None, **fields: Any) -> None:
+        """Record ``deployment`` (already in the routing table) as what the endpoint runs;
+        ``event``: the deployment that put it there, for the endpoint's history."""
         at = records.now()
 
         def change(rec: dict[str, Any], run: dict[str, Any]) -> str:
@@ -374,6 +412,8 @@ class EndpointManager(Router):
             for key in [k for k, v in fields.items() if v is None]:
                 rec.pop(key, None)
             run.update(runner_of(deployment))
+            if event is not None:
+                _remember(run, event, at)
             return IN_SERVICE
         self._mutate(name, change)
         self._ensure_monitor()
@@ -589,9 +629,11 @@ class EndpointManager(Router):
         self._commit(name, deployment)
         if status == UPDATING:
             # The update's new fleet died with the old plane; the old fleet serves on.
-            self._set_status(name, IN_SERVICE, FailureReason=(
-                "The control plane restarted during the update; the endpoint kept its "
-                "previous configuration. Call UpdateEndpoint again."))
+            reason = ("The control plane restarted during the update; the endpoint kept its "
+                      "previous configuration. Call UpdateEndpoint again.")
+            # Which configuration the update was for is not recorded: "".
+            self._set_status(name, IN_SERVICE, FailureReason=reason,
+                             event=_event("UpdateEndpoint", "", ROLLED_BACK, reason))
         # Containers of the endpoint that belong to no deployment now (a fleet the old plane
         # was retiring when it stopped): finish retiring them.
         known = {i.container for i in deployment.instances()} | {i.container for _, i in dead}
@@ -696,3 +738,18 @@ def _variant_summaries(specs: list[VariantSpec], current: int | None,
 
 def _reason(exc: ShipyardError) -> str:
     return exc.message[:1024]
+
+
+def _event(operation: str, config_name: str, outcome: str, reason: str = ""
+           ) -> dict[str, Any]:
+    """One entry of an endpoint's update history (``EndpointManager.history``)."""
+    return {"Operation": operation, "EndpointConfigName": config_name, "Outcome": outcome,
+            "FailureReason": reason}
+
+
+def _remember(run: dict[str, Any], event: dict[str, Any], at: float) -> None:
+    """Append ``event`` to the runner state's history, in the transaction that records its
+    outcome; the oldest entries beyond ``HISTORY_KEPT`` are dropped."""
+    history = run.setdefault("history", [])
+    history.append({"Time": at, **event})
+    del history[:-HISTORY_KEPT]
