@@ -272,6 +272,18 @@ def test_cluster_status_lists_the_nodes(swarm: Swarm, tmp_path: Path) -> None:
 
 
 
+
+def test_network_isolation_on_a_node(plane: ControlPlane, images: dict[str, str],
+                                     tmp_path: Path) -> None:
+    plane.create("training", training_request(
+        "isolated", tmp_path, image=images["behaviours"], instance_type="local",
+        max_runtime_s=600, Environment={"MODE": "network"}, EnableNetworkIsolation=True))
+    record = plane.wait("training", "isolated", timeout=120)
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    lines = [e.message for e in plane.follow_logs("training", "isolated", follow=False)]
+    # On a network of its own, internal: no route out, and no other container on it.
+    assert any(line.startswith("network: no") for line in lines), lines
+
 # Last: these lose nodes for good (the module's later tests would find fewer).
 #: Clients invoking the endpoint at once while a node is lost.
 LOAD_THREADS = 3

@@ -21,6 +21,9 @@ JOB_NAME_LABEL = "org.shipyard.job-name"
 RUN_LABEL = "org.shipyard.job-uid"
 #: The job's host (``algo-1``) or the endpoint's instance.
 HOST_LABEL = "org.shipyard.host"
+#: A cluster object's container name, where the cluster's own name for it had to be shorter
+#: (a swarm service's name is a DNS label).
+CONTAINER_NAME_LABEL = "org.shipyard.container"
 #: The production variant an endpoint container serves.
 VARIANT_LABEL = "org.shipyard.variant"
 #: Containers ``shipyard check`` starts.

@@ -48,7 +48,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shipyard.contract.labels import CAPABILITIES_LABEL, MANAGED_LABEL
+from shipyard.contract.labels import (
+    CAPABILITIES_LABEL,
+    CONTAINER_NAME_LABEL,
+    JOB_KIND_LABEL,
+    JOB_NAME_LABEL,
+    MANAGED_LABEL,
+)
 from shipyard.errors import (
     ImageNotFound,
     ResourceInUse,
@@ -85,8 +91,6 @@ __all__ = ["NodeInfo", "SwarmRuntime", "service_name"]
 
 log = logging.getLogger(__name__)
 
-#: The label that keeps a service's container name when the service name had to be shortened.
-CONTAINER_NAME_LABEL = "org.shipyard.container"
 #: The label every task's container carries on its node (set by the swarm itself).
 _SERVICE_NAME_LABEL = "com.docker.swarm.service.name"
 #: Swarm service names are DNS labels.
@@ -422,10 +426,16 @@ class SwarmRuntime(Runtime):
                 cpu_limit=nano_cpus, mem_limit=spec.memory_bytes,
                 cpu_reservation=cpu_reservation, mem_reservation=mem_reservation)
             resources.setdefault("Limits", {})["Pids"] = self._confinement.pids_limit
-            networks = []
-            if spec.network and spec.network != "none":
-                networks.append({"Target": spec.network,
-                                 "Aliases": list(spec.network_aliases)})
+            networks: list[dict[str, Any]] = []
+            if spec.network == "none":
+                # A service cannot join a node's "none" network, and without a network it
+                # lands on the node's default bridge, which reaches everything: it gets an
+                # internal overlay of its own instead (no route out, no one else on it).
+                isolated = _isolated_network(spec.name)
+                self.create_network(isolated, spec.labels, internal=True)
+                networks = [{"Target": isolated}]
+            elif spec.network:
+                networks = [{"Target": spec.network, "Aliases": list(spec.network_aliases)}]
             template = docker.types.TaskTemplate(
                 container, resources=resources,
                 restart_policy=docker.types.RestartPolicy(condition="none"),
@@ -472,7 +482,7 @@ class SwarmRuntime(Runtime):
         if self._placement != "spread":
             return []
         owner = {k: v for k, v in spec.labels.items()
-                 if k in {"org.shipyard.job-name", "org.shipyard.job-kind"}}
+                 if k in {JOB_NAME_LABEL, JOB_KIND_LABEL}}
         siblings: dict[str, int] = {}
         if owner:
             with translate_errors():
@@ -714,6 +724,10 @@ class SwarmRuntime(Runtime):
         if ((service.get("Spec") or {}).get("Labels") or {}).get(MANAGED_LABEL) != "true":
             raise ResourceInUse(f"service {name} was not created by Shipyard; not removing it")
         self._remove_service(service, name)
+        try:
+            self.remove_network(_isolated_network(name))
+        except ShipyardError as exc:
+            log.warning("could not remove the network of %s: %s", name, exc)
 
     def _remove_service(self, service: dict[str, Any], name: str) -> None:
         with contextlib.suppress(ResourceNotFound), translate_errors(name=name):
@@ -744,6 +758,11 @@ class SwarmRuntime(Runtime):
 def _container_of(service: dict[str, Any]) -> str:
     spec = service.get("Spec") or {}
     return str((spec.get("Labels") or {}).get(CONTAINER_NAME_LABEL) or spec.get("Name", ""))
+
+
+def _isolated_network(container: str) -> str:
+    """The internal network of its own a container without a network gets."""
+    return f"{service_name(container)}-isolated"
 
 
 def _pinned_node(service: dict[str, Any]) -> str:
