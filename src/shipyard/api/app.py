@@ -38,7 +38,7 @@ import json
 import logging
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
@@ -47,15 +47,12 @@ from shipyard.api import extensions, iam, kms, query, sigv4, sts, validation
 from shipyard.api import logs as logs_api
 from shipyard.api import runtime as runtime_api
 from shipyard.api import sagemaker as sagemaker_api
+from shipyard.api.asgi import Receive, Scope, Send, read_body
 from shipyard.control import CHECKED_AT_DOOR, ControlPlane
 from shipyard.errors import ApiError, ShipyardError, UnknownOperation
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 Handler = Callable[[ControlPlane, dict[str, Any]], dict[str, Any]]
 
 JSON_CONTENT_TYPE = b"application/x-amz-json-1.1"
@@ -339,20 +336,8 @@ async def _read_body(receive: Receive, headers: Mapping[str, str]) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"Request body of {declared} bytes is over the "
                               f"{MAX_BODY_BYTES} byte limit")
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"Request body is over the {MAX_BODY_BYTES} byte limit")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+    return await read_body(receive, MAX_BODY_BYTES, lambda: PayloadTooLarge(
+        f"Request body is over the {MAX_BODY_BYTES} byte limit"))
 
 
 async def _respond(send: Send, status: int, payload: bytes, content_type: bytes,

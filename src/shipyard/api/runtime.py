@@ -27,12 +27,13 @@ import json
 import logging
 import re
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote
 
 from shipyard.api import eventstream, sigv4
+from shipyard.api.asgi import Receive, Scope, Send
 from shipyard.control.endpoints.invocation import (
     CUSTOM_ATTRIBUTES_HEADER,
     INVOKED_VARIANT_HEADER,
@@ -53,10 +54,6 @@ __all__ = ["PATH_PREFIX", "RuntimeApi", "error_response", "header_rules", "resul
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 PATH_PREFIX = "/endpoints/"
 INVOKE = "InvokeEndpoint"

@@ -21,16 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from shipyard.api.asgi import Receive, Scope, Send
 from shipyard.console import auth, endpoints, home, jobs, registry
 from shipyard.console.context import PageContext
 from shipyard.console.http import (
     BodyTooLarge,
     Download,
-    Receive,
     Request,
     Response,
-    Scope,
-    Send,
     redirect,
     text,
 )

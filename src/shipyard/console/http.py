@@ -12,16 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, quote
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from shipyard.api.asgi import Receive, Scope, Send, read_body
 
 #: A form's body (a "try it" payload included) may be this big: InvokeEndpoint's own limit.
 MAX_FORM_BYTES = 6 * 1024 * 1024
@@ -80,21 +77,11 @@ class Request:
 
     async def read_form(self, receive: Receive) -> None:
         """Read an ``application/x-www-form-urlencoded`` body into :attr:`form`."""
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_FORM_BYTES:
-                raise BodyTooLarge(f"a form over {MAX_FORM_BYTES} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        body = await read_body(receive, MAX_FORM_BYTES,
+                               lambda: BodyTooLarge(f"a form over {MAX_FORM_BYTES} bytes"))
         if self.headers.get("content-type", "").startswith(
                 "application/x-www-form-urlencoded"):
-            self.form = _first_values(b"".join(chunks))
+            self.form = _first_values(body)
 
 
 @dataclass

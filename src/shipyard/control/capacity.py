@@ -21,19 +21,18 @@ plane keeps it. A runtime that places work by reservations itself (a cluster sch
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shipyard.contract.instances import GIB, resources_for
 from shipyard.control.state import records
-from shipyard.control.state.sqlite import SqliteFile
-from shipyard.errors import ResourceNotFound, ShipyardError, StorageError
+from shipyard.control.state.sqlite import SqliteFile, sqlite_errors
+from shipyard.errors import ResourceNotFound, ShipyardError
 
 if TYPE_CHECKING:
     from shipyard.control.context import Context
@@ -152,14 +151,7 @@ def waiting_message(ticket: Ticket, totals: Totals) -> str:
             f"{ahead}")
 
 
-@contextlib.contextmanager
-def _translate(what: str) -> Iterator[None]:
-    try:
-        yield
-    except ShipyardError:
-        raise
-    except sqlite3.Error as exc:
-        raise StorageError(f"{what}: capacity ledger error: {exc}") from exc
+_translate = sqlite_errors("capacity ledger")
 
 
 class Ledger(SqliteFile):

@@ -21,16 +21,14 @@ resolution); every point is a raw value, so percentiles are always available.
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from shipyard import kinds
 from shipyard.control.metrics.model import Aggregate, Listed, MetricKey, Samples, Window
-from shipyard.errors import ShipyardError, StorageError
+from shipyard.control.state.sqlite import sqlite_errors
 
 __all__ = ["HOST_DIMENSION", "JOB_KINDS", "UNIT", "JobSeries"]
 
@@ -40,14 +38,7 @@ HOST_DIMENSION = "Host"
 UNIT = "None"
 
 
-@contextlib.contextmanager
-def _translate(what: str) -> Iterator[None]:
-    try:
-        yield
-    except ShipyardError:
-        raise
-    except sqlite3.Error as exc:
-        raise StorageError(f"{what}: state database error: {exc}") from exc
+_translate = sqlite_errors("state database")
 
 
 class JobSeries:

@@ -22,12 +22,10 @@ sqlite3 errors become ``StorageError`` here.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +39,7 @@ from shipyard.control.metrics.model import (
     dimensions_from_json,
     dimensions_json,
 )
-from shipyard.control.state.sqlite import SqliteFile
-from shipyard.errors import ShipyardError, StorageError
+from shipyard.control.state.sqlite import SqliteFile, sqlite_errors
 
 __all__ = ["PRUNE_EVERY_SECONDS", "ROLLUPS", "PublishedStore"]
 
@@ -91,14 +88,7 @@ _UPSERT_ROLLUP = (
     " lo = min(lo, excluded.lo), hi = max(hi, excluded.hi)")
 
 
-@contextlib.contextmanager
-def _translate(what: str) -> Iterator[None]:
-    try:
-        yield
-    except ShipyardError:
-        raise
-    except sqlite3.Error as exc:
-        raise StorageError(f"{what}: metrics database error: {exc}") from exc
+_translate = sqlite_errors("metrics database")
 
 
 class PublishedStore(SqliteFile):

@@ -14,7 +14,23 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-__all__ = ["SqliteFile"]
+from shipyard.errors import ShipyardError, StorageError
+
+__all__ = ["SqliteFile", "sqlite_errors"]
+
+
+def sqlite_errors(database: str) -> Callable[[str], AbstractContextManager[None]]:
+    """The translation of a file whose every database error is a ``StorageError`` saying
+    what was being done and which database (``"metrics database"``) failed."""
+    @contextlib.contextmanager
+    def translate(what: str) -> Iterator[None]:
+        try:
+            yield
+        except ShipyardError:
+            raise
+        except sqlite3.Error as exc:
+            raise StorageError(f"{what}: {database} error: {exc}") from exc
+    return translate
 
 
 class SqliteFile:
