@@ -387,17 +387,7 @@ class Supervisor:
             flusher.start()
         try:
             with self.ctx.logs.open_append(self.kind, self.name, host) as out:
-                last = since
                 for line in self.ctx.runtime.logs(cname, since_ns=since, follow=True):
-                    out.write(line)
-                    last = line.timestamp_ns
-                    if definitions:
-                        with lock:
-                            unparsed.append(line)
-                # Under load the engine's follow stream was seen ending before it delivered
-                # all an exited container printed (a 50,000-line job Completed with 23,808):
-                # what is left is read once, without following.
-                for line in self.ctx.runtime.logs(cname, since_ns=last, follow=False):
                     out.write(line)
                     if definitions:
                         with lock:
