@@ -50,9 +50,12 @@ up() {
     # A registry on the bridge's address is plain HTTP (the tests run Debian's).
     printf '{"insecure-registries": ["%s.0/24"]}\n' "$SUBNET" > "$d/daemon.json"
     # `ip netns exec` remounts /sys and the devices cgroup goes missing; nsenter does not.
-    # Nodes have no route to a public registry: use the image loaded on them rather than wait
-    # out a pull (the reference is not pinned by digest, so the agent tries one first).
-    DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid nsenter --net="/run/netns/$ns" unshare --uts sh -c "hostname $ns; exec dockerd \
+    # Nodes have no route to a public registry, nor to a DNS server: a resolver of their own
+    # that refuses at once (the node's loopback) makes a pull of an image not in the test
+    # registry fail in milliseconds, and the agent then runs the image loaded on the node;
+    # the host's resolver would have it wait ~20 s for an answer that never comes.
+    printf 'nameserver 127.0.0.1\n' > "$d/resolv.conf"
+    setsid nsenter --net="/run/netns/$ns" unshare --uts --mount sh -c "mount --bind $d/resolv.conf /etc/resolv.conf; hostname $ns; exec dockerd \
       --config-file $d/daemon.json --data-root $d/data --exec-root $d/exec \
       --pidfile $d/docker.pid -H $(worker_socket "$i") --cgroup-parent /$ns" \
       > "$d/dockerd.log" 2>&1 < /dev/null &

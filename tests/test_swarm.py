@@ -1,9 +1,11 @@
 """The swarm runtime on a real four-worker Docker Swarm (tests/support/swarm.py): jobs whose
-hosts run on distinct nodes and talk, sharded processing, an endpoint that rides out the
-loss of a node, and the errors a cluster adds (paths the nodes do not share, a lost node)."""
+hosts run on distinct nodes and talk, sharded processing, nodes that stage their own data
+through the server's own S3 store (nothing shared), an endpoint that rides out the loss of a
+node, and the errors a cluster adds (paths the nodes do not share, a lost node)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,21 +13,31 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from shipyard.api.s3store import SeaweedStore
+from shipyard.contract.labels import SCOPE_LABEL
 from shipyard.control import ControlPlane
+from shipyard.control.context import runtime_for
 from shipyard.runtimes.swarm import SwarmRuntime
-from tests.support import planes, s3server
+from shipyard.settings import Settings
+from tests.support import planes
 from tests.support.cli import run, shipyard_env
 from tests.support.files import tar_files, write_tree
 from tests.support.images import build_image
 from tests.support.jobs import training_request
+from tests.support.net import unused_port
 from tests.support.polling import until
+from tests.support.processes import terminate
 from tests.support.swarm import (
+    BRIDGE_ADDRESS,
     FIXTURE_DIR,
     SCRIPT,
     WORKERS,
@@ -33,9 +45,6 @@ from tests.support.swarm import (
     swarm_plane,
 )
 from tests.support.swarm import swarm as swarm  # noqa: PLC0414 - the module's fixture
-
-s3_server = s3server.s3_server
-s3_bucket = s3server.s3_bucket
 
 #: Each host sends its number to algo-1, which adds them up and sends the sum back to all:
 #: an all-reduce over plain sockets, between hosts on distinct nodes.
@@ -78,6 +87,28 @@ print(host, inputs, flush=True)
 '''
 
 
+#: Reports what each host found where SageMaker puts it, and writes a model file of its own,
+#: one all hosts write (algo-1's is kept) and output data; with hyperparameter fail, fails.
+STAGED = '''import json, pathlib, sys
+config = pathlib.Path("/opt/ml/input/config")
+me = json.load(open(config / "resourceconfig.json"))["current_host"]
+hp = json.load(open(config / "hyperparameters.json"))
+data = pathlib.Path("/opt/ml/input/data")
+seen = {c.name: sorted(str(p.relative_to(c)) for p in c.rglob("*") if p.is_file())
+        for c in sorted(data.iterdir())}
+print(me, json.dumps(seen), flush=True)
+if hp.get("fail"):
+    pathlib.Path("/opt/ml/output/failure").write_text(f"{me} was told to fail")
+    sys.exit(3)
+model = pathlib.Path("/opt/ml/model")
+(model / f"{me}.json").write_text(json.dumps({"seen": seen, "hp": hp}))
+(model / "who.txt").write_text(me)
+deep = pathlib.Path("/opt/ml/output/data/deep")
+deep.mkdir(parents=True, exist_ok=True)
+(deep / f"{me}.txt").write_text((data / "all" / "a.txt").read_text())
+'''
+
+
 @pytest.fixture(scope="module")
 def cluster_images(docker_client: Any, base_image: str) -> dict[str, str]:
     return {
@@ -87,6 +118,10 @@ def cluster_images(docker_client: Any, base_image: str) -> dict[str, str]:
             with_toolkit=False),
         "shards": build_image(
             docker_client, "shards", {"s.py": SHARDS}, "COPY s.py /opt/program/",
+            with_toolkit=False),
+        "staged": build_image(
+            docker_client, "staged", {"t.py": STAGED},
+            "COPY t.py /opt/program/\nENTRYPOINT [\"python3\", \"/opt/program/t.py\"]",
             with_toolkit=False),
     }
 
@@ -151,22 +186,54 @@ def test_paths_the_nodes_do_not_share_are_refused(plane: ControlPlane, images: d
     assert "swarm_shared_paths" in record["FailureReason"], record["FailureReason"]
 
 
+KEY = ("SYDEPOTTESTKEY000001", "depot-test-secret-key-000000000000000000")
+
+
+@pytest.fixture(scope="module")
+def depot_store(swarm: Swarm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The server's own S3 store, listening where every node reaches it."""
+    store = SeaweedStore(tmp_path_factory.mktemp("depot") / "s3", port=0,
+                         keys=lambda: [KEY], host=BRIDGE_ADDRESS)
+    store.start()
+    try:
+        yield store
+    finally:
+        store.stop()
+
+
 @pytest.fixture
-def s3_plane(tmp_path: Path, swarm: Swarm, scope_labels: dict[str, str],
-             s3_server: Any) -> Iterator[ControlPlane]:
-    cp = swarm_plane(tmp_path, swarm, scope_labels, s3_endpoint_url=s3_server.url,
-                     s3_access_key_id="testing", s3_secret_access_key="testing")
+def depot_plane(tmp_path: Path, swarm: Swarm, scope_labels: dict[str, str],
+                depot_store: Any) -> Iterator[ControlPlane]:
+    """A plane whose nodes share no path with it: data and folders go through the depot."""
+    settings = Settings.load({
+        "data_dir": str(tmp_path / "state"), "runtime": "swarm", "stop_grace_seconds": 3,
+        "scope": scope_labels[SCOPE_LABEL],
+        "swarm_node_engines": ",".join(f"{h}={u}" for h, u in swarm.engines.items()),
+        "s3_endpoint_url": depot_store.url, "s3_access_key_id": KEY[0],
+        "s3_secret_access_key": KEY[1], "swarm_depot": "s3://shipyard-depot/tests"},
+        environ={})
+    cp = ControlPlane(settings, runtime_for(settings))
     yield cp
+    for name in cp.ctx.runtime.list(scope_labels):
+        cp.ctx.runtime.remove(name)
     cp.close()
 
 
-def test_two_hosts_process_their_own_shards(s3_plane: ControlPlane, s3_server: Any,
-                                            s3_bucket: str, cluster_images: dict[str, str],
-                                            tmp_path: Path) -> None:
-    boto = s3_server.boto()
+def _boto(store: Any) -> Any:
+    import boto3
+
+    return boto3.session.Session(aws_access_key_id=KEY[0], aws_secret_access_key=KEY[1],
+                                 region_name="us-east-1").client("s3", endpoint_url=store.url)
+
+
+def test_two_hosts_process_their_own_shards(depot_plane: ControlPlane, depot_store: Any,
+                                            cluster_images: dict[str, str]) -> None:
+    boto = _boto(depot_store)
+    s3_bucket = "processing"
+    boto.create_bucket(Bucket=s3_bucket)
     for i in range(4):
         boto.put_object(Bucket=s3_bucket, Key=f"rows/part-{i}.csv", Body=f"{i}\n".encode())
-    s3_plane.create("processing", {
+    depot_plane.create("processing", {
         "ProcessingJobName": "shards", "RoleArn": "arn:aws:iam::000000000000:role/shipyard",
         "AppSpecification": {"ImageUri": cluster_images["shards"],
                              "ContainerEntrypoint": ["python3", "/opt/program/s.py"]},
@@ -180,7 +247,7 @@ def test_two_hosts_process_their_own_shards(s3_plane: ControlPlane, s3_server: A
             "S3Uri": f"s3://{s3_bucket}/report", "LocalPath": "/opt/ml/processing/output/report",
             "S3UploadMode": "EndOfJob"}}]},
     })
-    record = s3_plane.wait("processing", "shards", timeout=180)
+    record = depot_plane.wait("processing", "shards", timeout=180)
     assert record["ProcessingJobStatus"] == "Completed", record.get("FailureReason")
     reports = {host: json.loads(boto.get_object(Bucket=s3_bucket, Key=f"report/{host}.json")[
         "Body"].read()) for host in ("algo-1", "algo-2")}
@@ -188,6 +255,150 @@ def test_two_hosts_process_their_own_shards(s3_plane: ControlPlane, s3_server: A
     # Each host got its own half of the objects, none twice.
     assert sorted(files[0] + files[1]) == [f"part-{i}.csv" for i in range(4)]
     assert files[0] and files[1] and not set(files[0]) & set(files[1])
+
+
+def test_nodes_stage_their_own_data_when_nothing_is_shared(
+        depot_plane: ControlPlane, depot_store: Any, swarm: Swarm,
+        cluster_images: dict[str, str], scope_labels: dict[str, str]) -> None:
+    boto = _boto(depot_store)
+    boto.create_bucket(Bucket="data")
+    for key, body in {"all/a.txt": "A", "all/sub/b.txt": "B", "shards/s-0": "0",
+                      "shards/s-1": "1"}.items():
+        boto.put_object(Bucket="data", Key=key, Body=body.encode())
+
+    def request(name: str, **hyperparameters: str) -> dict[str, Any]:
+        return {
+            "TrainingJobName": name, "RoleArn": "arn:aws:iam::000000000000:role/shipyard",
+            "AlgorithmSpecification": {"TrainingImage": cluster_images["staged"],
+                                       "TrainingInputMode": "File"},
+            "HyperParameters": {"lr": "0.5", **hyperparameters},
+            "InputDataConfig": [
+                {"ChannelName": "all", "DataSource": {"S3DataSource": {
+                    "S3DataType": "S3Prefix", "S3Uri": "s3://data/all/"}}},
+                {"ChannelName": "shard", "DataSource": {"S3DataSource": {
+                    "S3DataType": "S3Prefix", "S3Uri": "s3://data/shards/",
+                    "S3DataDistributionType": "ShardedByS3Key"}}}],
+            "OutputDataConfig": {"S3OutputPath": "s3://data/out"},
+            "ResourceConfig": {"InstanceType": "local", "InstanceCount": 2,
+                               "VolumeSizeInGB": 1},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 600}}
+
+    depot_plane.create("training", request("staged"))
+    record = depot_plane.wait("training", "staged", timeout=240)
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    with tempfile.TemporaryDirectory() as scratch:
+        model = Path(scratch) / "model.tar.gz"
+        boto.download_file("data", "out/staged/output/model.tar.gz", str(model))
+        files = tar_files(model)
+        output = Path(scratch) / "output.tar.gz"
+        boto.download_file("data", "out/staged/output/output.tar.gz", str(output))
+        outputs = tar_files(output)
+    assert files["who.txt"] == b"algo-1"  # the file every host wrote: algo-1's copy
+    reports = {h: json.loads(files[f"{h}.json"]) for h in ("algo-1", "algo-2")}
+    for report in reports.values():
+        assert report["seen"]["all"] == ["a.txt", "sub/b.txt"]
+        assert report["hp"] == {"lr": "0.5"}
+    assert [reports[h]["seen"]["shard"] for h in ("algo-1", "algo-2")] == [["s-0"], ["s-1"]]
+    assert {k: v for k, v in outputs.items() if k.startswith("deep/")} == {
+        "deep/algo-1.txt": b"A", "deep/algo-2.txt": b"A"}
+
+    # A failure the container writes comes back with the rest of its output.
+    depot_plane.create("training", request("told-to-fail", fail="yes"))
+    failed = depot_plane.wait("training", "told-to-fail", timeout=240)
+    assert failed["TrainingJobStatus"] == "Failed"
+    assert "was told to fail" in failed["FailureReason"], failed["FailureReason"]
+
+    # Nothing is left behind: no volume on any node, nothing in the depot.
+    import docker
+
+    def leftovers() -> list[str]:
+        found = []
+        for url in swarm.engines.values():
+            client = docker.APIClient(base_url=url)
+            try:
+                found += [v["Name"] for v in client.volumes(filters={
+                    "label": f"{SCOPE_LABEL}={scope_labels[SCOPE_LABEL]}"}).get("Volumes") or []]
+            finally:
+                client.close()
+        listed = boto.list_objects_v2(Bucket="shipyard-depot", Prefix="tests/")
+        return found + [o["Key"] for o in listed.get("Contents") or []]
+
+    until("no volume or depot object left", lambda: not leftovers(), timeout=30)
+
+
+@pytest.fixture(scope="module")
+def node_registry(swarm: Swarm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """Debian's docker-registry where the nodes reach it (the bridge) and where the main
+    engine may push over plain HTTP (the loopback); its port."""
+    binary = shutil.which("docker-registry")
+    if not binary:
+        message = "docker-registry is needed: run scripts/setup.sh --test"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    root = tmp_path_factory.mktemp("node-registry")
+    port = unused_port()
+    (root / "config.yml").write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: 0.0.0.0:{port}\n")
+    with open(root / "registry.log", "wb") as log:
+        proc = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=log,
+                                stderr=subprocess.STDOUT)
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
+                return True
+        except (urllib.error.URLError, OSError):
+            return proc.poll() is not None  # ended: said below
+    try:
+        until("the registry answers", answers, timeout=20)
+        assert proc.poll() is None, (root / "registry.log").read_text()
+        yield port
+    finally:
+        terminate(proc)
+
+
+def test_nodes_pull_images_from_the_registry(
+        swarm: Swarm, node_registry: int, docker_client: Any, scope_labels: dict[str, str],
+        tmp_path: Path) -> None:
+    """No node engine known to the platform: the image is pushed to the registry and the
+    node pulls it from there, pinned by digest (no node had it: it is new)."""
+    marker = uuid.uuid4().hex
+    image = build_image(docker_client, f"pulled-{marker[:8]}",
+                        {"p.py": f"print('pulled {marker}', flush=True)\n"},
+                        "COPY p.py /opt/program/\nENTRYPOINT [\"python3\", \"/opt/program/p.py\"]",
+                        with_toolkit=False)
+    registry = f"{BRIDGE_ADDRESS}:{node_registry}"
+    runtime = SwarmRuntime(labels=scope_labels, registry=registry,
+                           registry_push=f"127.0.0.1:{node_registry}", shared_paths=(tmp_path,),
+                           stop_grace_seconds=3)
+    settings = Settings.load({"data_dir": str(tmp_path / "state"), "runtime": "swarm",
+                              "stop_grace_seconds": 3}, environ={})
+    cp = ControlPlane(settings, runtime)
+    try:
+        cp.create("training", training_request("pulled", tmp_path, image=image,
+                                               instance_type="local", max_runtime_s=600))
+        record = cp.wait("training", "pulled", timeout=180)
+        assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+        lines = [e.message for e in cp.follow_logs("training", "pulled", follow=False)]
+        assert f"pulled {marker}" in lines
+    finally:
+        cp.close()
+        with contextlib.suppress(Exception):
+            docker_client.images.remove(
+                f"127.0.0.1:{node_registry}/{image.split(':')[0]}:{image.split(':')[1]}")
+    import docker
+
+    pulled = []
+    for url in swarm.engines.values():
+        client = docker.APIClient(base_url=url)
+        try:
+            pulled += [d for i in client.images() for d in i.get("RepoDigests") or []
+                       if d.startswith(f"{registry}/{image.split(':')[0]}@")]
+        finally:
+            client.close()
+    assert pulled, "no node holds the image as pulled from the registry"
 
 
 def test_work_no_node_has_room_for_waits_as_starting(swarm: Swarm, images: dict[str, str],

@@ -66,6 +66,12 @@ class Settings:
     #: Paths mounted alike on every node (an NFS export holding the data directory, say):
     #: the only host paths a swarm container may mount.
     swarm_shared_paths: tuple[Path, ...] = ()
+    #: An ``s3://`` prefix of the S3 store that the platform and every node reach: with it,
+    #: nodes stage their own ``s3://`` inputs and the platform's folders travel through it
+    #: (``runtimes.shipping``); None: only shared paths can be mounted.
+    swarm_depot: str | None = None
+    #: The image (any with ``python3``) the nodes run that staging in.
+    swarm_stager_image: str = "shipyard/base:bookworm-py311"
     #: S3-compatible endpoint for s3:// URIs. None: the store ``shipyard server`` runs
     #: (``embedded_s3``), else AWS's default resolution.
     s3_endpoint_url: str | None = None
@@ -79,6 +85,9 @@ class Settings:
     embedded_s3: bool = True
     #: The embedded store's loopback port; 0 picks a free one at each server start.
     s3_port: int = 8778
+    #: The address the embedded store listens on: the loopback, or one a cluster's nodes
+    #: reach (the swarm depot's store).
+    s3_host: str = "127.0.0.1"
     region: str = "us-east-1"
     account_id: str = "000000000000"
     #: SIGTERM-to-SIGKILL grace for stops and MaxRuntime (SageMaker: 120 s).
@@ -222,11 +231,14 @@ def _cast(name: str, raw: Any) -> Any:
         "swarm_node_engines": _node_engines,
         "swarm_placement": str,
         "swarm_shared_paths": _folders,
+        "swarm_depot": lambda v: str(v) or None,
+        "swarm_stager_image": str,
         "s3_endpoint_url": lambda v: str(v) or None,
         "s3_access_key_id": lambda v: str(v) or None,
         "s3_secret_access_key": lambda v: str(v) or None,
         "embedded_s3": lambda v: v if isinstance(v, bool) else _bool(str(v)),
         "s3_port": _port,
+        "s3_host": str,
         "region": str,
         "account_id": str,
         "stop_grace_seconds": _grace_seconds,

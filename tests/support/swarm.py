@@ -25,6 +25,9 @@ from tests.support.images import ROOT
 SCRIPT = ROOT / "scripts" / "swarm-fixture.sh"
 FIXTURE_DIR = Path("/tmp/shipyard-swarm-tests")
 WORKERS = 4
+#: The manager's address on the fixture's bridge (scripts/swarm-fixture.sh): every node
+#: reaches a server listening there.
+BRIDGE_ADDRESS = "192.168.234.1"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 

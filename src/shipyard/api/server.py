@@ -121,7 +121,8 @@ class ApiServer:
         if embedded_s3 and not settings.s3_endpoint_url:
             keys = self.keys
             self.s3_store = SeaweedStore(
-                settings.data_dir / "s3", port=settings.s3_port, keys=lambda: [
+                settings.data_dir / "s3", port=settings.s3_port, host=settings.s3_host,
+                keys=lambda: [
                     (k.access_key_id, k.secret_access_key) for k in keys.keys],
                 # The store starts once the API listens: its URL is known by then.
                 kms=lambda: KmsEndpoint(self.url, settings.region, keys.default)

@@ -24,6 +24,11 @@ HOST_LABEL = "org.shipyard.host"
 #: A cluster object's container name, where the cluster's own name for it had to be shorter
 #: (a swarm service's name is a DNS label).
 CONTAINER_NAME_LABEL = "org.shipyard.container"
+#: On a cluster service that helps a container rather than being it (``runtimes.shipping``):
+#: ``stage``, ``collect`` or ``clean``.
+HELPER_LABEL = "org.shipyard.helper"
+#: On a container whose mounts were shipped to its node: the volumes (JSON).
+SHIPPED_LABEL = "org.shipyard.shipped"
 #: The production variant an endpoint container serves.
 VARIANT_LABEL = "org.shipyard.variant"
 #: Containers ``shipyard check`` starts.

@@ -18,6 +18,7 @@ from shipyard.runtimes.base import Runtime
 from shipyard.settings import Settings
 
 if TYPE_CHECKING:
+    from shipyard.control.depot import S3Depot
     from shipyard.control.metrics.mlflow import MlflowForwarder
 
 
@@ -133,7 +134,23 @@ def runtime_for(settings: Settings) -> Runtime:
             node_engines=dict(e.split("=", 1) for e in settings.swarm_node_engines),
             placement=settings.swarm_placement, shared_paths=settings.swarm_shared_paths,
             cpu_overcommit=settings.cpu_overcommit,
-            stop_grace_seconds=settings.stop_grace_seconds)
+            stop_grace_seconds=settings.stop_grace_seconds,
+            depot=_depot(settings), platform_root=settings.data_dir,
+            stager_image=settings.swarm_stager_image)
         swarm.ping()
         return swarm
     return default_runtime(settings.data_dir, labels, confinement)
+
+
+def _depot(settings: Settings) -> S3Depot | None:
+    """The swarm's depot on the platform's store (its own client: the runtime is made
+    before the context that would lend one)."""
+    if not settings.swarm_depot:
+        return None
+    from shipyard.control.depot import S3Depot
+
+    return S3Depot(S3Client(settings.s3_endpoint_url, settings.region,
+                            settings.transfer_workers,
+                            access_key_id=settings.s3_access_key_id,
+                            secret_access_key=settings.s3_secret_access_key),
+                   settings.swarm_depot)

@@ -178,6 +178,9 @@ class S3Client:
                     botocore_session=core,
                 )
                 config = Config(
+                    # Pre-signed URLs too (botocore signs those the legacy way by default,
+                    # which binds a PUT to its Content-Type).
+                    signature_version="s3v4",
                     # Each worker may run a multipart transfer of its own.
                     max_pool_connections=self.max_workers * _TRANSFER_CONCURRENCY + 2,
                     retries={"max_attempts": _BOTOCORE_RETRIES, "mode": "standard"},
@@ -289,6 +292,43 @@ class S3Client:
                 self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=body)
                 return
         self.client.upload_file(str(source), loc.bucket, loc.key, Config=self._transfer_config)
+
+    def presigned_url(self, uri: str, method: str = "GET", expires_seconds: int = 86400) -> str:
+        """A URL that lets whoever holds it ``method`` (GET, PUT) the object at ``uri`` for
+        ``expires_seconds``, through this client's endpoint. Signing is local: no request."""
+        loc = parse_s3_uri(uri)
+        if not loc.key:
+            raise ValidationError(f"{uri!r} names no object key")
+        operation = {"GET": "get_object", "PUT": "put_object"}[method]
+        with _translate(loc.uri, writing=method != "GET"):
+            return str(self.client.generate_presigned_url(
+                operation, Params={"Bucket": loc.bucket, "Key": loc.key},
+                ExpiresIn=expires_seconds))
+
+    def ensure_bucket(self, uri: str) -> None:
+        """Make the bucket of ``uri`` unless it exists."""
+        loc = parse_s3_uri(uri)
+        with _translate(loc.uri, writing=True):
+            if not self._riding_outages(loc.uri, lambda: self._bucket_exists(loc)):
+                try:
+                    self.client.create_bucket(Bucket=loc.bucket)
+                except Exception as exc:
+                    if _error_code(exc) not in {"BucketAlreadyOwnedByYou",
+                                                "BucketAlreadyExists"}:
+                        raise
+
+    def delete_prefix(self, uri: str) -> None:
+        """Remove every object whose key starts with the URI's key; idempotent."""
+        loc = parse_s3_uri(uri)
+
+        def delete() -> None:
+            keys = [o.key for o in self.list_objects(uri)]
+            for start in range(0, len(keys), 1000):
+                self.client.delete_objects(Bucket=loc.bucket, Delete={
+                    "Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
+
+        with _translate(loc.uri, writing=True):
+            self._riding_outages(loc.uri, delete)
 
     # -- prefixes and bulk --------------------------------------------------------------
 

@@ -62,6 +62,9 @@ class StagedPath:
 
     host_path: Path
     copied: bool
+    #: ``(s3:// URI, path in the folder)`` of objects left for the container's node to fetch
+    #: (``on_nodes``): the folder holds everything else.
+    fetch: tuple[tuple[str, str], ...] = ()
 
 
 def private_copies(staged: dict[str, StagedPath]) -> bool:
@@ -91,11 +94,14 @@ def stage_input(
     s3: S3Client | None = None,
     *,
     roots: FileRoots | None = None,
+    on_nodes: bool = False,
 ) -> dict[str, StagedPath]:
     """Stage one channel or processing input; returns, per host, the folder to mount.
 
     ``roots`` confines local data, a local manifest's entries included (the control plane
     always passes its own; None is for callers that stage only what they wrote themselves).
+    ``on_nodes``: ``s3://`` objects are not downloaded but listed in each host's
+    :attr:`StagedPath.fetch`, for a runtime whose nodes fetch them themselves.
     Raises ``DataSourceError`` when the data is missing or unreadable, ``ValidationError``
     for an unknown data type or distribution or a refused location, ``StorageError`` when
     staging cannot write.
@@ -132,7 +138,8 @@ def stage_input(
         if folder.is_dir() and any(folder.iterdir()):
             raise StorageError(f"staging folder {folder} is not empty")
     try:
-        return _materialize(entries, distribution, hosts, staging_dir, s3)
+        return _materialize(entries, distribution, hosts, staging_dir, s3 if not on_nodes
+                            else None)
     except ShipyardError:
         _remove(folders)
         raise
@@ -281,22 +288,25 @@ def _materialize(
     staging_dir: Path,
     s3: S3Client | None,
 ) -> dict[str, StagedPath]:
+    """Fill the folders; with no ``s3`` client, the ``s3://`` objects are left to fetch."""
     if distribution == "FullyReplicated":
         shared = staging_dir / SHARED_DIR
-        _fill(shared, entries, s3)
-        return {host: StagedPath(shared, copied=True) for host in hosts}
+        fetch = _fill(shared, entries, s3)
+        return {host: StagedPath(shared, copied=True, fetch=fetch) for host in hosts}
     ordered = sorted(entries, key=lambda entry: entry.rel)
     result: dict[str, StagedPath] = {}
     for index, host in enumerate(hosts):
         folder = staging_dir / host
-        _fill(folder, ordered[index :: len(hosts)], s3)
-        result[host] = StagedPath(folder, copied=True)
+        fetch = _fill(folder, ordered[index :: len(hosts)], s3)
+        result[host] = StagedPath(folder, copied=True, fetch=fetch)
     return result
 
 
-def _fill(folder: Path, entries: list[_Entry], s3: S3Client | None) -> None:
+def _fill(folder: Path, entries: list[_Entry], s3: S3Client | None
+          ) -> tuple[tuple[str, str], ...]:
     folder.mkdir(parents=True, exist_ok=True)
     downloads: list[tuple[str, Path]] = []
+    left: list[tuple[str, str]] = []
     for entry in entries:
         dest = folder / entry.rel
         if entry.local is not None:
@@ -304,9 +314,11 @@ def _fill(folder: Path, entries: list[_Entry], s3: S3Client | None) -> None:
         else:
             assert entry.s3_uri is not None
             downloads.append((entry.s3_uri, dest))
-    if downloads:
-        assert s3 is not None
+            left.append((entry.s3_uri, entry.rel))
+    if downloads and s3 is not None:
         s3.download_many(downloads)
+        return ()
+    return tuple(left)
 
 
 def _remove(folders: list[Path]) -> None:

@@ -60,6 +60,10 @@ class Mount:
     source: str
     target: str
     read_only: bool = False
+    #: Objects to place in the mount before the container starts, ``(s3:// URI, path in the
+    #: mount)``: left by the control plane for a runtime that :attr:`Runtime.stages_on_nodes`
+    #: to fetch where the container runs; empty for every other runtime.
+    fetch: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,9 @@ class Runtime(abc.ABC):
     #: True for a runtime whose own scheduler places containers by their reservations (a
     #: cluster's): the control plane's capacity ledger (``control.capacity``) stands aside.
     places_by_reservation: bool = False
+    #: True for a runtime that has a container's nodes fetch its mounts' ``s3://`` data
+    #: themselves (:attr:`Mount.fetch`); the control plane stages everything else.
+    stages_on_nodes: bool = False
 
     def check_reference(self, image: str) -> None:  # noqa: B027 - optional hook
         """Raise ``ValidationError`` when ``image`` cannot name an image of this runtime at
@@ -210,6 +217,11 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def list(self, labels: dict[str, str]) -> list[str]:
         """Names of containers carrying all ``labels``."""
+
+    def shares_path(self, path: os.PathLike[str] | str) -> bool:
+        """Whether a container of this runtime sees the host path ``path`` as this machine
+        does (always, on one machine; on a cluster only where every node shares it)."""
+        return True
 
     def capacity(self) -> Capacity | None:
         """The most one container can get here (see :class:`Capacity`); ``None`` when

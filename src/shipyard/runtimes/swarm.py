@@ -21,9 +21,13 @@ and a failing multi-replica job is retried without end; one replica per service 
 - **Images** reach the nodes through a registry they pull from (``registry``), else by
   ``docker save | docker load`` into each node engine the runtime knows (``node_engines``),
   else by name (the nodes pull it themselves).
-- **Mounts** name paths on the node. Only paths every node shares (``shared_paths``, e.g. an
-  NFS export holding the data directory) are allowed; anything else is refused before a task
-  is made, with the setting to change.
+- **Mounts** under a path every node shares (``shared_paths``, e.g. an NFS export holding
+  the data directory) are bind mounts on the node. With a ``depot`` (an S3 prefix the nodes
+  reach), the folders the platform made under ``platform_root`` (config files, code, output
+  folders) and the mounts' own ``s3://`` objects are *shipped* (``runtimes.shipping``): a
+  stager service on the container's node fills a volume per mount first, the container is
+  then made on that node, and after it ends a collector returns what it wrote. Any other path
+  is refused before a task is made, with the setting to change.
 - **Signals, stats, OOM**: through the node's engine when the runtime knows it; otherwise a
   SIGTERM or SIGKILL removes the service (the swarm sends SIGTERM and kills after the stop
   grace period) and no stats are sampled.
@@ -37,7 +41,9 @@ socket, and every Docker SDK error becomes a ``shipyard.errors`` one (``translat
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -51,9 +57,11 @@ from typing import TYPE_CHECKING, Any
 from shipyard.contract.labels import (
     CAPABILITIES_LABEL,
     CONTAINER_NAME_LABEL,
+    HELPER_LABEL,
     JOB_KIND_LABEL,
     JOB_NAME_LABEL,
     MANAGED_LABEL,
+    SHIPPED_LABEL,
 )
 from shipyard.errors import (
     ImageNotFound,
@@ -70,6 +78,7 @@ from shipyard.runtimes.base import (
     ContainerState,
     ContainerStats,
     LogLine,
+    Mount,
     Runtime,
 )
 from shipyard.runtimes.docker import (
@@ -83,6 +92,16 @@ from shipyard.runtimes.docker import (
 from shipyard.runtimes.docker import _body_blocks as body_blocks
 from shipyard.runtimes.docker import _check_mount_source as check_mount_source
 from shipyard.runtimes.docker import _frames as frames
+from shipyard.runtimes.shipping import (
+    Depot,
+    Shipped,
+    clean_manifest,
+    collect_manifest,
+    retrieve,
+    stage_manifest,
+    stager_command,
+)
+from shipyard.runtimes.stager import MANIFEST_ENV
 
 if TYPE_CHECKING:
     import docker
@@ -106,6 +125,10 @@ _POLL_SECONDS = 0.25
 _RESERVABLE = 0.95
 #: How long the node list is trusted (placement asks it for every host it starts).
 _NODES_TTL = 2.0
+#: How long a clean step may take before its volumes are left to the node's operator.
+_CLEAN_SECONDS = 60.0
+#: Lines of a failed stager's log quoted in the container's error.
+_STAGER_TAIL = 5
 
 
 def service_name(container: str) -> str:
@@ -153,6 +176,8 @@ class SwarmRuntime(Runtime):
         node_engines: dict[str, str] | None = None, placement: str = "spread",
         shared_paths: tuple[Path, ...] = (), cpu_overcommit: float = 1.0,
         stop_grace_seconds: float = 120.0, client: docker.DockerClient | None = None,
+        depot: Depot | None = None, platform_root: Path | None = None,
+        stager_image: str = "shipyard/base:bookworm-py311",
     ) -> None:
         if placement not in {"spread", "pack"}:
             raise ValidationError("setting swarm_placement must be spread or pack")
@@ -185,6 +210,15 @@ class SwarmRuntime(Runtime):
         #: Containers whose service was removed to stop them: their last state.
         self._stopped: dict[str, ContainerState] = {}
         self._nodes: tuple[float, list[dict[str, Any]]] = (0.0, [])
+        self._depot = depot
+        self._platform_root = Path(os.path.realpath(platform_root)) if platform_root else None
+        self._stager_image = stager_image
+        self.stages_on_nodes = depot is not None
+        #: Containers whose data a stager fills now: how to make each once it is done.
+        self._staging: dict[str, _Staging] = {}
+        #: Containers whose outputs a collector returns now, or has returned.
+        self._collections: dict[str, _Collection] = {}
+        self._making = threading.Lock()
 
     # -- the cluster ---------------------------------------------------------------------
     def ping(self) -> None:
@@ -398,12 +432,47 @@ class SwarmRuntime(Runtime):
     # -- containers ----------------------------------------------------------------------
     def start(self, spec: ContainerSpec) -> None:
         check_reference(spec.image)
+        binds: list[Mount] = []
+        shipped: list[Shipped] = []
         for mount in spec.mounts:
             check_mount_source(mount.source)
-            self._check_shared(mount.source)
+            if self._shared_path(mount.source) and not mount.fetch:
+                binds.append(mount)
+            elif self._shippable(mount.source):
+                shipped.append(Shipped(len(shipped), _volume_name(spec.name, len(shipped)),
+                                       mount))
+            else:
+                self._refuse_unshared(mount.source)
         if self._find_service(spec.name) is not None:
             raise ResourceInUse(f"{spec.name} is in use: a service of that name exists")
         reference = self._distribute(spec.image)
+        if not shipped:
+            self._create(spec, reference, binds, self._constraints(spec))
+            return
+        assert self._depot is not None
+        manifest = stage_manifest(self._depot, service_name(spec.name), shipped)
+        stager = dataclasses.replace(
+            spec, name=_helper_name(spec.name, "stage"), image=self._stager_image,
+            entrypoint=stager_command("stage"), command=None, env={MANIFEST_ENV: manifest},
+            mounts=[], hostname=None, network=None, network_aliases=[], ports={},
+            # Placed where the container fits, reserving nothing: a finished task's
+            # reservation holds in the swarm's constraint enforcer until its service goes.
+            cpus=None, memory_bytes=None)
+        with self._lock:
+            self._staging[spec.name] = _Staging(spec, reference, binds, shipped)
+        try:
+            self._create(stager, self._distribute(self._stager_image), [],
+                         self._constraints(spec), helper=("stage", spec.name), shipped=shipped)
+        except BaseException:
+            with self._lock:
+                self._staging.pop(spec.name, None)
+            raise
+
+    def _create(self, spec: ContainerSpec, reference: str, binds: list[Mount],
+                constraints: list[str], *, helper: tuple[str, str] | None = None,
+                shipped: list[Shipped] | tuple[Shipped, ...] = ()) -> None:
+        """Make the one-task service standing for ``spec`` (or, with ``helper``, the step
+        ``helper[0]`` of the container ``helper[1]``), its ``shipped`` mounts as volumes."""
         with translate_errors(image=spec.image, name=spec.name):
             import docker.types
 
@@ -413,11 +482,21 @@ class SwarmRuntime(Runtime):
                 spec.image, (image_labels or {}).get(CAPABILITIES_LABEL, ""))
             labels = {MANAGED_LABEL: "true", **self._labels, **spec.labels,
                       CONTAINER_NAME_LABEL: spec.name}
+            if helper is not None:
+                labels.update({HELPER_LABEL: helper[0], CONTAINER_NAME_LABEL: helper[1]})
+            elif shipped:
+                labels[SHIPPED_LABEL] = json.dumps([item.to_json() for item in shipped])
+            volume_labels = {MANAGED_LABEL: "true", **self._labels,
+                             CONTAINER_NAME_LABEL: helper[1] if helper else spec.name}
+            mounts = [docker.types.Mount(m.target, m.source, type="bind",
+                                         read_only=m.read_only) for m in binds]
+            mounts += [docker.types.Mount(
+                item.stage_path if helper else item.mount.target, item.volume, type="volume",
+                read_only=bool(item.mount.read_only and not helper), no_copy=True,
+                labels=volume_labels) for item in shipped]
             container = docker.types.ContainerSpec(
                 reference, command=spec.entrypoint, args=spec.command,
-                hostname=spec.hostname, env=spec.env, labels=labels,
-                mounts=[docker.types.Mount(m.target, m.source, type="bind",
-                                           read_only=m.read_only) for m in spec.mounts],
+                hostname=spec.hostname, env=spec.env, labels=labels, mounts=mounts,
                 stop_grace_period=self._grace_ns, cap_drop=["ALL"], cap_add=capabilities,
                 init=False)
             nano_cpus = int(spec.cpus * 1e9) if spec.cpus else None
@@ -439,7 +518,7 @@ class SwarmRuntime(Runtime):
             template = docker.types.TaskTemplate(
                 container, resources=resources,
                 restart_policy=docker.types.RestartPolicy(condition="none"),
-                placement=docker.types.Placement(constraints=self._constraints(spec)),
+                placement=docker.types.Placement(constraints=constraints),
                 networks=networks or None)
             endpoint = docker.types.EndpointSpec(mode="dnsrr", ports=[
                 {"Protocol": "tcp", "TargetPort": port, "PublishMode": "host",
@@ -465,16 +544,28 @@ class SwarmRuntime(Runtime):
             memory = min(spec.memory_bytes, int(largest.memory_bytes * _RESERVABLE))
         return cpus, memory
 
-    def _check_shared(self, source: str) -> None:
+    def _shared_path(self, source: str) -> bool:
         real = Path(os.path.realpath(source))
-        if any(real == root or root in real.parents for root in self._shared):
-            return
+        return any(real == root or root in real.parents for root in self._shared)
+
+    def _shippable(self, source: str) -> bool:
+        """A folder the platform made (under ``platform_root``), with a depot to ship it."""
+        if self._depot is None or self._platform_root is None:
+            return False
+        real = Path(os.path.realpath(source))
+        return self._platform_root in real.parents
+
+    def _refuse_unshared(self, source: str) -> None:
         raise ValidationError(
             f"{source} is not on a path every node of the swarm shares, so a container on "
             "another node would not see it; put it under one of the shared paths "
             f"({', '.join(map(str, self._shared)) or 'none set'}: setting swarm_shared_paths, "
             "SHIPYARD_SWARM_SHARED_PATHS) or give the data as s3:// from a store every node "
-            "reaches")
+            "reaches" + ("" if self._depot else
+                         " (with the setting swarm_depot, SHIPYARD_SWARM_DEPOT)"))
+
+    def shares_path(self, path: os.PathLike[str] | str) -> bool:
+        return self._shared_path(os.fspath(path))
 
     def _constraints(self, spec: ContainerSpec) -> list[str]:
         """Never the manager when it is drained (the swarm sees to that); with ``spread``,
@@ -530,12 +621,115 @@ class SwarmRuntime(Runtime):
     def inspect(self, name: str) -> ContainerState | None:
         service = self._find_service(name)
         if service is None:
+            staging = self._staging_state(name)
+            if staging is not None:
+                return staging
+            # Made (and its stager removed) while this looked.
+            service = self._find_service(name)
+        if service is None:
             with self._lock:
                 return self._stopped.get(name)
         task = self._task(service)
         if task is None:
             return ContainerState(name=name, running=True, waiting="no task yet")
-        return self._state_of(name, task)
+        state = self._state_of(name, task)
+        if not state.running:
+            return self._collected(name, service, task, state)
+        return state
+
+    # -- shipped mounts (runtimes.shipping) ------------------------------------------------
+    def _staging_state(self, name: str) -> ContainerState | None:
+        """The state of a container whose stager runs or ran (it has no service yet); makes
+        the container on the stager's node once the stager is done. None: no stager."""
+        stage = self._find_service(_helper_name(name, "stage"))
+        if stage is None:
+            return None
+        task = self._task(stage)
+        with self._lock:
+            pending = self._staging.get(name)
+        if pending is None:
+            if self._find_service(name) is not None:  # made meanwhile by another caller
+                return self.inspect(name)
+            return ContainerState(
+                name=name, running=False, exit_code=None, finished_at=time.time(),
+                error="its data was being staged on its node when the control plane "
+                      "restarted, and it never started")
+        if task is None:
+            return ContainerState(name=name, running=True, waiting="no task yet")
+        state = self._state_of(name, task)
+        if state.running:
+            return dataclasses.replace(
+                state, waiting=state.waiting if state.waiting and not state.node else
+                f"staging its data on node {state.node}" if state.node else state.waiting)
+        if state.exit_code != 0:
+            with self._lock:
+                self._staging.pop(name, None)
+            tail = [line.text for line in self._tail(stage["ID"], name)]
+            return dataclasses.replace(
+                state, exit_code=None, error=f"staging its data on node {state.node} failed"
+                f"{': ' + state.error if state.error else ''}: "
+                + (" | ".join(tail) or "the stager printed nothing"))
+        with self._making:
+            if self._find_service(name) is None:
+                self._create(pending.spec, pending.reference, pending.binds,
+                             [f"node.id=={task['NodeID']}"], shipped=pending.shipped)
+            with self._lock:
+                self._staging.pop(name, None)
+        self._remove_service(stage, name)  # its volumes stay, for the container
+        return ContainerState(name=name, running=True, waiting="starting: its data is staged",
+                              node=state.node)
+
+    def _tail(self, service_id: str, name: str) -> list[LogLine]:
+        try:
+            lines = list(self._service_logs(service_id, 0, False, name))
+        except ShipyardError:
+            return []
+        return lines[-_STAGER_TAIL:]
+
+    def _collected(self, name: str, service: dict[str, Any], task: dict[str, Any],
+                   state: ContainerState) -> ContainerState:
+        """An ended container with shipped writable mounts is still running to the platform
+        until a collector has returned what it wrote (on a thread of its own)."""
+        shipped = _shipped_of(service)
+        if not any(not item.mount.read_only for item in shipped):
+            return state
+        with self._lock:
+            collection = self._collections.get(name)
+            if collection is None:
+                collection = self._collections[name] = _Collection(
+                    lambda: self._collect(name, str(task.get("NodeID") or ""), shipped))
+        if collection.thread.is_alive():
+            return ContainerState(name=name, running=True, node=state.node)
+        if collection.error:
+            return dataclasses.replace(
+                state, exit_code=None if state.exit_code == 0 else state.exit_code,
+                error=f"what it wrote could not be returned from node {state.node}: "
+                      f"{collection.error}")
+        return state
+
+    def _collect(self, name: str, node_id: str, shipped: tuple[Shipped, ...]) -> None:
+        """Run (or, after a restart, find) the collector on the container's node, then
+        unpack what it returned into the mounts' folders."""
+        assert self._depot is not None
+        prefix = service_name(name)
+        helper = _helper_name(name, "collect")
+        service = self._find_service(helper)
+        if service is None:
+            if not node_id:
+                raise RuntimeUnavailable("the swarm does not say which node it ran on")
+            spec = ContainerSpec(
+                name=helper, image=self._stager_image, entrypoint=stager_command("collect"),
+                env={MANIFEST_ENV: collect_manifest(self._depot, prefix, shipped)})
+            self._create(spec, self._distribute(self._stager_image), [],
+                         [f"node.id=={node_id}"], helper=("collect", name), shipped=shipped)
+            service = self._find_service(helper)
+        ended = self.wait(helper, float("inf")) if service is not None else None
+        if ended is None or ended.exit_code != 0:
+            tail = [line.text for line in self._tail(service["ID"], helper)] if service else []
+            raise RuntimeUnavailable(
+                f"the collector failed{': ' + ended.error if ended and ended.error else ''}: "
+                + (" | ".join(tail) or "it printed nothing"))
+        retrieve(self._depot, prefix, shipped)
 
     def _state_of(self, name: str, task: dict[str, Any]) -> ContainerState:
         status = task.get("Status") or {}
@@ -718,16 +912,89 @@ class SwarmRuntime(Runtime):
     def remove(self, name: str) -> None:
         with self._lock:
             self._stopped.pop(name, None)
+            self._staging.pop(name, None)
         service = self._find_service(name)
-        if service is None:
+        with translate_errors(name=name):
+            helpers = [h for h in self._api.services(filters={
+                "label": f"{CONTAINER_NAME_LABEL}={name}"})
+                if ((h.get("Spec") or {}).get("Labels") or {}).get(HELPER_LABEL)]
+        if service is None and not helpers:
             return
-        if ((service.get("Spec") or {}).get("Labels") or {}).get(MANAGED_LABEL) != "true":
+        if service is not None and ((service.get("Spec") or {}).get("Labels") or {}).get(
+                MANAGED_LABEL) != "true":
             raise ResourceInUse(f"service {name} was not created by Shipyard; not removing it")
-        self._remove_service(service, name)
+        shipped = _shipped_of(service) if service is not None else ()
+        node_id = ""
+        for found in ([service] if service is not None else []) + helpers:
+            with contextlib.suppress(ResourceNotFound):  # removed meanwhile by another
+                task = self._task(found)
+                node_id = node_id or str((task or {}).get("NodeID") or "")
+        if service is not None:
+            self._remove_service(service, name)
+        for helper in helpers:
+            self._remove_service(helper, name)
+        with self._lock:
+            collection = self._collections.pop(name, None)
+        if self._depot is not None and (shipped or helpers):
+            returned = collection is not None and not collection.error and not (
+                collection.thread.is_alive())
+            self._drop_volumes(name, node_id, shipped, emptied=returned)
+            try:
+                self._depot.remove(service_name(name))
+            except ShipyardError as exc:
+                log.warning("could not remove what %s left in the depot: %s", name, exc)
         try:
             self.remove_network(_isolated_network(name))
         except ShipyardError as exc:
             log.warning("could not remove the network of %s: %s", name, exc)
+
+    def _drop_volumes(self, name: str, node_id: str, shipped: tuple[Shipped, ...], *,
+                      emptied: bool) -> None:
+        """Remove the container's volumes from its node where the runtime knows the node's
+        engine; else have the stager empty them (the swarm cannot remove a node's volumes:
+        empty ones are left, labelled, for ``docker volume prune`` there)."""
+        node = self._node(node_id)
+        hostname = ((node or {}).get("Description") or {}).get("Hostname", "")
+        if hostname in self._node_urls:
+            client = self._node_client(hostname)
+            deadline = time.monotonic() + 10
+            try:
+                with translate_errors(name=name):
+                    volumes = (client.volumes(filters={
+                        "label": f"{CONTAINER_NAME_LABEL}={name}"}) or {}).get("Volumes") or []
+                for volume in volumes:
+                    while True:
+                        try:
+                            with translate_errors(name=name):
+                                client.remove_volume(volume["Name"], force=True)
+                            break
+                        except ResourceNotFound:
+                            break
+                        except ShipyardError:
+                            # Its containers go a moment after their service.
+                            if time.monotonic() > deadline:
+                                raise
+                            time.sleep(0.2)
+            except ShipyardError as exc:
+                log.warning("could not remove the volumes of %s on %s: %s", name, hostname,
+                            exc)
+            return
+        if emptied or not shipped or not node_id or self._depot is None:
+            return
+        helper = _helper_name(name, "clean")
+        try:
+            spec = ContainerSpec(
+                name=helper, image=self._stager_image, entrypoint=stager_command("clean"),
+                env={MANIFEST_ENV: clean_manifest(self._depot, service_name(name), shipped)})
+            self._create(spec, self._distribute(self._stager_image), [],
+                         [f"node.id=={node_id}"], helper=("clean", name), shipped=shipped)
+            self.wait(helper, _CLEAN_SECONDS)
+        except ShipyardError as exc:
+            log.warning("could not empty the volumes of %s: %s", name, exc)
+        finally:
+            found = self._find_service(helper)
+            if found is not None:
+                self._remove_service(found, helper)
 
     def _remove_service(self, service: dict[str, Any], name: str) -> None:
         with contextlib.suppress(ResourceNotFound), translate_errors(name=name):
@@ -752,12 +1019,60 @@ class SwarmRuntime(Runtime):
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
         with translate_errors():
             found = self._api.services(filters=filters)
-        return sorted(_container_of(s) for s in found)
+        # A container whose stager runs has only its helper's service yet.
+        return sorted({_container_of(s) for s in found})
 
 
 def _container_of(service: dict[str, Any]) -> str:
     spec = service.get("Spec") or {}
     return str((spec.get("Labels") or {}).get(CONTAINER_NAME_LABEL) or spec.get("Name", ""))
+
+
+@dataclass
+class _Staging:
+    """A container waiting for its stager: what :meth:`SwarmRuntime._create` needs then."""
+
+    spec: ContainerSpec
+    reference: str
+    binds: list[Mount]
+    shipped: list[Shipped]
+
+
+class _Collection:
+    """A collector's run for one container, on a thread; ``error`` once it failed."""
+
+    def __init__(self, run: Any) -> None:
+        self.error = ""
+
+        def target() -> None:
+            try:
+                run()
+            except ShipyardError as exc:
+                self.error = str(exc)
+            except Exception as exc:  # a thread's error would otherwise be lost
+                log.exception("collecting outputs failed")
+                self.error = f"{type(exc).__name__}: {exc}"
+
+        self.thread = threading.Thread(target=target, daemon=True, name="swarm-collect")
+        self.thread.start()
+
+
+def _helper_name(container: str, step: str) -> str:
+    """The container name of the ``step`` helper of ``container`` (its service is named
+    from it as any container's is)."""
+    return f"{container}-{step}"
+
+
+def _volume_name(container: str, index: int) -> str:
+    return f"{service_name(container)}-m{index}"
+
+
+def _shipped_of(service: dict[str, Any] | None) -> tuple[Shipped, ...]:
+    labels = ((service or {}).get("Spec") or {}).get("Labels") or {}
+    try:
+        return tuple(Shipped.from_json(item) for item in json.loads(labels[SHIPPED_LABEL]))
+    except (KeyError, ValueError, TypeError):
+        return ()
 
 
 def _isolated_network(container: str) -> str:

@@ -20,6 +20,7 @@ from shipyard.control import staging
 from shipyard.control.context import Context
 from shipyard.control.jobs.spec import HostPlan
 from shipyard.control.s3 import S3Client
+from shipyard.errors import ValidationError
 from shipyard.kinds import Kind
 
 #: Why a supervisor stopped a job's containers (its runner state's ``trigger``).
@@ -131,17 +132,27 @@ class Outcome:
 
 
 def stage_inputs(job: JobServices, inputs: list[tuple[str, str, str, str]], hosts: list[str],
-                 job_dir: Path) -> tuple[dict[str, dict[str, Path]], frozenset[str]]:
+                 job_dir: Path) -> tuple[dict[str, dict[str, staging.StagedPath]],
+                                         frozenset[str]]:
     """Stage each ``(name, uri, data type, distribution)`` input for ``hosts``: per input,
-    each host's folder, and the inputs every host has a private copy of (writable in the
+    each host's folder (with what its node fetches itself, on a runtime that
+    ``stages_on_nodes``), and the inputs every host has a private copy of (writable in the
     container, ``staging.private_copies``)."""
-    paths: dict[str, dict[str, Path]] = {}
+    runtime = job.ctx.runtime
+    paths: dict[str, dict[str, staging.StagedPath]] = {}
     writable = set()
     for name, uri, data_type, distribution in inputs:
+        if not uri.startswith("s3://") and not runtime.shares_path(
+                staging.local_path_from_uri(uri, job.ctx.file_roots)):
+            raise ValidationError(
+                f"Input {name}: {uri} is not on a path every node of the cluster shares "
+                "(setting swarm_shared_paths); give the data as s3:// from a store every "
+                "node reaches")
         staged = staging.stage_input(uri, data_type, distribution, hosts,
                                      job_dir / "staging" / name, job.s3_for(uri),
-                                     roots=job.ctx.file_roots)
-        paths[name] = {h: p.host_path for h, p in staged.items()}
+                                     roots=job.ctx.file_roots,
+                                     on_nodes=runtime.stages_on_nodes)
+        paths[name] = staged
         if staging.private_copies(staged):
             writable.add(name)
     return paths, frozenset(writable)

@@ -16,7 +16,7 @@ from typing import Any
 
 from shipyard import contract, kinds
 from shipyard.contract.paths import PROCESSING_PREFIX, OptMl
-from shipyard.control import artifacts
+from shipyard.control import artifacts, staging
 from shipyard.control.context import Context
 from shipyard.control.jobs.kind import (
     Describe,
@@ -143,7 +143,8 @@ def network_isolated(record: dict[str, Any]) -> bool:
 
 
 def plan_hosts(
-    record: dict[str, Any], job_dir: Path, input_paths: dict[str, dict[str, Path]],
+    record: dict[str, Any], job_dir: Path,
+    input_paths: dict[str, dict[str, staging.StagedPath]],
     writable: frozenset[str] = frozenset(),
 ) -> list[HostPlan]:
     """Lay out each host; the inputs in ``writable`` are the host's own copies
@@ -166,8 +167,9 @@ def plan_hosts(
         ]
         for item in record["ProcessingInputs"]:
             s3 = item["S3Input"]
-            mounts.append(Mount(str(input_paths[item["InputName"]][host]),
-                                s3["LocalPath"].rstrip("/"), item["InputName"] not in writable))
+            staged = input_paths[item["InputName"]][host]
+            mounts.append(Mount(str(staged.host_path), s3["LocalPath"].rstrip("/"),
+                                item["InputName"] not in writable, fetch=staged.fetch))
         for item in outputs(record):
             folder = output_dir(root, item["OutputName"])
             folder.mkdir(parents=True, exist_ok=True)

@@ -168,7 +168,7 @@ def host_count(record: dict[str, Any]) -> int:
 def plan_hosts(
     record: dict[str, Any],
     job_dir: Path,
-    channel_paths: dict[str, dict[str, Path]],
+    channel_paths: dict[str, dict[str, staging.StagedPath]],
     checkpoint_dirs: dict[str, Path],
     code_dir: Path | None = None,
     writable: frozenset[str] = frozenset(),
@@ -199,8 +199,9 @@ def plan_hosts(
             Mount(str(layout.output_dir), str(CONTAINER_ROOT.output_dir)),
         ]
         for channel, per_host in sorted(channel_paths.items()):
-            mounts.append(Mount(str(per_host[host]), str(CONTAINER_ROOT.channel_dir(channel)),
-                                channel not in writable))
+            staged = per_host[host]
+            mounts.append(Mount(str(staged.host_path), str(CONTAINER_ROOT.channel_dir(channel)),
+                                channel not in writable, fetch=staged.fetch))
         if code_dir is not None:
             mounts.append(Mount(str(code_dir), str(CONTAINER_ROOT.code_dir), True))
         checkpoint = record.get("CheckpointConfig")
