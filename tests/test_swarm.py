@@ -430,11 +430,20 @@ def _fill_then_wait(plane: ControlPlane, images: dict[str, str], tmp_path: Path)
         (r := plane.describe("training", "next")).get("SecondaryStatus") == "Starting"
         and "insufficient resources" in r.get("StatusMessage", "") and r), 60, poll=0.5)
     assert "algo-1" in waiting["StatusMessage"]
-    # Stopping work the swarm holds is immediate: nothing of it ever ran.
+    # Behind it in line, a job of two hosts.
+    plane.create("training", training_request(
+        "after", tmp_path / "after", image=images["behaviours"], instance_type="ml.m5.4xlarge",
+        instance_count=2, max_runtime_s=600))
+    until("the job behind waiting too", lambda: "insufficient resources" in plane.describe(
+        "training", "after").get("StatusMessage", ""), 60, poll=0.5)
+    # Stopping work that waits for room is immediate: nothing of it ever ran.
     plane.stop("training", "next")
     record = plane.wait("training", "next", timeout=30)
     assert record["TrainingJobStatus"] == "Stopped"
     record = plane.wait("training", "fill", timeout=180)
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    # Room freed: the job behind starts (on the nodes the first left) and completes.
+    record = plane.wait("training", "after", timeout=180)
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
 
 

@@ -1,18 +1,20 @@
 """A Docker Swarm cluster as a :class:`~shipyard.runtimes.base.Runtime`.
 
 Each container the control plane starts becomes one swarm *service* with one task
-(``replicated-job``, one replica, restart condition none): the service keeps the container's
+(``replicated``, one replica, restart condition none): the service keeps the container's
 name, so a restarted control plane finds it again, and a failed host is never retried by the
 swarm (the platform decides what a failure means, as on one engine). Found when tried: a
 service with several replicas numbers its slots so that one host's name becomes the node id,
-and a failing multi-replica job is retried without end; one replica per service avoids both
-(docs/runtimes.md).
+and a failing multi-replica job is retried without end; one replica per service avoids both.
+A ``replicated-job`` service's ended task keeps holding its reservation for the swarm's
+constraint enforcer, even once the service is gone (docs/runtimes.md).
 
 - **Placement.** Each task reserves its memory and a share of its CPUs
-  (``cpus / cpu_overcommit``); the swarm's scheduler holds a task that fits no node in
-  ``pending`` with its reason, which :meth:`SwarmRuntime.inspect` reports as
-  :attr:`ContainerState.waiting`. With ``placement="spread"`` the hosts of one job (or the
-  instances of one endpoint) go to distinct nodes while a node without one of them has room.
+  (``cpus / cpu_overcommit``). The runtime pins it to a node with room, counted as the
+  constraint enforcer counts (the scheduler counts otherwise), and holds what fits nowhere,
+  in order, until room frees, reported as :attr:`ContainerState.waiting`. With
+  ``placement="spread"`` the hosts of one job (or the instances of one endpoint) go to
+  distinct nodes while a node without one of them has room; ``pack`` fills nodes.
 - **Networks** are attachable overlays; hosts resolve each other by hostname and alias
   (``algo-1``...) with DNS round robin (no virtual IP: the routing mesh needs IPVS, which
   some kernels lack).
@@ -49,7 +51,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -116,6 +118,10 @@ _SERVICE_NAME_LABEL = "com.docker.swarm.service.name"
 _MAX_SERVICE_NAME = 63
 _WAITING_STATES = frozenset({"new", "pending", "assigned", "accepted", "ready", "preparing",
                              "starting"})
+#: Desired states in which a task holds its reservation for the constraint enforcer: a
+#: finished task of a service that still exists included (desired ``running`` still).
+_HOLDING_STATES = frozenset({"assigned", "accepted", "preparing", "ready", "starting",
+                             "running"})
 _EXITED_STATES = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned", "remove"})
 #: How often :meth:`SwarmRuntime.wait` and a following log reader look at a task.
 _POLL_SECONDS = 0.25
@@ -218,7 +224,10 @@ class SwarmRuntime(Runtime):
         self._staging: dict[str, _Staging] = {}
         #: Containers whose outputs a collector returns now, or has returned.
         self._collections: dict[str, _Collection] = {}
-        self._making = threading.Lock()
+        #: Containers no node has room for yet, in the order they came.
+        self._held: dict[str, _Held] = {}
+        #: Held while a node is chosen and a service made on it (one at a time).
+        self._making = threading.RLock()
 
     # -- the cluster ---------------------------------------------------------------------
     def ping(self) -> None:
@@ -446,27 +455,90 @@ class SwarmRuntime(Runtime):
         if self._find_service(spec.name) is not None:
             raise ResourceInUse(f"{spec.name} is in use: a service of that name exists")
         reference = self._distribute(spec.image)
-        if not shipped:
-            self._create(spec, reference, binds, self._constraints(spec))
-            return
+        if shipped:
+            self._distribute(self._stager_image)
+
+        def make(node_id: str) -> None:
+            if not shipped:
+                self._create(spec, reference, binds, [f"node.id=={node_id}"])
+                return
+            self._stage(spec, reference, binds, shipped, node_id)
+
+        with self._making:
+            node_id = None if self._queued() else self._choose_node(spec)
+            if node_id is None:
+                # Held here, in order, until a node has room (see _choose_node).
+                with self._lock:
+                    self._held[spec.name] = _Held(spec, make)
+                    self._stopped.pop(spec.name, None)
+                return
+            make(node_id)
+
+    def _stage(self, spec: ContainerSpec, reference: str, binds: list[Mount],
+               shipped: list[Shipped], node_id: str) -> None:
+        """Start the stager of ``spec`` on the node ``node_id``; the container itself is
+        made there once it is done (:meth:`_staging_state`)."""
         assert self._depot is not None
         manifest = stage_manifest(self._depot, service_name(spec.name), shipped)
         stager = dataclasses.replace(
             spec, name=_helper_name(spec.name, "stage"), image=self._stager_image,
             entrypoint=stager_command("stage"), command=None, env={MANIFEST_ENV: manifest},
             mounts=[], hostname=None, network=None, network_aliases=[], ports={},
-            # Placed where the container fits, reserving nothing: a finished task's
-            # reservation holds in the swarm's constraint enforcer until its service goes.
+            # It reserves nothing: the node was chosen with room for the container.
             cpus=None, memory_bytes=None)
         with self._lock:
             self._staging[spec.name] = _Staging(spec, reference, binds, shipped)
         try:
             self._create(stager, self._distribute(self._stager_image), [],
-                         self._constraints(spec), helper=("stage", spec.name), shipped=shipped)
+                         [f"node.id=={node_id}"], helper=("stage", spec.name),
+                         shipped=shipped)
         except BaseException:
             with self._lock:
                 self._staging.pop(spec.name, None)
             raise
+
+    def _queued(self) -> bool:
+        with self._lock:
+            return bool(self._held)
+
+    def _held_state(self, name: str) -> ContainerState | None:
+        """A container the runtime holds for room: placed once it is first in line and a
+        node has room (the line moves here, whoever asks). None: not held."""
+        with self._lock:
+            if name not in self._held:
+                return None
+        with self._making:
+            while True:
+                with self._lock:
+                    first = next(iter(self._held.items()), None)
+                if first is None:
+                    break
+                node_id = self._choose_node(first[1].spec)
+                if node_id is None:
+                    break
+                with self._lock:
+                    self._held.pop(first[0], None)
+                try:
+                    first[1].make(node_id)
+                except ShipyardError as exc:
+                    with self._lock:
+                        self._stopped[first[0]] = ContainerState(
+                            name=first[0], running=False, exit_code=None,
+                            finished_at=time.time(), error=f"it could not be started: {exc}")
+                if first[0] == name:
+                    break
+        with self._lock:
+            held = self._held.get(name)
+            ahead = list(self._held).index(name) if held is not None else 0
+        if held is None:
+            return ContainerState(name=name, running=True, waiting="placed on a node")
+        cpus, memory = self._reservations(held.spec)
+        what = ", ".join(part for part in (
+            f"{cpus / 1e9:g} CPUs" if cpus else "", f"{memory / 2**20:.0f} MiB" if memory
+            else "") if part) or "nothing"
+        return ContainerState(name=name, running=True, waiting=(
+            f"no suitable node (insufficient resources: it reserves {what}"
+            + (f"; {ahead} ahead of it" if ahead else "") + ")"))
 
     def _create(self, spec: ContainerSpec, reference: str, binds: list[Mount],
                 constraints: list[str], *, helper: tuple[str, str] | None = None,
@@ -526,7 +598,7 @@ class SwarmRuntime(Runtime):
                 for port, host in spec.ports.items()] or None)
             self._api.create_service(
                 template, name=service_name(spec.name), labels=labels,
-                mode=docker.types.ServiceMode("replicated-job", concurrency=1, replicas=1),
+                mode=docker.types.ServiceMode("replicated", replicas=1),
                 endpoint_spec=endpoint)
         with self._lock:
             self._stopped.pop(spec.name, None)
@@ -567,15 +639,20 @@ class SwarmRuntime(Runtime):
     def shares_path(self, path: os.PathLike[str] | str) -> bool:
         return self._shared_path(os.fspath(path))
 
-    def _constraints(self, spec: ContainerSpec) -> list[str]:
-        """Never the manager when it is drained (the swarm sees to that); with ``spread``,
-        the node with the fewest containers of the same owner that has room for this one."""
-        if self._placement != "spread":
-            return []
-        owner = {k: v for k, v in spec.labels.items()
-                 if k in {JOB_NAME_LABEL, JOB_KIND_LABEL}}
+    def _choose_node(self, spec: ContainerSpec) -> str | None:
+        """The node ``spec`` goes to, or None while none has room for what it reserves.
+
+        Room is counted as the swarm's constraint enforcer counts it (:meth:`_committed`),
+        not as its scheduler does (a finished task is free to it at once, and a task it
+        placed there on that belief was seen shut down, "assigned node no longer meets
+        constraints"). ``spread``: the node
+        with the fewest containers of the same job or endpoint, then the fewest in all;
+        ``pack``: the one with the least memory left."""
+        cpus, memory = self._reservations(spec)
+        committed = self._committed()
         siblings: dict[str, int] = {}
-        if owner:
+        owner = {k: v for k, v in spec.labels.items() if k in {JOB_NAME_LABEL, JOB_KIND_LABEL}}
+        if owner and self._placement == "spread":
             with translate_errors():
                 services = self._api.services(filters={"label": [f"{k}={v}" for k, v in
                                                                  owner.items()]})
@@ -583,21 +660,46 @@ class SwarmRuntime(Runtime):
                 node_id = _pinned_node(service) or self._task_node(service)
                 if node_id:
                     siblings[node_id] = siblings.get(node_id, 0) + 1
-        cpus, memory = self._reservations(spec)
-        best: tuple[int, int, str] | None = None
-        for node in self.nodes():
-            if not node.schedulable:
+        best: tuple[Any, ...] | None = None
+        for node in self._raw_nodes(fresh=True):
+            if not _schedulable(node):
                 continue
-            if memory and memory > node.memory_bytes - node.reserved_memory_bytes:
+            resources = (node.get("Description") or {}).get("Resources") or {}
+            used_cpus, used_memory, count = committed.get(node["ID"], (0, 0, 0))
+            free_memory = int(resources.get("MemoryBytes") or 0) - used_memory
+            if memory and memory > free_memory:
                 continue
-            if cpus and cpus / 1e9 > node.cpus - node.reserved_cpus + 1e-9:
+            if cpus and cpus > int(resources.get("NanoCPUs") or 0) - used_cpus:
                 continue
-            key = (siblings.get(node.id, 0), len(node.containers), node.id)
+            key: tuple[Any, ...] = ((siblings.get(node["ID"], 0), count, node["ID"])
+                                    if self._placement == "spread" else
+                                    (free_memory, node["ID"]))
             if best is None or key < best:
                 best = key
-        if best is None:
-            return []  # nothing has room now: the swarm holds it until something does
-        return [f"node.id=={best[2]}"]
+        return None if best is None else str(best[-1])
+
+    def _committed(self) -> dict[str, tuple[int, int, int]]:
+        """Per node: NanoCPUs and bytes reserved, and by how many tasks, as the constraint
+        enforcer counts them: every task in one of :data:`_HOLDING_STATES` as desired,
+        whatever it is now (a removed service's tasks a moment after it is gone); one not yet
+        assigned counts on the node its service is pinned to."""
+        with translate_errors():
+            services = {s["ID"]: s for s in self._api.services()}
+            tasks = self._api.tasks()
+        found: dict[str, tuple[int, int, int]] = {}
+        for task in tasks:
+            if task.get("DesiredState") not in _HOLDING_STATES:
+                continue
+            node_id = task.get("NodeID") or _pinned_node(services.get(
+                task.get("ServiceID", ""), {}))
+            if not node_id:
+                continue
+            reserved = (((task.get("Spec") or {}).get("Resources") or {}).get(
+                "Reservations") or {})
+            cpus, memory, count = found.get(node_id, (0, 0, 0))
+            found[node_id] = (cpus + int(reserved.get("NanoCPUs") or 0),
+                              memory + int(reserved.get("MemoryBytes") or 0), count + 1)
+        return found
 
     def _task_node(self, service: dict[str, Any]) -> str:
         task = self._task(service)
@@ -621,7 +723,7 @@ class SwarmRuntime(Runtime):
     def inspect(self, name: str) -> ContainerState | None:
         service = self._find_service(name)
         if service is None:
-            staging = self._staging_state(name)
+            staging = self._held_state(name) or self._staging_state(name)
             if staging is not None:
                 return staging
             # Made (and its stager removed) while this looked.
@@ -874,8 +976,23 @@ class SwarmRuntime(Runtime):
         return state is not None and state.running
 
     def signal(self, name: str, signum: int) -> None:
+        with self._lock:
+            held = self._held.pop(name, None)
+            if held is not None:
+                self._stopped[name] = ContainerState(
+                    name=name, running=False, exit_code=128 + int(signum),
+                    finished_at=time.time(), error="stopped before a node had room for it")
+                return
         service = self._find_service(name)
         if service is None:
+            stage = self._find_service(_helper_name(name, "stage"))
+            if stage is not None:
+                with self._lock:
+                    self._staging.pop(name, None)
+                    self._stopped[name] = ContainerState(
+                        name=name, running=False, exit_code=128 + int(signum),
+                        finished_at=time.time(), error="stopped while its data was staged")
+                self._remove_service(stage, name)
             return
         task = self._task(service)
         if task is None or (task.get("Status") or {}).get("State") in _EXITED_STATES:
@@ -913,6 +1030,7 @@ class SwarmRuntime(Runtime):
         with self._lock:
             self._stopped.pop(name, None)
             self._staging.pop(name, None)
+            self._held.pop(name, None)
         service = self._find_service(name)
         with translate_errors(name=name):
             helpers = [h for h in self._api.services(filters={
@@ -1019,8 +1137,15 @@ class SwarmRuntime(Runtime):
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
         with translate_errors():
             found = self._api.services(filters=filters)
-        # A container whose stager runs has only its helper's service yet.
-        return sorted({_container_of(s) for s in found})
+        # A container whose stager runs has only its helper's service yet; a held one,
+        # no service at all.
+        names = {_container_of(s) for s in found}
+        with self._lock:
+            for name, held in self._held.items():
+                carried = {MANAGED_LABEL: "true", **self._labels, **held.spec.labels}
+                if all(carried.get(k) == v for k, v in labels.items()):
+                    names.add(name)
+        return sorted(names)
 
 
 def _container_of(service: dict[str, Any]) -> str:
@@ -1036,6 +1161,14 @@ class _Staging:
     reference: str
     binds: list[Mount]
     shipped: list[Shipped]
+
+
+@dataclass
+class _Held:
+    """A container waiting for room; ``make(node_id)`` starts it there."""
+
+    spec: ContainerSpec
+    make: Callable[[str], None]
 
 
 class _Collection:
