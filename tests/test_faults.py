@@ -740,6 +740,44 @@ def test_blue_green_update_through_the_data_plane_fails_nothing(
     assert load.failed == []
 
 
+def test_a_request_to_an_instance_gone_without_a_word_fails_at_once(
+        server: Server, image: str, tmp_path: Path, docker_client: Any) -> None:
+    """A machine that is lost never closes its connections. The data plane (a process of its
+    own) learns from the control plane's record that the instance died, and fails the
+    request it had in flight there then, not when the model's answer would have timed out.
+    Here the loss is a container killed while the host drops everything it sends."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (iptables)")
+    name = unique("ft-silent")
+    deploy(server, name, image, tmp_path, "v1", DELAY="45")
+    [container] = containers(docker_client, name)
+    address = next(iter(container.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
+    rule = ["INPUT", "-s", address, "-j", "DROP"]
+    outcome: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            invoke(server, name)
+            outcome["answer"] = True
+        except Exception as exc:
+            outcome["error"] = repr(exc)[:300]
+        outcome["at"] = time.monotonic()
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(2)  # the request is with the model now, which answers in 45 s
+    subprocess.run(["iptables", "-I", *rule], check=True)
+    try:
+        killed = time.monotonic()
+        container.kill()
+        caller.join(40)
+        assert "error" in outcome, outcome
+        assert outcome["at"] - killed < 15, outcome
+    finally:
+        subprocess.run(["iptables", "-D", *rule], check=False)
+        caller.join()
+
+
 class InvocationLoad:
     """Four threads invoking an endpoint without pause (the server's runtime client, retries
     off) for as long as the ``with`` block runs; what they got is counted."""

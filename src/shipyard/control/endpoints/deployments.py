@@ -81,6 +81,8 @@ FAILED = "Failed"
 MONITOR_INTERVAL_SECONDS = 0.5
 #: Deployments an endpoint's update history keeps (its runner state's ``history``).
 HISTORY_KEPT = 50
+#: Containers of an endpoint recorded as dead (``_record_counts``): the last few.
+DEAD_KEPT = 20
 #: A deployment's outcome in that history: the new fleet serves, a new endpoint that could
 #: not start, an update whose fleet failed (or died with the plane) while the old one served.
 DEPLOYED = IN_SERVICE
@@ -498,7 +500,7 @@ class EndpointManager(Router):
                 return
             self._replacing.add(dead.container)
         log.warning("endpoint %s: instance %s exited; replacing it", name, dead.container)
-        self._record_counts(name, deployment)
+        self._record_counts(name, deployment, dead=dead.container)
 
         def run() -> None:
             try:
@@ -536,13 +538,18 @@ class EndpointManager(Router):
 
         self._start_thread(f"replace-{dead.container}", run)
 
-    def _record_counts(self, name: str, deployment: Deployment) -> None:
+    def _record_counts(self, name: str, deployment: Deployment, dead: str = "") -> None:
+        """The endpoint's instances as they are now; ``dead``: a container that left because
+        it died, which a data plane of its own (``api.dataplane``) then treats as dead too
+        (its requests in flight fail at once rather than at their timeout)."""
         def change(rec: dict[str, Any], run: dict[str, Any]) -> None:
             if run.get("uid") != deployment.uid:
                 return
             rec["ProductionVariants"] = _variant_summaries(
                 [v.spec for v in deployment.variants.values()], None, deployment)
             run.update(runner_of(deployment))
+            if dead:
+                run["dead"] = [*(run.get("dead") or [])[-(DEAD_KEPT - 1):], dead]
         self._mutate(name, change)
 
     # -- restart ----------------------------------------------------------------------------

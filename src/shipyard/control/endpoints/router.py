@@ -119,9 +119,11 @@ class Router:
         rows = self.ctx.store.list_jobs(KIND, statuses=(IN_SERVICE, UPDATING), limit=100_000)
         live: dict[str, Deployment] = {}
         adopted: dict[str, str] = {}
+        dead: set[str] = set()
         for row in rows:
             if not row.runner.get("uid"):
                 continue
+            dead.update(row.runner.get("dead") or [])
             text = json.dumps([row.runner.get(k) for k in _ROUTE_KEYS], sort_keys=True)
             with self._lock:
                 same = self._adopted.get(row.name) == text and row.name in self._live
@@ -138,8 +140,10 @@ class Router:
             gone = [i for name, d in self._live.items() for i in d.instances()
                     if live.get(name) is not d]
             self._live, self._adopted = live, adopted
-        self._forget([i for i in gone if i.container not in {
-            j.container for d in live.values() for j in d.instances()}])
+        routed = {j.container for d in live.values() for j in d.instances()}
+        gone = [i for i in gone if i.container not in routed]
+        self._forget([i for i in gone if i.container not in dead])
+        self._forget([i for i in gone if i.container in dead], dead=True)
 
     def routes(self, endpoint: str) -> bool:
         """Whether ``endpoint`` has a route (no lock: the table is replaced, never edited in
