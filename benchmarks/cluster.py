@@ -6,6 +6,9 @@ engine, in the same run.
   bridge network) and on the swarm (one host per node, an overlay network).
 - An endpoint of three instances: CreateEndpoint -> InService, on one engine and spread
   over three nodes.
+- The same on the swarm with nothing shared (``staged``): the nodes stage their own inputs
+  from the server's own S3 store and the platform's folders travel through it
+  (``swarm_depot``, runtimes/shipping.py); the other two read a local folder.
 
 The swarm is the test fixture (``scripts/swarm-fixture.sh``: the main engine as a drained
 manager, four ``dockerd`` workers in network namespaces), made here and torn down at the
@@ -103,17 +106,49 @@ def fixture(*args: str) -> None:
                    capture_output=True, text=True)
 
 
-def plane_for(kind: str, scratch: Path, client: Any) -> Any:
+#: The store of the ``staged`` kind: where every node reaches it (the fixture's bridge).
+STORE_HOST = "192.168.234.1"
+STORE_KEY = ("SYBENCHCLUSTERKEY001", "bench-cluster-secret-key-000000000000000")
+
+
+def start_store(scratch: Path) -> Any:
+    sys.path.insert(0, str(ROOT / "src"))
+    from shipyard.api.s3store import SeaweedStore
+
+    store = SeaweedStore(scratch / "s3", port=0, keys=lambda: [STORE_KEY], host=STORE_HOST)
+    store.start()
+    import boto3
+
+    s3 = boto3.session.Session(aws_access_key_id=STORE_KEY[0],
+                               aws_secret_access_key=STORE_KEY[1],
+                               region_name="us-east-1").client("s3", endpoint_url=store.url)
+    s3.create_bucket(Bucket="bench")
+    s3.put_object(Bucket="bench", Key="data/x.csv", Body=b"1\n")
+    return store
+
+
+def plane_for(kind: str, scratch: Path, client: Any, store: Any = None) -> Any:
     sys.path.insert(0, str(ROOT / "src"))
     from shipyard.control import ControlPlane
+    from shipyard.control.context import runtime_for
     from shipyard.runtimes import DockerRuntime
     from shipyard.runtimes.swarm import SwarmRuntime
     from shipyard.settings import Settings
 
-    settings = Settings.load({"data_dir": str(scratch / kind / "state"), "stop_grace_seconds": 3,
-                              "capacity_queue": False}, environ={})
+    values: dict[str, Any] = {"data_dir": str(scratch / kind / "state"),
+                              "stop_grace_seconds": 3, "capacity_queue": False}
+    if kind == "staged":
+        values.update(runtime="swarm", s3_endpoint_url=store.url,
+                      s3_access_key_id=STORE_KEY[0], s3_secret_access_key=STORE_KEY[1],
+                      swarm_depot="s3://bench-depot/", scope=LABELS["org.shipyard.scope"],
+                      swarm_node_engines=",".join(
+                          f"shipyard-swn{i}=unix://{FIXTURE}/n{i}/docker.sock"
+                          for i in range(1, WORKERS + 1)))
+    settings = Settings.load(values, environ={})
     runtime: Any
-    if kind == "swarm":
+    if kind == "staged":
+        runtime = runtime_for(settings)
+    elif kind == "swarm":
         runtime = SwarmRuntime(labels=LABELS, shared_paths=(scratch,), stop_grace_seconds=3,
                                node_engines={f"shipyard-swn{i}":
                                              f"unix://{FIXTURE}/n{i}/docker.sock"
@@ -127,13 +162,16 @@ def train_once(plane: Any, image: str, hosts: int, scratch: Path, name: str) -> 
     data = scratch / "data"
     data.mkdir(exist_ok=True)
     (data / "x.csv").write_text("1\n")
+    staged = plane.ctx.runtime.stages_on_nodes
+    source, output = ("s3://bench/data/", "s3://bench/out") if staged else (
+        data.as_uri(), (scratch / "out").as_uri())
     began = time.perf_counter()
     plane.create("training", {
         "TrainingJobName": name, "RoleArn": "arn:aws:iam::000000000000:role/bench",
         "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
         "InputDataConfig": [{"ChannelName": "training", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": data.as_uri()}}}],
-        "OutputDataConfig": {"S3OutputPath": (scratch / "out").as_uri()},
+            "S3DataType": "S3Prefix", "S3Uri": source}}}],
+        "OutputDataConfig": {"S3OutputPath": output},
         "ResourceConfig": {"InstanceType": "local", "InstanceCount": hosts,
                            "VolumeSizeInGB": 1},
         "StoppingCondition": {"MaxRuntimeInSeconds": 600}})
@@ -173,12 +211,16 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="shipyard-bench-cluster-"))
     fixture("up", str(WORKERS))
     results: dict[str, dict[str, float]] = {}
+    store = None
     try:
-        planes = {kind: plane_for(kind, scratch, client) for kind in ("engine", "swarm")}
+        store = start_store(scratch)
+        planes = {kind: plane_for(kind, scratch, client, store)
+                  for kind in ("engine", "swarm", "staged")}
         try:
             # Warm: the images on every node, each plane's first job.
             for kind, plane in planes.items():
-                train_once(plane, train, 4 if kind == "swarm" else 1, scratch, f"warm-{kind}")
+                train_once(plane, train, 1 if kind == "engine" else 4, scratch,
+                           f"warm-{kind}")
             for hosts in (1, 2, 4):
                 for kind, plane in planes.items():
                     times = [train_once(plane, train, hosts, scratch, f"t{hosts}-{kind}-{i}")
@@ -192,13 +234,15 @@ def main() -> None:
             for plane in planes.values():
                 plane.close()
     finally:
+        if store is not None:
+            store.stop()
         fixture("down")
         shutil.rmtree(scratch, ignore_errors=True)
         bench_docker.remove_scoped_containers(client)
-    print(f"{'median seconds, create -> done':<34} {'one engine':>11} {'swarm':>9} {'extra':>8}")
+    print(f"{'median seconds, create -> done':<34} {'one engine':>11} {'swarm':>9} "
+          f"{'staged':>9}")
     for what, row in results.items():
-        print(f"{what:<34} {row['engine']:>11.2f} {row['swarm']:>9.2f} "
-              f"{row['swarm'] - row['engine']:>+8.2f}")
+        print(f"{what:<34} {row['engine']:>11.2f} {row['swarm']:>9.2f} {row['staged']:>9.2f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"runs": args.runs, "results": results}, indent=2))
 

@@ -643,11 +643,10 @@ class SwarmRuntime(Runtime):
         """The node ``spec`` goes to, or None while none has room for what it reserves.
 
         Room is counted as the swarm's constraint enforcer counts it (:meth:`_committed`),
-        not as its scheduler does (a finished task is free to it at once, and a task it
-        placed there on that belief was seen shut down, "assigned node no longer meets
-        constraints"). ``spread``: the node
-        with the fewest containers of the same job or endpoint, then the fewest in all;
-        ``pack``: the one with the least memory left."""
+        the stricter of the swarm's two counts: a task placed where only its scheduler saw
+        room was seen shut down ("assigned node no longer meets constraints"). ``spread``:
+        the node with the fewest containers of the same job or endpoint, then the fewest in
+        all; ``pack``: the one with the least memory left."""
         cpus, memory = self._reservations(spec)
         committed = self._committed()
         siblings: dict[str, int] = {}
