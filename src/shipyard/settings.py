@@ -47,8 +47,8 @@ def _default_file_roots() -> tuple[Path, ...]:
 class Settings:
     #: Where state (SQLite), logs, job folders and file:// defaults live.
     data_dir: Path = field(default_factory=lambda: Path.home() / ".shipyard")
-    #: ``auto`` (Docker when an engine answers, else process), ``docker``, ``process``, or
-    #: ``swarm`` (a Docker Swarm cluster; docs/runtimes.md).
+    #: ``auto`` (Docker when an engine answers, else process), ``docker``, ``process``,
+    #: ``swarm`` (a Docker Swarm cluster) or ``kubernetes`` (docs/runtimes.md).
     runtime: str = "auto"
     #: The swarm manager's engine (``unix://...``, ``tcp://host:2376``); None: the local one.
     swarm_manager: str | None = None
@@ -72,6 +72,15 @@ class Settings:
     swarm_depot: str | None = None
     #: The image (any with ``python3``) the nodes run that staging in.
     swarm_stager_image: str = "shipyard/base:bookworm-py311"
+    #: The kubeconfig of the ``kubernetes`` runtime; None: ``$KUBECONFIG``, ``~/.kube/config``,
+    #: or the pod's own service account when Shipyard runs in the cluster.
+    kubernetes_kubeconfig: str | None = None
+    #: The namespace everything is made in (made when missing, where allowed).
+    kubernetes_namespace: str = "shipyard"
+    #: Paths every node has alike (``hostPath`` volumes): the only host paths a pod mounts.
+    kubernetes_shared_paths: tuple[Path, ...] = ()
+    #: ``imagePullPolicy`` of every pod: ``IfNotPresent``, ``Always`` or ``Never``.
+    kubernetes_image_pull_policy: str = "IfNotPresent"
     #: S3-compatible endpoint for s3:// URIs. None: the store ``shipyard server`` runs
     #: (``embedded_s3``), else AWS's default resolution.
     s3_endpoint_url: str | None = None
@@ -187,8 +196,10 @@ class Settings:
                     sources[f.name] = Source.DEFAULT
             except (TypeError, ValueError) as exc:
                 raise ValidationError(f"setting {f.name}: {exc}") from exc
-        if values.get("runtime", "auto") not in {"auto", "docker", "process", "swarm"}:
-            raise ValidationError("setting runtime must be one of auto, docker, process, swarm")
+        if values.get("runtime", "auto") not in {"auto", "docker", "process", "swarm",
+                                                 "kubernetes"}:
+            raise ValidationError("setting runtime must be one of auto, docker, process, "
+                                  "swarm, kubernetes")
         if values.get("swarm_placement", "spread") not in {"spread", "pack"}:
             raise ValidationError("setting swarm_placement must be spread or pack")
         return replace(cls(**values), sources=sources)
@@ -233,6 +244,10 @@ def _cast(name: str, raw: Any) -> Any:
         "swarm_shared_paths": _folders,
         "swarm_depot": lambda v: str(v) or None,
         "swarm_stager_image": str,
+        "kubernetes_kubeconfig": lambda v: str(v) or None,
+        "kubernetes_namespace": str,
+        "kubernetes_shared_paths": _folders,
+        "kubernetes_image_pull_policy": str,
         "s3_endpoint_url": lambda v: str(v) or None,
         "s3_access_key_id": lambda v: str(v) or None,
         "s3_secret_access_key": lambda v: str(v) or None,

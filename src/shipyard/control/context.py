@@ -139,6 +139,18 @@ def runtime_for(settings: Settings) -> Runtime:
             stager_image=settings.swarm_stager_image)
         swarm.ping()
         return swarm
+    if settings.runtime == "kubernetes":
+        from shipyard.runtimes.kubernetes import KubernetesRuntime
+
+        cluster = KubernetesRuntime(
+            settings.kubernetes_kubeconfig, namespace=settings.kubernetes_namespace,
+            labels=labels, confinement=confinement,
+            shared_paths=settings.kubernetes_shared_paths,
+            cpu_overcommit=settings.cpu_overcommit,
+            stop_grace_seconds=settings.stop_grace_seconds,
+            image_pull_policy=settings.kubernetes_image_pull_policy)
+        cluster.ping()
+        return cluster
     return default_runtime(settings.data_dir, labels, confinement)
 
 

@@ -171,6 +171,8 @@ class Runtime(abc.ABC):
     #: True for a runtime that has a container's nodes fetch its mounts' ``s3://`` data
     #: themselves (:attr:`Mount.fetch`); the control plane stages everything else.
     stages_on_nodes: bool = False
+    #: The setting naming the host paths its containers see (:meth:`shares_path`), if any.
+    shared_paths_setting: str = ""
 
     def check_reference(self, image: str) -> None:  # noqa: B027 - optional hook
         """Raise ``ValidationError`` when ``image`` cannot name an image of this runtime at

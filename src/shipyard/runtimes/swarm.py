@@ -174,6 +174,7 @@ class SwarmRuntime(Runtime):
 
     kind = "swarm"
     places_by_reservation = True
+    shared_paths_setting = "swarm_shared_paths"
 
     def __init__(
         self, manager_url: str | None = None, *, labels: dict[str, str] | None = None,
@@ -945,13 +946,14 @@ class SwarmRuntime(Runtime):
         stop = threading.Event()
         closing = threading.Lock()
         if sock is not None:
-            # End the stream once the task has exited and its last lines had time to come.
-            # Shutting the socket down is what wakes a read blocked on it; closing does not.
+            # End the stream soon after the task has exited (a replicated service's stream
+            # outlives its task): what had not come by then, logs() reads once more without
+            # following. Shutting the socket down is what wakes a read blocked on it.
             def watch() -> None:
-                while not stop.wait(_POLL_SECONDS * 4):
+                while not stop.wait(_POLL_SECONDS):
                     state = self.inspect(name)
                     if state is None or not state.running:
-                        stop.wait(1.0)
+                        stop.wait(_POLL_SECONDS)
                         with closing, contextlib.suppress(OSError):
                             if not stop.is_set():  # else the socket may serve another call
                                 sock.shutdown(socket.SHUT_RDWR)
@@ -961,9 +963,13 @@ class SwarmRuntime(Runtime):
         try:
             with translate_errors(name=name):
                 yield from parse_log_stream(frames(body_blocks(response)), since_ns)
-        except (RuntimeUnavailable, OSError, ValueError, AttributeError):
+        except (RuntimeUnavailable, OSError, ValueError, AttributeError) as exc:
             if not follow or (not stop.is_set() and self._still_running(name)):
-                raise
+                if isinstance(exc, ShipyardError):
+                    raise
+                # A read the manager never answers (its node lost) ends in a socket timeout.
+                raise RuntimeUnavailable(f"the log of {name} could not be read: {exc}"
+                                         ) from exc
         finally:
             with closing:
                 stop.set()

@@ -146,8 +146,8 @@ def stage_inputs(job: JobServices, inputs: list[tuple[str, str, str, str]], host
                 staging.local_path_from_uri(uri, job.ctx.file_roots)):
             raise ValidationError(
                 f"Input {name}: {uri} is not on a path every node of the cluster shares "
-                "(setting swarm_shared_paths); give the data as s3:// from a store every "
-                "node reaches")
+                f"(setting {runtime.shared_paths_setting}); give the data as s3:// from a "
+                "store every node reaches")
         staged = staging.stage_input(uri, data_type, distribution, hosts,
                                      job_dir / "staging" / name, job.s3_for(uri),
                                      roots=job.ctx.file_roots,

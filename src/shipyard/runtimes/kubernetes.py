@@ -1,0 +1,546 @@
+"""A Kubernetes cluster as a :class:`~shipyard.runtimes.base.Runtime` (docs/runtimes.md).
+
+Driven by the official Python client (``kubernetes`` on PyPI, the extra
+``shipyard[kubernetes]``), configured by a kubeconfig (``kubeconfig``, else ``$KUBECONFIG``
+or ``~/.kube/config``; in-cluster config when Shipyard runs in a pod), in one namespace.
+
+- **A container is a** ``batch/v1`` **Job** of one pod (``completions: 1``,
+  ``backoffLimit: 0``, ``restartPolicy: Never``): the platform, not the cluster, decides what
+  a failure means. Names follow Kubernetes' rules (lowercase, at most 63 characters; a digest
+  where the container's name had to change); the container's own name is the annotation
+  ``org.shipyard.container`` and a digest of it the label ``org.shipyard.container-id``.
+- **Confinement** as on one engine: not privileged, no privilege escalation, every capability
+  dropped but :data:`~shipyard.runtimes.base.BASE_CAPABILITIES`, no service account token, no
+  service links. (An image's label asking for more is not read: the image is the cluster's.)
+- **Resources**: the instance type's CPUs and memory as limits, its memory and CPUs over the
+  overcommit as requests; the cluster's scheduler places the pod, and a pod it cannot place
+  stays ``Pending`` with its reason, reported as :attr:`ContainerState.waiting`.
+- **Mounts** must be under ``shared_paths`` (paths every node has alike: an NFS export, or
+  the node's own disk on a one-node cluster); they are ``hostPath`` volumes. Others are
+  refused before anything is made.
+- **Networks** are headless Services (the pods' ``subdomain``); ``internal`` adds a
+  NetworkPolicy that lets the network's pods reach only each other (enforced where the
+  cluster's network plugin enforces policies); ``none`` one that denies everything.
+- **Ports**: the platform reaches a serving pod at its own IP (no kube-proxy needed).
+- **Logs** through the pod log API (``timestamps=true``); **signals**: SIGTERM deletes the
+  Job and its pod with the grace period (the kubelet sends SIGTERM, then kills), SIGKILL
+  deletes the pod at once; there is no other signal path. Exit codes and ``OOMKilled`` come
+  from the container's terminated state.
+
+Every client error becomes a ``shipyard.errors`` one (:func:`translate_errors`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import signal as signals
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+from shipyard.contract.labels import MANAGED_LABEL
+from shipyard.errors import (
+    ResourceInUse,
+    ResourceNotFound,
+    RuntimeUnavailable,
+    ShipyardError,
+    ValidationError,
+)
+from shipyard.runtimes.base import (
+    Capacity,
+    Confinement,
+    ContainerSpec,
+    ContainerState,
+    LogLine,
+    Runtime,
+)
+from shipyard.runtimes.docker import _check_mount_source as check_mount_source
+from shipyard.runtimes.docker import check_reference, parse_docker_time, parse_log_stream
+
+__all__ = ["KubernetesRuntime", "kubernetes_name", "translate_errors"]
+
+#: Where a container's own name is kept (annotations have no length limit).
+NAME_ANNOTATION = "org.shipyard.container"
+#: A digest of the container's name, to find its Job and pod by.
+ID_LABEL = "org.shipyard.container-id"
+#: The network (headless Service) a pod belongs to.
+NETWORK_LABEL = "org.shipyard.network"
+#: The name of the one container of each pod.
+MAIN = "main"
+_NAME_MAX = 63
+_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_LABEL_VALUE_RE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+#: Waiting reasons of a container that will never start by itself.
+_STUCK = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull",
+                    "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"})
+_POLL_SECONDS = 0.25
+
+
+def kubernetes_name(name: str) -> str:
+    """``name`` as a Kubernetes object name (a DNS label): itself when it is one, else a
+    lowercase, shortened form with a digest of the whole (still unique)."""
+    if len(name) <= _NAME_MAX and _NAME_RE.fullmatch(name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    cleaned = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    return f"{cleaned[: _NAME_MAX - 13].rstrip('-')}-{digest}".lstrip("-")
+
+
+def _container_id(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:32]
+
+
+def _label_value(value: str) -> str:
+    if len(value) <= _NAME_MAX and _LABEL_VALUE_RE.fullmatch(value):
+        return value
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+@contextlib.contextmanager
+def translate_errors(*, name: str | None = None) -> Iterator[None]:
+    """Turn the client's errors into Shipyard's (the one boundary with the cluster)."""
+    import urllib3.exceptions
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        yield
+    except ShipyardError:
+        raise
+    except ApiException as exc:
+        reason = _api_message(exc)
+        if exc.status == 404:
+            raise ResourceNotFound(f"no such {name or 'object'} in the cluster: {reason}"
+                                   ) from exc
+        if exc.status == 409:
+            raise ResourceInUse(f"{name or 'object'} is in use: {reason}") from exc
+        if exc.status in (400, 422):
+            raise ValidationError(f"the cluster refused {name or 'the request'}: {reason}"
+                                  ) from exc
+        raise RuntimeUnavailable(f"the Kubernetes API refused ({exc.status}): {reason}"
+                                 ) from exc
+    except ConfigException as exc:
+        raise RuntimeUnavailable(f"no Kubernetes configuration: {exc}") from exc
+    except ValueError as exc:
+        # The client's models (pydantic) refusing an answer of another API version.
+        raise RuntimeUnavailable(f"the Kubernetes API answered what the client cannot "
+                                 f"read: {exc}") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise RuntimeUnavailable(f"cannot reach the Kubernetes API: {exc}") from exc
+
+
+def _api_message(exc: Any) -> str:
+    import json
+
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.reason)
+
+
+class KubernetesRuntime(Runtime):
+    """Containers as one-pod Jobs in ``namespace`` of the cluster ``kubeconfig`` names."""
+
+    kind = "kubernetes"
+    places_by_reservation = True
+    shared_paths_setting = "kubernetes_shared_paths"
+
+    def __init__(
+        self, kubeconfig: str | None = None, *, namespace: str = "shipyard",
+        labels: dict[str, str] | None = None, confinement: Confinement | None = None,
+        shared_paths: tuple[Path, ...] = (), cpu_overcommit: float = 1.0,
+        stop_grace_seconds: float = 120.0, image_pull_policy: str = "IfNotPresent",
+    ) -> None:
+        if image_pull_policy not in {"Always", "IfNotPresent", "Never"}:
+            raise ValidationError(
+                "setting kubernetes_image_pull_policy must be Always, IfNotPresent or Never")
+        if not _NAME_RE.fullmatch(namespace):
+            raise ValidationError(f"setting kubernetes_namespace: {namespace!r} is not a "
+                                  "Kubernetes namespace name")
+        with translate_errors():
+            from kubernetes import client
+            from kubernetes import config as typed_config
+            from kubernetes.client.exceptions import ApiException
+
+            config = cast(Any, typed_config)  # its loaders are not annotated
+
+            if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and not (
+                    os.environ.get("KUBECONFIG")):
+                configuration = client.Configuration()
+                config.load_incluster_config(client_configuration=configuration)
+                api = client.ApiClient(configuration)
+            else:
+                api = config.new_client_from_config(config_file=kubeconfig)
+        # The client's own annotations are looser than strict typing wants: held as Any.
+        self._api_client: Any = api
+        self._core: Any = client.CoreV1Api(api)
+        self._batch: Any = client.BatchV1Api(api)
+        self._networking: Any = client.NetworkingV1Api(api)
+        self._client: Any = client
+        self._api_error: Any = ApiException
+        self.namespace = namespace
+        self._labels = {k: _label_value(v) for k, v in (labels or {}).items()}
+        self._confinement = confinement or Confinement()
+        self._shared = tuple(Path(os.path.realpath(p)) for p in shared_paths)
+        self._overcommit = max(1.0, cpu_overcommit)
+        self._grace = max(0, int(stop_grace_seconds))
+        self._pull_policy = image_pull_policy
+        self._lock = threading.Lock()
+        #: Containers deleted to stop them: their last state once their pod is gone.
+        self._stopped: dict[str, ContainerState] = {}
+
+    # -- the cluster ---------------------------------------------------------------------
+    def ping(self) -> None:
+        """Raise ``RuntimeUnavailable`` unless the API answers; make the namespace if it is
+        missing and wait (up to 30 s) for its default service account, without which the
+        API refuses pods."""
+        with translate_errors(name=f"namespace {self.namespace}"):
+            try:
+                self._core.read_namespace(self.namespace)
+            except self._api_error as exc:
+                if exc.status != 404:
+                    raise
+                with contextlib.suppress(self._api_error):
+                    self._core.create_namespace(self._client.V1Namespace(
+                        metadata=self._client.V1ObjectMeta(
+                            name=self.namespace, labels={MANAGED_LABEL: "true"})))
+            deadline = time.monotonic() + 30
+            while not self._core.list_namespaced_service_account(
+                    self.namespace, field_selector="metadata.name=default").items:
+                if time.monotonic() > deadline:
+                    raise RuntimeUnavailable(f"namespace {self.namespace} has no default "
+                                             "service account; pods cannot be made there")
+                time.sleep(0.2)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._api_client.close()
+
+    def capacity(self) -> Capacity:
+        """The largest schedulable node's allocatable CPUs and memory."""
+        with translate_errors():
+            nodes = self._core.list_node().items
+        best = Capacity(0.0, 0, 0)
+        for node in nodes:
+            if node.spec.unschedulable:
+                continue
+            allocatable = node.status.allocatable or {}
+            found = Capacity(_cpus(allocatable.get("cpu", "0")),
+                             _bytes(allocatable.get("memory", "0")),
+                             int(allocatable.get("nvidia.com/gpu", "0") or 0))
+            if (found.memory_bytes, found.cpus) > (best.memory_bytes, best.cpus):
+                best = found
+        return best
+
+    def shares_path(self, path: os.PathLike[str] | str) -> bool:
+        real = Path(os.path.realpath(path))
+        return any(real == root or root in real.parents for root in self._shared)
+
+    # -- images --------------------------------------------------------------------------
+    def check_reference(self, image: str) -> None:
+        check_reference(image)
+
+    def check_image(self, image: str) -> None:
+        """Only the reference: whether a node can pull it is known when a pod starts (a pod
+        that cannot is reported ended, with the kubelet's reason)."""
+        check_reference(image)
+
+    # -- networks ------------------------------------------------------------------------
+    def create_network(self, name: str, labels: dict[str, str], *,
+                       internal: bool = False) -> None:
+        service = kubernetes_name(name)
+        meta = self._meta(service, name, labels)
+        body = self._client.V1Service(metadata=meta, spec=self._client.V1ServiceSpec(
+            cluster_ip="None", selector={NETWORK_LABEL: service},
+            publish_not_ready_addresses=True))
+        with contextlib.suppress(ResourceInUse), translate_errors(name=f"network {name}"):
+            self._core.create_namespaced_service(self.namespace, body)
+        if internal:
+            self._isolate(service, {NETWORK_LABEL: service}, peers=True, labels=labels)
+
+    def _isolate(self, policy: str, selector: dict[str, str], *, peers: bool,
+                 labels: dict[str, str]) -> None:
+        """A NetworkPolicy: the pods ``selector`` picks reach only each other (``peers``),
+        or nothing at all."""
+        client = self._client
+        peer = [client.V1NetworkPolicyPeer(pod_selector=client.V1LabelSelector(
+            match_labels=selector))] if peers else None
+        body = client.V1NetworkPolicy(
+            metadata=self._meta(policy, policy, labels),
+            spec=client.V1NetworkPolicySpec(
+                pod_selector=client.V1LabelSelector(match_labels=selector),
+                policy_types=["Ingress", "Egress"],
+                ingress=[client.V1NetworkPolicyIngressRule(_from=peer)] if peers else [],
+                egress=[client.V1NetworkPolicyEgressRule(to=peer)] if peers else []))
+        with contextlib.suppress(ResourceInUse), translate_errors(name=f"policy {policy}"):
+            self._networking.create_namespaced_network_policy(self.namespace, body)
+
+    def remove_network(self, name: str) -> None:
+        service = kubernetes_name(name)
+        with contextlib.suppress(ResourceNotFound), translate_errors(name=f"network {name}"):
+            found = self._core.read_namespaced_service(service, self.namespace)
+            if (found.metadata.labels or {}).get(MANAGED_LABEL) != "true":
+                raise ResourceInUse(f"network {name} was not created by Shipyard; not "
+                                    "removing it")
+            self._core.delete_namespaced_service(service, self.namespace,
+                                                 _preload_content=False)
+        with contextlib.suppress(ResourceNotFound), translate_errors(name=f"policy {name}"):
+            self._networking.delete_namespaced_network_policy(service, self.namespace,
+                                                              _preload_content=False)
+
+    # -- containers ----------------------------------------------------------------------
+    def _meta(self, object_name: str | None, name: str, labels: dict[str, str]) -> Any:
+        return self._client.V1ObjectMeta(
+            name=object_name, annotations={NAME_ANNOTATION: name},
+            labels={MANAGED_LABEL: "true", **self._labels,
+                    **{k: _label_value(v) for k, v in labels.items()}})
+
+    def start(self, spec: ContainerSpec) -> None:
+        check_reference(spec.image)
+        for mount in spec.mounts:
+            check_mount_source(mount.source)
+            if mount.fetch or not self.shares_path(mount.source):
+                raise ValidationError(
+                    f"{mount.source} is not on a path every node of the cluster shares; put "
+                    "it under one of the shared paths "
+                    f"({', '.join(map(str, self._shared)) or 'none set'}: setting "
+                    "kubernetes_shared_paths, SHIPYARD_KUBERNETES_SHARED_PATHS) or give the "
+                    "data as s3:// from a store every node reaches")
+        client = self._client
+        job_name = kubernetes_name(spec.name)
+        pod_labels = {**spec.labels, ID_LABEL: _container_id(spec.name)}
+        if spec.network and spec.network != "none":
+            pod_labels[NETWORK_LABEL] = kubernetes_name(spec.network)
+        meta = self._meta(job_name, spec.name, pod_labels)
+        requests: dict[str, str] = {}
+        limits: dict[str, str] = {}
+        if spec.cpus:
+            limits["cpu"] = f"{int(spec.cpus * 1000)}m"
+            requests["cpu"] = f"{max(1, int(spec.cpus * 1000 / self._overcommit))}m"
+        if spec.memory_bytes:
+            limits["memory"] = requests["memory"] = str(int(spec.memory_bytes))
+        capabilities = self._confinement.capabilities_for(spec.image, "")
+        volumes, volume_mounts = [], []
+        for index, mount in enumerate(spec.mounts):
+            volumes.append(client.V1Volume(
+                name=f"m{index}",
+                host_path=client.V1HostPathVolumeSource(path=os.path.realpath(mount.source))))
+            volume_mounts.append(client.V1VolumeMount(name=f"m{index}", mount_path=mount.target,
+                                                      read_only=mount.read_only))
+        container = client.V1Container(
+            name=MAIN, image=spec.image, image_pull_policy=self._pull_policy,
+            command=spec.entrypoint, args=spec.command,
+            env=[client.V1EnvVar(name=k, value=v) for k, v in spec.env.items()],
+            resources=client.V1ResourceRequirements(requests=requests or None,
+                                                    limits=limits or None),
+            ports=[client.V1ContainerPort(container_port=p) for p in spec.ports] or None,
+            volume_mounts=volume_mounts or None,
+            security_context=client.V1SecurityContext(
+                privileged=False, allow_privilege_escalation=False,
+                capabilities=client.V1Capabilities(drop=["ALL"], add=capabilities)))
+        pod = client.V1PodSpec(
+            restart_policy="Never", containers=[container], volumes=volumes or None,
+            hostname=spec.hostname or None,
+            subdomain=pod_labels.get(NETWORK_LABEL),
+            automount_service_account_token=False, enable_service_links=False,
+            termination_grace_period_seconds=self._grace)
+        body = client.V1Job(metadata=meta, spec=client.V1JobSpec(
+            completions=1, parallelism=1, backoff_limit=0,
+            template=client.V1PodTemplateSpec(metadata=self._meta(None, spec.name, pod_labels),
+                                              spec=pod)))
+        if spec.network == "none":
+            self._isolate(job_name, {ID_LABEL: _container_id(spec.name)}, peers=False,
+                          labels=spec.labels)
+        with translate_errors(name=spec.name):
+            self._batch.create_namespaced_job(self.namespace, body)
+        with self._lock:
+            self._stopped.pop(spec.name, None)
+
+    def _pods(self, name: str) -> list[Any]:
+        with translate_errors(name=name):
+            pods = self._core.list_namespaced_pod(
+                self.namespace, label_selector=f"{ID_LABEL}={_container_id(name)}").items
+        return sorted(pods, key=lambda p: p.metadata.creation_timestamp)
+
+    def _job(self, name: str) -> Any | None:
+        with translate_errors(name=name):
+            jobs = self._batch.list_namespaced_job(
+                self.namespace, label_selector=f"{ID_LABEL}={_container_id(name)}").items
+        return jobs[0] if jobs else None
+
+    def inspect(self, name: str) -> ContainerState | None:
+        pods = self._pods(name)
+        if not pods:
+            if self._job(name) is not None:
+                return ContainerState(name=name, running=True, waiting="no pod yet")
+            with self._lock:
+                return self._stopped.get(name)
+        return self._state_of(name, pods[-1])
+
+    def _state_of(self, name: str, pod: Any) -> ContainerState:
+        status = pod.status
+        node = pod.spec.node_name or ""
+        main = next((c for c in status.container_statuses or [] if c.name == MAIN), None)
+        state = main.state if main is not None else None
+        ports = {p.container_port: p.container_port
+                 for c in pod.spec.containers for p in c.ports or []}
+        address = status.pod_ip or ""
+        if state is not None and state.terminated is not None:
+            ended = state.terminated
+            return ContainerState(
+                name=name, running=False, exit_code=int(ended.exit_code),
+                oom_killed=ended.reason == "OOMKilled",
+                started_at=_epoch(ended.started_at), finished_at=_epoch(ended.finished_at),
+                error="" if ended.reason in (None, "Completed") else (
+                    f"{ended.reason}: {ended.message}" if ended.message else ended.reason),
+                node=node)
+        if status.phase in ("Failed", "Succeeded"):
+            # Ended without a container status of its own: evicted, or past a deadline.
+            return ContainerState(name=name, running=False, exit_code=137,
+                                  finished_at=time.time(), node=node,
+                                  error=f"{status.reason or status.phase}: "
+                                        f"{status.message or 'the pod ended'}")
+        if status.phase == "Unknown":
+            return ContainerState(
+                name=name, running=False, exit_code=137, finished_at=time.time(), node=node,
+                error=f"the node {node} running it stopped reporting to the cluster")
+        if state is not None and state.running is not None:
+            return ContainerState(name=name, running=True,
+                                  started_at=_epoch(state.running.started_at), ports=ports,
+                                  address=address, published_host=address, node=node)
+        waiting = state.waiting if state is not None else None
+        if waiting is not None and waiting.reason in _STUCK:
+            return ContainerState(
+                name=name, running=False, exit_code=None, finished_at=time.time(), node=node,
+                error=f"the node {node} cannot start image {pod.spec.containers[0].image}: "
+                      f"{waiting.reason}: {waiting.message or ''}".rstrip(": "))
+        for condition in status.conditions or []:
+            if condition.type == "PodScheduled" and condition.status != "True":
+                return ContainerState(name=name, running=True, waiting=(
+                    f"{condition.reason or 'not scheduled'}: {condition.message or ''}"
+                ).rstrip(": "))
+        reason = waiting.reason if waiting is not None else status.phase
+        return ContainerState(name=name, running=True, node=node,
+                              waiting=str(reason or "Pending"))
+
+    def wait(self, name: str, timeout: float) -> ContainerState | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.inspect(name)
+            if state is None:
+                raise ResourceNotFound(f"no such container: {name}")
+            if not state.running:
+                return state
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+    def logs(self, name: str, since_ns: int = 0, follow: bool = False) -> Iterator[LogLine]:
+        """The pod's output from the API; followed, until its container ends."""
+        while True:
+            pods = self._pods(name)
+            if pods and not self._state_of(name, pods[-1]).waiting:
+                break  # it runs or ran: its log is there
+            if not follow or (not pods and self._job(name) is None):
+                return
+            time.sleep(_POLL_SECONDS)
+        pod = pods[-1].metadata.name
+        with translate_errors(name=name):
+            try:
+                response = self._core.read_namespaced_pod_log(
+                    pod, self.namespace, container=MAIN, follow=follow, timestamps=True,
+                    _preload_content=False)
+            except self._api_error as exc:
+                if exc.status == 400:  # not started (never will: an image it cannot pull)
+                    return
+                raise
+        try:
+            with translate_errors(name=name):
+                yield from parse_log_stream(response.stream(64 * 1024), since_ns)
+        finally:
+            response.release_conn()
+
+    def signal(self, name: str, signum: int) -> None:
+        pods = self._pods(name)
+        if not pods or not self._state_of(name, pods[-1]).running:
+            return
+        grace = 0 if signum == signals.SIGKILL else self._grace
+        with self._lock:
+            self._stopped[name] = ContainerState(
+                name=name, running=False, exit_code=128 + int(signum), finished_at=time.time(),
+                error="stopped: its pod was deleted")
+        self._delete(name, grace)
+
+    def _delete(self, name: str, grace: int) -> None:
+        """The Job first (so it makes no new pod), then its pods with ``grace``. (Deletes are
+        not decoded: a 1.20 API server answers some with a Status the client's models
+        refuse.)"""
+        options = self._client.V1DeleteOptions(propagation_policy="Background",
+                                               grace_period_seconds=grace)
+        job = self._job(name)
+        if job is not None:
+            with contextlib.suppress(ResourceNotFound), translate_errors(name=name):
+                self._batch.delete_namespaced_job(job.metadata.name, self.namespace,
+                                                  body=options, _preload_content=False)
+        for pod in self._pods(name):
+            with contextlib.suppress(ResourceNotFound), translate_errors(name=name):
+                self._core.delete_namespaced_pod(pod.metadata.name, self.namespace,
+                                                 body=options, _preload_content=False)
+
+    def remove(self, name: str) -> None:
+        job = self._job(name)
+        pods = self._pods(name)
+        if job is None and not pods:
+            with self._lock:
+                self._stopped.pop(name, None)
+            return
+        owner = job or pods[-1]
+        if (owner.metadata.labels or {}).get(MANAGED_LABEL) != "true":
+            raise ResourceInUse(f"{name} was not created by Shipyard; not removing it")
+        self._delete(name, 0)
+        with contextlib.suppress(ResourceNotFound), translate_errors(name=name):
+            self._networking.delete_namespaced_network_policy(
+                kubernetes_name(name), self.namespace, _preload_content=False)
+        with self._lock:
+            self._stopped.pop(name, None)
+
+    def list(self, labels: dict[str, str]) -> list[str]:
+        selector = ",".join(f"{k}={_label_value(v)}" for k, v in labels.items())
+        with translate_errors():
+            jobs = self._batch.list_namespaced_job(self.namespace,
+                                                   label_selector=selector).items
+        return sorted({(j.metadata.annotations or {}).get(NAME_ANNOTATION, j.metadata.name)
+                       for j in jobs})
+
+
+def _epoch(value: Any) -> float | None:
+    if value is None:
+        return None
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    return parse_docker_time(str(value))
+
+
+_QUANTITY = re.compile(r"^([0-9.]+)([A-Za-z]*)$")
+_SUFFIXES = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10,
+             "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "m": 10**-3}
+
+
+def _quantity(text: str) -> float:
+    match = _QUANTITY.match(str(text).strip())
+    if match is None or match.group(2) not in _SUFFIXES:
+        return 0.0
+    return float(match.group(1)) * _SUFFIXES[match.group(2)]
+
+
+def _cpus(text: str) -> float:
+    return _quantity(text)
+
+
+def _bytes(text: str) -> int:
+    return int(_quantity(text))

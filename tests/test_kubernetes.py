@@ -1,0 +1,167 @@
+"""The kubernetes runtime on a real single-node cluster (tests/support/k8s.py): training jobs
+that complete, fail by a failure file, an exit code or memory, stop on request and at their
+MaxRuntime, and leave nothing behind in the cluster."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipyard import contract
+from shipyard.contract.labels import MANAGED_LABEL, SCOPE_LABEL
+from shipyard.control import ControlPlane
+from shipyard.control.context import runtime_for
+from shipyard.runtimes.kubernetes import KubernetesRuntime, kubernetes_name
+from shipyard.settings import Settings
+from tests.support.files import tar_files
+from tests.support.jobs import training_request
+from tests.support.k8s import Cluster
+from tests.support.k8s import k8s as k8s  # noqa: PLC0414 - the session's fixture
+from tests.support.polling import until
+
+
+@pytest.fixture(scope="module")
+def loaded(k8s: Cluster, images: dict[str, str]) -> dict[str, str]:
+    k8s.load(images["behaviours"])
+    return images
+
+
+@pytest.fixture
+def plane(tmp_path: Path, k8s: Cluster, scope_labels: dict[str, str],
+          loaded: dict[str, str]) -> Iterator[ControlPlane]:
+    settings = Settings.load({
+        "data_dir": str(tmp_path / "state"), "runtime": "kubernetes", "stop_grace_seconds": 3,
+        "scope": scope_labels[SCOPE_LABEL], "kubernetes_kubeconfig": k8s.kubeconfig,
+        "kubernetes_namespace": "shipyard-tests", "kubernetes_shared_paths": str(tmp_path)},
+        environ={})
+    cp = ControlPlane(settings, runtime_for(settings))
+    yield cp
+    runtime = cp.ctx.runtime
+    for name in runtime.list(scope_labels):
+        runtime.remove(name)
+    cp.close()
+    assert isinstance(runtime, KubernetesRuntime)
+    until("nothing of the test left in the cluster", lambda: not _leftovers(
+        runtime, scope_labels), timeout=60, poll=0.5)
+
+
+def _leftovers(runtime: KubernetesRuntime, labels: dict[str, str]) -> list[str]:
+    selector = f"{SCOPE_LABEL}={labels[SCOPE_LABEL]},{MANAGED_LABEL}=true"
+    core, batch = runtime._core, runtime._batch
+    ns = runtime.namespace
+    return ([f"job {j.metadata.name}" for j in batch.list_namespaced_job(
+                ns, label_selector=selector).items]
+            + [f"pod {p.metadata.name}" for p in core.list_namespaced_pod(
+                ns, label_selector=selector).items]
+            + [f"service {s.metadata.name}" for s in core.list_namespaced_service(
+                ns, label_selector=selector).items])
+
+
+def train(plane: ControlPlane, images: dict[str, str], tmp_path: Path, name: str,
+          instance_type: str = "ml.m5.large", max_runtime_s: int = 600, wait: bool = True,
+          **env: str) -> dict[str, Any]:
+    plane.create("training", training_request(
+        name, tmp_path, image=images["behaviours"], instance_type=instance_type,
+        max_runtime_s=max_runtime_s, Environment=env))
+    return plane.wait("training", name, timeout=180) if wait else {}
+
+
+def test_a_training_job_completes_with_its_model_and_log(
+        plane: ControlPlane, loaded: dict[str, str], tmp_path: Path) -> None:
+    record = train(plane, loaded, tmp_path, "k8s-ok", MODE="metrics")
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    assert (tmp_path / "out" / "k8s-ok" / "output" / "model.tar.gz").is_file()
+    lines = [e.message for e in plane.follow_logs("training", "k8s-ok", follow=False)]
+    assert "mode metrics argv ['train']" in lines
+    assert "epoch 3: loss=0.250 accuracy=0.80" in lines
+
+
+def test_failures_say_why(plane: ControlPlane, loaded: dict[str, str], tmp_path: Path) -> None:
+    by_file = train(plane, loaded, tmp_path, "k8s-failure-file", MODE="failure-file")
+    assert by_file["TrainingJobStatus"] == "Failed"
+    assert by_file["FailureReason"].startswith("ValueError: bad column 'price'")
+    by_code = train(plane, loaded, tmp_path, "k8s-exit-3", MODE="exit-3")
+    assert by_code["TrainingJobStatus"] == "Failed"
+    assert "exited with code 3" in by_code["FailureReason"]
+    assert "about to fail" in by_code["FailureReason"]
+    # 10 GiB asked of an instance of 4: the kernel kills it, the kubelet says OOMKilled.
+    by_memory = train(plane, loaded, tmp_path, "k8s-oom", instance_type="ml.t3.medium",
+                      MODE="oom")
+    assert by_memory["TrainingJobStatus"] == "Failed"
+    assert by_memory["FailureReason"] == contract.OOM_FAILURE_REASON
+
+
+def test_stop_sends_sigterm_with_the_grace_period(
+        plane: ControlPlane, loaded: dict[str, str], tmp_path: Path) -> None:
+    train(plane, loaded, tmp_path, "k8s-stop", MODE="checkpoint-on-sigterm", wait=False)
+    until("the job running", lambda: "ready" in [
+        e.message for e in plane.follow_logs("training", "k8s-stop", follow=False)], 120)
+    plane.stop("training", "k8s-stop")
+    record = plane.wait("training", "k8s-stop", timeout=60)
+    assert record["TrainingJobStatus"] == "Stopped"
+    files = tar_files(tmp_path / "out" / "k8s-stop" / "output" / "model.tar.gz")
+    assert json.loads(files["checkpoint.json"]) == {"saved_on": "SIGTERM"}
+
+
+def test_max_runtime_stops_the_job(plane: ControlPlane, loaded: dict[str, str],
+                                   tmp_path: Path) -> None:
+    record = train(plane, loaded, tmp_path, "k8s-slow", max_runtime_s=3, MODE="sleep",
+                   SLEEP="120")
+    assert record["TrainingJobStatus"] == "Failed"
+    assert record["FailureReason"].startswith("MaxRuntimeExceeded")
+
+
+def test_names_become_kubernetes_names() -> None:
+    assert kubernetes_name("shipyard-training-abc-1234-algo-1") == (
+        "shipyard-training-abc-1234-algo-1")
+    odd = kubernetes_name("shipyard-training-MyJob-" + "x" * 80 + "-algo-1")
+    assert len(odd) <= 63 and odd == odd.lower() and odd[0].isalnum() and odd[-1].isalnum()
+    assert odd != kubernetes_name("shipyard-training-myjob-" + "x" * 80 + "-algo-1")
+
+
+def test_paths_the_nodes_do_not_share_are_refused(
+        plane: ControlPlane, loaded: dict[str, str], tmp_path: Path) -> None:
+    elsewhere = Path("/tmp") / f"shipyard-k8s-not-shared-{uuid.uuid4().hex[:6]}"
+    elsewhere.mkdir()
+    try:
+        (elsewhere / "a.csv").write_text("1\n")
+        plane.create("training", training_request(
+            "k8s-unshared", tmp_path, image=loaded["behaviours"], data=elsewhere))
+        record = plane.wait("training", "k8s-unshared", timeout=60)
+    finally:
+        (elsewhere / "a.csv").unlink()
+        elsewhere.rmdir()
+    assert record["TrainingJobStatus"] == "Failed"
+    assert "kubernetes_shared_paths" in record["FailureReason"], record["FailureReason"]
+
+
+def test_a_processing_job_reads_its_input_and_writes_its_output(
+        plane: ControlPlane, loaded: dict[str, str], tmp_path: Path) -> None:
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    (rows / "a.csv").write_text("1\n2\n")
+    script = ("import pathlib; rows = pathlib.Path('/opt/ml/processing/input/rows/a.csv')"
+              ".read_text().split(); pathlib.Path('/opt/ml/processing/output/report/sum.txt')"
+              ".write_text(str(sum(map(int, rows))))")
+    plane.create("processing", {
+        "ProcessingJobName": "k8s-processing",
+        "RoleArn": "arn:aws:iam::000000000000:role/shipyard",
+        "AppSpecification": {"ImageUri": loaded["behaviours"],
+                             "ContainerEntrypoint": ["python3", "-c", script]},
+        "ProcessingResources": {"ClusterConfig": {"InstanceType": "ml.m5.large",
+                                                  "InstanceCount": 1, "VolumeSizeInGB": 1}},
+        "ProcessingInputs": [{"InputName": "rows", "S3Input": {
+            "S3Uri": rows.as_uri(), "LocalPath": "/opt/ml/processing/input/rows",
+            "S3DataType": "S3Prefix", "S3InputMode": "File"}}],
+        "ProcessingOutputConfig": {"Outputs": [{"OutputName": "report", "S3Output": {
+            "S3Uri": (tmp_path / "report").as_uri(),
+            "LocalPath": "/opt/ml/processing/output/report", "S3UploadMode": "EndOfJob"}}]},
+    })
+    record = plane.wait("processing", "k8s-processing", timeout=180)
+    assert record["ProcessingJobStatus"] == "Completed", record.get("FailureReason")
+    assert (tmp_path / "report" / "sum.txt").read_text() == "3"
