@@ -4,11 +4,15 @@ Driven by the official Python client (``kubernetes`` on PyPI, the extra
 ``shipyard[kubernetes]``), configured by a kubeconfig (``kubeconfig``, else ``$KUBECONFIG``
 or ``~/.kube/config``; in-cluster config when Shipyard runs in a pod), in one namespace.
 
-- **A container is a** ``batch/v1`` **Job** of one pod (``completions: 1``,
-  ``backoffLimit: 0``, ``restartPolicy: Never``): the platform, not the cluster, decides what
-  a failure means. Names follow Kubernetes' rules (lowercase, at most 63 characters; a digest
-  where the container's name had to change); the container's own name is the annotation
-  ``org.shipyard.container`` and a digest of it the label ``org.shipyard.container-id``.
+- **A container is a pod** (``restartPolicy: Never``): the platform, not the cluster,
+  decides what a failure means. Not a ``batch/v1`` Job, though a host runs to completion:
+  before pod failure policies (1.26), a Job replaces a pod that is deleted or evicted with a
+  fresh one, whatever ``backoffLimit`` says, and a host would silently start again beside
+  the hosts that already run (tried on 1.20: the endpoint instance whose pod was deleted
+  came back at another address). Names follow Kubernetes' rules (lowercase, at most 63
+  characters; a digest where the container's name had to change); the container's own name
+  is the annotation ``org.shipyard.container`` and a digest of it the label
+  ``org.shipyard.container-id``.
 - **Confinement** as on one engine: not privileged, no privilege escalation, every capability
   dropped but :data:`~shipyard.runtimes.base.BASE_CAPABILITIES`, no service account token, no
   service links. (An image's label asking for more is not read: the image is the cluster's.)
@@ -23,9 +27,9 @@ or ``~/.kube/config``; in-cluster config when Shipyard runs in a pod), in one na
   cluster's network plugin enforces policies); ``none`` one that denies everything.
 - **Ports**: the platform reaches a serving pod at its own IP (no kube-proxy needed).
 - **Logs** through the pod log API (``timestamps=true``); **signals**: SIGTERM deletes the
-  Job and its pod with the grace period (the kubelet sends SIGTERM, then kills), SIGKILL
-  deletes the pod at once; there is no other signal path. Exit codes and ``OOMKilled`` come
-  from the container's terminated state.
+  pod with the grace period (the kubelet sends SIGTERM, then kills), SIGKILL deletes it at
+  once; there is no other signal path. A pod deleted by anyone else has ended. Exit codes
+  and ``OOMKilled`` come from the container's terminated state.
 
 Every client error becomes a ``shipyard.errors`` one (:func:`translate_errors`).
 """
@@ -66,7 +70,7 @@ __all__ = ["KubernetesRuntime", "kubernetes_name", "translate_errors"]
 
 #: Where a container's own name is kept (annotations have no length limit).
 NAME_ANNOTATION = "org.shipyard.container"
-#: A digest of the container's name, to find its Job and pod by.
+#: A digest of the container's name, to find its pod by.
 ID_LABEL = "org.shipyard.container-id"
 #: The network (headless Service) a pod belongs to.
 NETWORK_LABEL = "org.shipyard.network"
@@ -144,7 +148,7 @@ def _api_message(exc: Any) -> str:
 
 
 class KubernetesRuntime(Runtime):
-    """Containers as one-pod Jobs in ``namespace`` of the cluster ``kubeconfig`` names."""
+    """Containers as pods in ``namespace`` of the cluster ``kubeconfig`` names."""
 
     kind = "kubernetes"
     places_by_reservation = True
@@ -155,6 +159,7 @@ class KubernetesRuntime(Runtime):
         labels: dict[str, str] | None = None, confinement: Confinement | None = None,
         shared_paths: tuple[Path, ...] = (), cpu_overcommit: float = 1.0,
         stop_grace_seconds: float = 120.0, image_pull_policy: str = "IfNotPresent",
+        cluster_domain: str = "cluster.local",
     ) -> None:
         if image_pull_policy not in {"Always", "IfNotPresent", "Never"}:
             raise ValidationError(
@@ -179,7 +184,6 @@ class KubernetesRuntime(Runtime):
         # The client's own annotations are looser than strict typing wants: held as Any.
         self._api_client: Any = api
         self._core: Any = client.CoreV1Api(api)
-        self._batch: Any = client.BatchV1Api(api)
         self._networking: Any = client.NetworkingV1Api(api)
         self._client: Any = client
         self._api_error: Any = ApiException
@@ -190,6 +194,7 @@ class KubernetesRuntime(Runtime):
         self._overcommit = max(1.0, cpu_overcommit)
         self._grace = max(0, int(stop_grace_seconds))
         self._pull_policy = image_pull_policy
+        self._domain = cluster_domain
         self._lock = threading.Lock()
         #: Containers deleted to stop them: their last state once their pod is gone.
         self._stopped: dict[str, ContainerState] = {}
@@ -301,6 +306,18 @@ class KubernetesRuntime(Runtime):
                     **{k: _label_value(v) for k, v in labels.items()}})
 
     def start(self, spec: ContainerSpec) -> None:
+        body = self.pod_manifest(spec)
+        if spec.network == "none":
+            self._isolate(kubernetes_name(spec.name), {ID_LABEL: _container_id(spec.name)},
+                          peers=False, labels=spec.labels)
+        with translate_errors(name=spec.name):
+            self._core.create_namespaced_pod(self.namespace, body)
+        with self._lock:
+            self._stopped.pop(spec.name, None)
+
+    def pod_manifest(self, spec: ContainerSpec) -> Any:
+        """The pod that runs ``spec`` (a client model; nothing is made). Raises
+        ``ValidationError`` for what this cluster cannot give it."""
         check_reference(spec.image)
         for mount in spec.mounts:
             check_mount_source(mount.source)
@@ -312,11 +329,9 @@ class KubernetesRuntime(Runtime):
                     "kubernetes_shared_paths, SHIPYARD_KUBERNETES_SHARED_PATHS) or give the "
                     "data as s3:// from a store every node reaches")
         client = self._client
-        job_name = kubernetes_name(spec.name)
         pod_labels = {**spec.labels, ID_LABEL: _container_id(spec.name)}
         if spec.network and spec.network != "none":
             pod_labels[NETWORK_LABEL] = kubernetes_name(spec.network)
-        meta = self._meta(job_name, spec.name, pod_labels)
         requests: dict[str, str] = {}
         limits: dict[str, str] = {}
         if spec.cpus:
@@ -343,23 +358,18 @@ class KubernetesRuntime(Runtime):
             security_context=client.V1SecurityContext(
                 privileged=False, allow_privilege_escalation=False,
                 capabilities=client.V1Capabilities(drop=["ALL"], add=capabilities)))
+        network = pod_labels.get(NETWORK_LABEL)
         pod = client.V1PodSpec(
             restart_policy="Never", containers=[container], volumes=volumes or None,
-            hostname=spec.hostname or None,
-            subdomain=pod_labels.get(NETWORK_LABEL),
+            hostname=spec.hostname or None, subdomain=network,
+            # Peers by their bare names (algo-2), as SageMaker's hosts know each other:
+            # through the network's headless Service, in the cluster's DNS.
+            dns_config=client.V1PodDNSConfig(searches=[
+                f"{network}.{self.namespace}.svc.{self._domain}"]) if network else None,
             automount_service_account_token=False, enable_service_links=False,
             termination_grace_period_seconds=self._grace)
-        body = client.V1Job(metadata=meta, spec=client.V1JobSpec(
-            completions=1, parallelism=1, backoff_limit=0,
-            template=client.V1PodTemplateSpec(metadata=self._meta(None, spec.name, pod_labels),
-                                              spec=pod)))
-        if spec.network == "none":
-            self._isolate(job_name, {ID_LABEL: _container_id(spec.name)}, peers=False,
-                          labels=spec.labels)
-        with translate_errors(name=spec.name):
-            self._batch.create_namespaced_job(self.namespace, body)
-        with self._lock:
-            self._stopped.pop(spec.name, None)
+        return client.V1Pod(metadata=self._meta(kubernetes_name(spec.name), spec.name,
+                                                pod_labels), spec=pod)
 
     def _pods(self, name: str) -> list[Any]:
         with translate_errors(name=name):
@@ -367,17 +377,9 @@ class KubernetesRuntime(Runtime):
                 self.namespace, label_selector=f"{ID_LABEL}={_container_id(name)}").items
         return sorted(pods, key=lambda p: p.metadata.creation_timestamp)
 
-    def _job(self, name: str) -> Any | None:
-        with translate_errors(name=name):
-            jobs = self._batch.list_namespaced_job(
-                self.namespace, label_selector=f"{ID_LABEL}={_container_id(name)}").items
-        return jobs[0] if jobs else None
-
     def inspect(self, name: str) -> ContainerState | None:
         pods = self._pods(name)
         if not pods:
-            if self._job(name) is not None:
-                return ContainerState(name=name, running=True, waiting="no pod yet")
             with self._lock:
                 return self._stopped.get(name)
         return self._state_of(name, pods[-1])
@@ -409,6 +411,15 @@ class KubernetesRuntime(Runtime):
             return ContainerState(
                 name=name, running=False, exit_code=137, finished_at=time.time(), node=node,
                 error=f"the node {node} running it stopped reporting to the cluster")
+        if pod.metadata.deletion_timestamp is not None:
+            with self._lock:
+                ours = name in self._stopped
+            if not ours:
+                # Deleted by someone else (a drain, a person): over for the platform now,
+                # so that nothing more is sent to it, whatever it still finishes.
+                return ContainerState(
+                    name=name, running=False, exit_code=137, finished_at=time.time(),
+                    node=node, error=f"its pod was deleted (node {node or 'unknown'})")
         if state is not None and state.running is not None:
             return ContainerState(name=name, running=True,
                                   started_at=_epoch(state.running.started_at), ports=ports,
@@ -446,7 +457,7 @@ class KubernetesRuntime(Runtime):
             pods = self._pods(name)
             if pods and not self._state_of(name, pods[-1]).waiting:
                 break  # it runs or ran: its log is there
-            if not follow or (not pods and self._job(name) is None):
+            if not follow or not pods:
                 return
             time.sleep(_POLL_SECONDS)
         pod = pods[-1].metadata.name
@@ -477,30 +488,21 @@ class KubernetesRuntime(Runtime):
         self._delete(name, grace)
 
     def _delete(self, name: str, grace: int) -> None:
-        """The Job first (so it makes no new pod), then its pods with ``grace``. (Deletes are
-        not decoded: a 1.20 API server answers some with a Status the client's models
-        refuse.)"""
-        options = self._client.V1DeleteOptions(propagation_policy="Background",
-                                               grace_period_seconds=grace)
-        job = self._job(name)
-        if job is not None:
-            with contextlib.suppress(ResourceNotFound), translate_errors(name=name):
-                self._batch.delete_namespaced_job(job.metadata.name, self.namespace,
-                                                  body=options, _preload_content=False)
+        """Its pod, with ``grace``. (Not decoded: a 1.20 API server answers some deletes with
+        a Status the client's models refuse.)"""
+        options = self._client.V1DeleteOptions(grace_period_seconds=grace)
         for pod in self._pods(name):
             with contextlib.suppress(ResourceNotFound), translate_errors(name=name):
                 self._core.delete_namespaced_pod(pod.metadata.name, self.namespace,
                                                  body=options, _preload_content=False)
 
     def remove(self, name: str) -> None:
-        job = self._job(name)
         pods = self._pods(name)
-        if job is None and not pods:
+        if not pods:
             with self._lock:
                 self._stopped.pop(name, None)
             return
-        owner = job or pods[-1]
-        if (owner.metadata.labels or {}).get(MANAGED_LABEL) != "true":
+        if (pods[-1].metadata.labels or {}).get(MANAGED_LABEL) != "true":
             raise ResourceInUse(f"{name} was not created by Shipyard; not removing it")
         self._delete(name, 0)
         with contextlib.suppress(ResourceNotFound), translate_errors(name=name):
@@ -512,10 +514,10 @@ class KubernetesRuntime(Runtime):
     def list(self, labels: dict[str, str]) -> list[str]:
         selector = ",".join(f"{k}={_label_value(v)}" for k, v in labels.items())
         with translate_errors():
-            jobs = self._batch.list_namespaced_job(self.namespace,
-                                                   label_selector=selector).items
-        return sorted({(j.metadata.annotations or {}).get(NAME_ANNOTATION, j.metadata.name)
-                       for j in jobs})
+            pods = self._core.list_namespaced_pod(self.namespace,
+                                                  label_selector=selector).items
+        return sorted({(p.metadata.annotations or {}).get(NAME_ANNOTATION, p.metadata.name)
+                       for p in pods})
 
 
 def _epoch(value: Any) -> float | None:
