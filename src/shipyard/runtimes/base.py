@@ -14,11 +14,12 @@ from __future__ import annotations
 import abc
 import glob
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from shipyard.contract.labels import CAPABILITIES_LABEL
-from shipyard.errors import ValidationError
+from shipyard.errors import ResourceNotFound, ValidationError
 
 #: Capabilities every job and endpoint container keeps: what root in an image needs to
 #: install packages, own and write files, change user and signal its children. Docker's
@@ -151,6 +152,23 @@ def host_capacity() -> Capacity:
         memory = 0
     gpus = len(glob.glob("/dev/nvidia[0-9]*"))
     return Capacity(float(cpus), int(memory), gpus)
+
+
+def wait_by_polling(runtime: Runtime, name: str, timeout: float, interval: float
+                    ) -> ContainerState | None:
+    """:meth:`Runtime.wait` for a runtime that can only ask: ``inspect`` every ``interval``
+    seconds until the container has exited (its state) or ``timeout`` passed (``None``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = runtime.inspect(name)
+        if state is None:
+            raise ResourceNotFound(f"no such container: {name}")
+        if not state.running:
+            return state
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        time.sleep(min(interval, remaining))
 
 
 @dataclass(frozen=True)

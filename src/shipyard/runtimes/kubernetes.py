@@ -62,6 +62,7 @@ from shipyard.runtimes.base import (
     ContainerState,
     LogLine,
     Runtime,
+    wait_by_polling,
 )
 from shipyard.runtimes.docker import _check_mount_source as check_mount_source
 from shipyard.runtimes.docker import check_reference, parse_docker_time, parse_log_stream
@@ -440,16 +441,7 @@ class KubernetesRuntime(Runtime):
                               waiting=str(reason or "Pending"))
 
     def wait(self, name: str, timeout: float) -> ContainerState | None:
-        deadline = time.monotonic() + timeout
-        while True:
-            state = self.inspect(name)
-            if state is None:
-                raise ResourceNotFound(f"no such container: {name}")
-            if not state.running:
-                return state
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        return wait_by_polling(self, name, timeout, _POLL_SECONDS)
 
     def logs(self, name: str, since_ns: int = 0, follow: bool = False) -> Iterator[LogLine]:
         """The pod's output from the API; followed, until its container ends."""

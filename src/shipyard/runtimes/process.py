@@ -52,6 +52,7 @@ from shipyard.runtimes.base import (
     LogLine,
     Runtime,
     host_capacity,
+    wait_by_polling,
 )
 
 __all__ = ["IMAGE_PREFIX", "ProcessCommand", "ProcessRuntime", "resolve_command"]
@@ -402,17 +403,7 @@ class ProcessRuntime(Runtime):
                               gpu_memory_percent=gpu and gpu[1])
 
     def wait(self, name: str, timeout: float) -> ContainerState | None:
-        deadline = time.monotonic() + timeout
-        while True:
-            state = self.inspect(name)
-            if state is None:
-                raise ResourceNotFound(f"no such container: {name}")
-            if not state.running:
-                return state
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            time.sleep(min(_POLL_S, remaining))
+        return wait_by_polling(self, name, timeout, _POLL_S)
 
     def logs(self, name: str, since_ns: int = 0, follow: bool = False) -> Iterator[LogLine]:
         if self.inspect(name) is None:

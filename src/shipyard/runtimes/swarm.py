@@ -82,6 +82,7 @@ from shipyard.runtimes.base import (
     LogLine,
     Mount,
     Runtime,
+    wait_by_polling,
 )
 from shipyard.runtimes.docker import (
     DockerRuntime,
@@ -901,16 +902,7 @@ class SwarmRuntime(Runtime):
         return bool(state.get("OOMKilled")), parse_docker_time(state.get("StartedAt"))
 
     def wait(self, name: str, timeout: float) -> ContainerState | None:
-        deadline = time.monotonic() + timeout
-        while True:
-            state = self.inspect(name)
-            if state is None:
-                raise ResourceNotFound(f"no such container: {name}")
-            if not state.running:
-                return state
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        return wait_by_polling(self, name, timeout, _POLL_SECONDS)
 
     def logs(self, name: str, since_ns: int = 0, follow: bool = False) -> Iterator[LogLine]:
         """The task's output through the swarm's log broker (so from any node). Followed,
