@@ -22,16 +22,22 @@ from shipyard.runtimes.kubernetes import KubernetesRuntime, kubernetes_name
 from shipyard.settings import Settings
 from tests.support import planes
 from tests.support.files import tar_files
+from tests.support.images import build_image
 from tests.support.jobs import training_request
 from tests.support.k8s import Cluster
 from tests.support.k8s import k8s as k8s  # noqa: PLC0414 - the session's fixture
 from tests.support.polling import until
+from tests.support.workloads import ALL_REDUCE
 
 
 @pytest.fixture(scope="module")
-def loaded(k8s: Cluster, images: dict[str, str]) -> dict[str, str]:
-    k8s.load(images["behaviours"], images["plain-serve"])
-    return images
+def loaded(k8s: Cluster, images: dict[str, str], docker_client: Any) -> dict[str, str]:
+    all_reduce = build_image(
+        docker_client, "all-reduce", {"a.py": ALL_REDUCE},
+        "COPY a.py /opt/program/\nENTRYPOINT [\"python3\", \"/opt/program/a.py\"]",
+        with_toolkit=False)
+    k8s.load(images["behaviours"], images["plain-serve"], all_reduce)
+    return {**images, "all-reduce": all_reduce}
 
 
 @pytest.fixture
@@ -40,7 +46,9 @@ def plane(tmp_path: Path, k8s: Cluster, scope_labels: dict[str, str],
     settings = Settings.load({
         "data_dir": str(tmp_path / "state"), "runtime": "kubernetes", "stop_grace_seconds": 3,
         "scope": scope_labels[SCOPE_LABEL], "kubernetes_kubeconfig": k8s.kubeconfig,
-        "kubernetes_namespace": "shipyard-tests", "kubernetes_shared_paths": str(tmp_path)},
+        "kubernetes_namespace": "shipyard-tests", "kubernetes_shared_paths": str(tmp_path),
+        # The fixture has no cluster DNS: hosts are named to each other in hostAliases.
+        "kubernetes_cluster_dns": False},
         environ={})
     cp = ControlPlane(settings, runtime_for(settings))
     yield cp
@@ -248,3 +256,15 @@ def test_a_hosts_pod_manifest(tmp_path: Path) -> None:
     assert manifest == json.loads(GOLDEN.read_text())
     with pytest.raises(ValidationError, match="kubernetes_shared_paths"):
         runtime.pod_manifest(ContainerSpec(name="x", image="i", mounts=[Mount("/etc", "/e")]))
+
+
+def test_two_hosts_find_each_other(plane: ControlPlane, loaded: dict[str, str],
+                                   tmp_path: Path) -> None:
+    """algo-2 reaches algo-1 by its name and they add up their numbers (1 + 4)."""
+    plane.create("training", training_request(
+        "k8s-allreduce", tmp_path, image=loaded["all-reduce"], instance_type="ml.m5.large",
+        instance_count=2, max_runtime_s=600))
+    record = plane.wait("training", "k8s-allreduce", timeout=180)
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    files = tar_files(tmp_path / "out" / "k8s-allreduce" / "output" / "model.tar.gz")
+    assert json.loads(files["result.json"]) == {"me": "algo-1", "sum": 5}

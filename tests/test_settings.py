@@ -137,7 +137,7 @@ def test_empty_optional_strings_mean_none(tmp_path: Path) -> None:
         ("stop_grace_seconds", "nan"),
         ("stop_grace_seconds", "inf"),
         ("remove_containers", "maybe"),
-        ("runtime", "kubernetes"),
+        ("runtime", "nomad"),
     ],
 )
 def test_bad_values_name_the_setting(tmp_path: Path, setting: str, raw: str) -> None:

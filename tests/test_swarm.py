@@ -45,38 +45,7 @@ from tests.support.swarm import (
     swarm_plane,
 )
 from tests.support.swarm import swarm as swarm  # noqa: PLC0414 - the module's fixture
-
-#: Each host sends its number to algo-1, which adds them up and sends the sum back to all:
-#: an all-reduce over plain sockets, between hosts on distinct nodes.
-ALL_REDUCE = '''import json, os, socket, time
-cfg = json.load(open("/opt/ml/input/config/resourceconfig.json"))
-me, hosts = cfg["current_host"], cfg["hosts"]
-value = int(me.split("-")[1]) ** 2
-def connect(host):
-    for _ in range(300):
-        try:
-            conn = socket.create_connection((host, 7777), timeout=2)
-            conn.settimeout(120)  # the sum comes once every host has started
-            return conn
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{me}: cannot reach {host}")
-if me == "algo-1":
-    server = socket.create_server(("0.0.0.0", 7777))
-    peers, total = [], value
-    while len(peers) < len(hosts) - 1:
-        conn, _ = server.accept()
-        total += int(conn.recv(64).decode())
-        peers.append(conn)
-    for conn in peers:
-        conn.sendall(str(total).encode())
-else:
-    conn = connect("algo-1")
-    conn.sendall(str(value).encode())
-    total = int(conn.recv(64).decode())
-print(f"{me}: sum={total}", flush=True)
-json.dump({"me": me, "sum": total}, open("/opt/ml/model/result.json", "w"))
-'''
+from tests.support.workloads import ALL_REDUCE
 
 SHARDS = '''import os, pathlib, json
 inputs = sorted(p.name for p in pathlib.Path("/opt/ml/processing/input/rows").iterdir())

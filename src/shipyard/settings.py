@@ -81,6 +81,9 @@ class Settings:
     kubernetes_shared_paths: tuple[Path, ...] = ()
     #: ``imagePullPolicy`` of every pod: ``IfNotPresent``, ``Always`` or ``Never``.
     kubernetes_image_pull_policy: str = "IfNotPresent"
+    #: Whether the cluster runs a DNS (CoreDNS): hosts find each other through it; without,
+    #: each host's pod names the hosts started before it in ``hostAliases``.
+    kubernetes_cluster_dns: bool = True
     #: S3-compatible endpoint for s3:// URIs. None: the store ``shipyard server`` runs
     #: (``embedded_s3``), else AWS's default resolution.
     s3_endpoint_url: str | None = None
@@ -248,6 +251,7 @@ def _cast(name: str, raw: Any) -> Any:
         "kubernetes_namespace": str,
         "kubernetes_shared_paths": _folders,
         "kubernetes_image_pull_policy": str,
+        "kubernetes_cluster_dns": lambda v: v if isinstance(v, bool) else _bool(str(v)),
         "s3_endpoint_url": lambda v: str(v) or None,
         "s3_access_key_id": lambda v: str(v) or None,
         "s3_secret_access_key": lambda v: str(v) or None,

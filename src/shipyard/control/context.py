@@ -148,7 +148,8 @@ def runtime_for(settings: Settings) -> Runtime:
             shared_paths=settings.kubernetes_shared_paths,
             cpu_overcommit=settings.cpu_overcommit,
             stop_grace_seconds=settings.stop_grace_seconds,
-            image_pull_policy=settings.kubernetes_image_pull_policy)
+            image_pull_policy=settings.kubernetes_image_pull_policy,
+            cluster_dns=settings.kubernetes_cluster_dns)
         cluster.ping()
         return cluster
     return default_runtime(settings.data_dir, labels, confinement)

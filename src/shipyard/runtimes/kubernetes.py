@@ -22,7 +22,9 @@ or ``~/.kube/config``; in-cluster config when Shipyard runs in a pod), in one na
 - **Mounts** must be under ``shared_paths`` (paths every node has alike: an NFS export, or
   the node's own disk on a one-node cluster); they are ``hostPath`` volumes. Others are
   refused before anything is made.
-- **Networks** are headless Services (the pods' ``subdomain``); ``internal`` adds a
+- **Networks** are headless Services (the pods' ``subdomain``, and a DNS search so that a
+  bare ``algo-2`` resolves); on a cluster without DNS (``cluster_dns=False``), a host's pod
+  names the hosts started before it in ``hostAliases``. ``internal`` adds a
   NetworkPolicy that lets the network's pods reach only each other (enforced where the
   cluster's network plugin enforces policies); ``none`` one that denies everything.
 - **Ports**: the platform reaches a serving pod at its own IP (no kube-proxy needed).
@@ -160,7 +162,7 @@ class KubernetesRuntime(Runtime):
         labels: dict[str, str] | None = None, confinement: Confinement | None = None,
         shared_paths: tuple[Path, ...] = (), cpu_overcommit: float = 1.0,
         stop_grace_seconds: float = 120.0, image_pull_policy: str = "IfNotPresent",
-        cluster_domain: str = "cluster.local",
+        cluster_domain: str = "cluster.local", cluster_dns: bool = True,
     ) -> None:
         if image_pull_policy not in {"Always", "IfNotPresent", "Never"}:
             raise ValidationError(
@@ -196,6 +198,7 @@ class KubernetesRuntime(Runtime):
         self._grace = max(0, int(stop_grace_seconds))
         self._pull_policy = image_pull_policy
         self._domain = cluster_domain
+        self._cluster_dns = cluster_dns
         self._lock = threading.Lock()
         #: Containers deleted to stop them: their last state once their pod is gone.
         self._stopped: dict[str, ContainerState] = {}
@@ -307,7 +310,10 @@ class KubernetesRuntime(Runtime):
                     **{k: _label_value(v) for k, v in labels.items()}})
 
     def start(self, spec: ContainerSpec) -> None:
-        body = self.pod_manifest(spec)
+        aliases: list[Any] = []
+        if not self._cluster_dns and spec.network not in (None, "none"):
+            aliases = self._peer_aliases(kubernetes_name(str(spec.network)))
+        body = self.pod_manifest(spec, host_aliases=aliases)
         if spec.network == "none":
             self._isolate(kubernetes_name(spec.name), {ID_LABEL: _container_id(spec.name)},
                           peers=False, labels=spec.labels)
@@ -316,9 +322,25 @@ class KubernetesRuntime(Runtime):
         with self._lock:
             self._stopped.pop(spec.name, None)
 
-    def pod_manifest(self, spec: ContainerSpec) -> Any:
-        """The pod that runs ``spec`` (a client model; nothing is made). Raises
-        ``ValidationError`` for what this cluster cannot give it."""
+    def _peer_aliases(self, network: str) -> list[Any]:
+        """Where the cluster has no DNS: ``hostAliases`` naming the pods already on
+        ``network``, once each has its IP (up to a minute). A host then resolves the hosts
+        started before it (algo-1 from every other, as a job's leader is reached)."""
+        deadline = time.monotonic() + 60
+        while True:
+            with translate_errors(name=f"network {network}"):
+                pods = self._core.list_namespaced_pod(
+                    self.namespace, label_selector=f"{NETWORK_LABEL}={network}").items
+            if all(p.status.pod_ip for p in pods) or time.monotonic() > deadline:
+                return [self._client.V1HostAlias(ip=p.status.pod_ip,
+                                                 hostnames=[p.spec.hostname])
+                        for p in pods if p.status.pod_ip and p.spec.hostname]
+            time.sleep(_POLL_SECONDS)
+
+    def pod_manifest(self, spec: ContainerSpec, host_aliases: list[Any] | None = None) -> Any:
+        """The pod that runs ``spec`` (a client model; nothing is made), naming
+        ``host_aliases`` in its ``/etc/hosts``. Raises ``ValidationError`` for what this
+        cluster cannot give it."""
         check_reference(spec.image)
         for mount in spec.mounts:
             check_mount_source(mount.source)
@@ -367,6 +389,7 @@ class KubernetesRuntime(Runtime):
             # through the network's headless Service, in the cluster's DNS.
             dns_config=client.V1PodDNSConfig(searches=[
                 f"{network}.{self.namespace}.svc.{self._domain}"]) if network else None,
+            host_aliases=host_aliases or None,
             automount_service_account_token=False, enable_service_links=False,
             termination_grace_period_seconds=self._grace)
         return client.V1Pod(metadata=self._meta(kubernetes_name(spec.name), spec.name,
