@@ -182,13 +182,15 @@ def train_once(plane: Any, image: str, hosts: int, scratch: Path, name: str) -> 
     return took
 
 
-def endpoint_once(plane: Any, image: str, name: str) -> float:
+def endpoint_once(plane: Any, image: str, name: str, count: int = 3,
+                  instance_type: str = "local") -> float:
+    """CreateEndpoint -> InService of ``count`` instances, in seconds; then deleted."""
     plane.create("model", {"ModelName": name, "ExecutionRoleArn":
                            "arn:aws:iam::000000000000:role/bench",
                            "PrimaryContainer": {"Image": image}})
     plane.create("endpoint-config", {"EndpointConfigName": name, "ProductionVariants": [{
-        "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 3,
-        "InstanceType": "local"}]})
+        "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": count,
+        "InstanceType": instance_type}]})
     began = time.perf_counter()
     plane.create("endpoint", {"EndpointName": name, "EndpointConfigName": name})
     record = plane.wait_endpoint(name, timeout=600)

@@ -65,28 +65,6 @@ def plane_for(kind: str, scratch: Path, client: Any, kubeconfig: str) -> Any:
     return ControlPlane(settings, DockerRuntime(client, labels=LABELS))
 
 
-def endpoint_once(plane: Any, image: str, name: str) -> float:
-    import time
-
-    plane.create("model", {"ModelName": name, "ExecutionRoleArn":
-                           "arn:aws:iam::000000000000:role/bench",
-                           "PrimaryContainer": {"Image": image}})
-    plane.create("endpoint-config", {"EndpointConfigName": name, "ProductionVariants": [{
-        "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1,
-        "InstanceType": "ml.m5.large"}]})
-    began = time.perf_counter()
-    plane.create("endpoint", {"EndpointName": name, "EndpointConfigName": name})
-    record = plane.wait_endpoint(name, timeout=300)
-    took = time.perf_counter() - began
-    if record["EndpointStatus"] != "InService":
-        raise SystemExit(f"{name}: {record.get('FailureReason')}")
-    plane.delete("endpoint", name)
-    deadline = time.monotonic() + 60
-    while plane.ctx.store.list_jobs("endpoint") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return took
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -115,7 +93,8 @@ def main() -> None:
                     cluster.train_once(plane, train, 1, scratch, f"t-{kind}-{i}")
                     for i in range(args.runs))
                 results.setdefault("endpoint, 1 instance", {})[kind] = statistics.median(
-                    endpoint_once(plane, serve, f"ep-{kind}-{i}") for i in range(args.runs))
+                    cluster.endpoint_once(plane, serve, f"ep-{kind}-{i}", 1, "ml.m5.large")
+                    for i in range(args.runs))
         finally:
             for plane in planes.values():
                 plane.close()

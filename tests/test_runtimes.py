@@ -648,7 +648,7 @@ def test_public_surface() -> None:
     from shipyard import runtimes
 
     public = {name for name in vars(runtimes) if not name.startswith("_")}
-    modules = {"base", "docker", "fake", "process", "swarm", "kubernetes", "shipping",
-               "stager", "annotations", "Path",
+    modules = {"base", "docker", "fake", "process", "swarm", "swarm_objects", "swarm_images",
+               "swarm_shipping", "kubernetes", "shipping", "stager", "annotations", "Path",
                "RuntimeUnavailable"}
     assert set(runtimes.__all__) == public - modules

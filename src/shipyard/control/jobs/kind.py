@@ -142,8 +142,9 @@ def stage_inputs(job: JobServices, inputs: list[tuple[str, str, str, str]], host
     paths: dict[str, dict[str, staging.StagedPath]] = {}
     writable = set()
     for name, uri, data_type, distribution in inputs:
-        if not uri.startswith("s3://") and not runtime.shares_path(
-                staging.local_path_from_uri(uri, job.ctx.file_roots)):
+        # Only a cluster's runtime can fail to see a local path (one engine sees them all).
+        if runtime.shared_paths_setting and not uri.startswith("s3://") and not (
+                runtime.shares_path(staging.local_path_from_uri(uri, job.ctx.file_roots))):
             raise ValidationError(
                 f"Input {name}: {uri} is not on a path every node of the cluster shares "
                 f"(setting {runtime.shared_paths_setting}); give the data as s3:// from a "
