@@ -27,17 +27,31 @@ from tests.support.jobs import training_request
 from tests.support.k8s import Cluster
 from tests.support.k8s import k8s as k8s  # noqa: PLC0414 - the session's fixture
 from tests.support.polling import until
-from tests.support.workloads import ALL_REDUCE
+from tests.support.s3server import DEPOT_KEY, depot_boto, seaweed
+from tests.support.workloads import ALL_REDUCE, STAGED, run_staged_jobs
 
 
 @pytest.fixture(scope="module")
-def loaded(k8s: Cluster, images: dict[str, str], docker_client: Any) -> dict[str, str]:
+def loaded(k8s: Cluster, images: dict[str, str], docker_client: Any,
+           base_image: str) -> dict[str, str]:
     all_reduce = build_image(
         docker_client, "all-reduce", {"a.py": ALL_REDUCE},
         "COPY a.py /opt/program/\nENTRYPOINT [\"python3\", \"/opt/program/a.py\"]",
         with_toolkit=False)
-    k8s.load(images["behaviours"], images["plain-serve"], all_reduce)
-    return {**images, "all-reduce": all_reduce}
+    staged = build_image(
+        docker_client, "staged", {"t.py": STAGED},
+        "COPY t.py /opt/program/\nENTRYPOINT [\"python3\", \"/opt/program/t.py\"]",
+        with_toolkit=False)
+    # The stager runs in the base image (setting kubernetes_stager_image).
+    k8s.load(images["behaviours"], images["plain-serve"], all_reduce, staged, base_image)
+    return {**images, "all-reduce": all_reduce, "staged": staged}
+
+
+@pytest.fixture(scope="module")
+def depot_store(k8s: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The server's own S3 store, listening where the pods reach it (the node's address)."""
+    with seaweed(tmp_path_factory.mktemp("depot") / "s3", DEPOT_KEY, k8s.node_ip) as store:
+        yield store
 
 
 @pytest.fixture
@@ -53,6 +67,28 @@ def plane(tmp_path: Path, k8s: Cluster, scope_labels: dict[str, str],
     cp = ControlPlane(settings, runtime_for(settings))
     yield cp
     planes.remove_endpoints(cp)
+    runtime = cp.ctx.runtime
+    for name in runtime.list(scope_labels):
+        runtime.remove(name)
+    cp.close()
+    assert isinstance(runtime, KubernetesRuntime)
+    until("nothing of the test left in the cluster", lambda: not _leftovers(
+        runtime, scope_labels), timeout=60, poll=0.5)
+
+
+@pytest.fixture
+def depot_plane(tmp_path: Path, k8s: Cluster, scope_labels: dict[str, str],
+                loaded: dict[str, str], depot_store: Any) -> Iterator[ControlPlane]:
+    """A plane whose cluster shares no path with it: pods stage and return their data."""
+    settings = Settings.load({
+        "data_dir": str(tmp_path / "state"), "runtime": "kubernetes", "stop_grace_seconds": 3,
+        "scope": scope_labels[SCOPE_LABEL], "kubernetes_kubeconfig": k8s.kubeconfig,
+        "kubernetes_namespace": "shipyard-tests", "kubernetes_cluster_dns": False,
+        "s3_endpoint_url": depot_store.url, "s3_access_key_id": DEPOT_KEY[0],
+        "s3_secret_access_key": DEPOT_KEY[1], "kubernetes_depot": "s3://shipyard-depot/k8s"},
+        environ={})
+    cp = ControlPlane(settings, runtime_for(settings))
+    yield cp
     runtime = cp.ctx.runtime
     for name in runtime.list(scope_labels):
         runtime.remove(name)
@@ -268,3 +304,17 @@ def test_two_hosts_find_each_other(plane: ControlPlane, loaded: dict[str, str],
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
     files = tar_files(tmp_path / "out" / "k8s-allreduce" / "output" / "model.tar.gz")
     assert json.loads(files["result.json"]) == {"me": "algo-1", "sum": 5}
+
+
+def test_pods_stage_and_return_their_own_data(
+        depot_plane: ControlPlane, depot_store: Any, loaded: dict[str, str]) -> None:
+    """Nothing shared with the cluster: each pod's stager fetches its inputs from the store
+    and the platform's folders from the depot, and returns what the container wrote."""
+    boto = depot_boto(depot_store)
+    run_staged_jobs(depot_plane, boto, loaded["staged"])
+
+    def in_depot() -> list[str]:
+        listed = boto.list_objects_v2(Bucket="shipyard-depot", Prefix="k8s/")
+        return [o["Key"] for o in listed.get("Contents") or []]
+
+    until("nothing left in the depot", lambda: not in_depot(), timeout=30)

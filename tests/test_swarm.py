@@ -35,7 +35,7 @@ from tests.support.jobs import training_request
 from tests.support.net import unused_port
 from tests.support.polling import until
 from tests.support.processes import terminate
-from tests.support.s3server import seaweed
+from tests.support.s3server import DEPOT_KEY, depot_boto, seaweed
 from tests.support.swarm import (
     BRIDGE_ADDRESS,
     FIXTURE_DIR,
@@ -45,7 +45,7 @@ from tests.support.swarm import (
     swarm_plane,
 )
 from tests.support.swarm import swarm as swarm  # noqa: PLC0414 - the module's fixture
-from tests.support.workloads import ALL_REDUCE
+from tests.support.workloads import ALL_REDUCE, STAGED, run_staged_jobs
 
 SHARDS = '''import os, pathlib, json
 inputs = sorted(p.name for p in pathlib.Path("/opt/ml/processing/input/rows").iterdir())
@@ -53,28 +53,6 @@ host = json.load(open("/opt/ml/config/resourceconfig.json"))["current_host"]
 out = pathlib.Path("/opt/ml/processing/output/report") / f"{host}.json"
 out.write_text(json.dumps({"host": host, "files": inputs}))
 print(host, inputs, flush=True)
-'''
-
-
-#: Reports what each host found where SageMaker puts it, and writes a model file of its own,
-#: one all hosts write (algo-1's is kept) and output data; with hyperparameter fail, fails.
-STAGED = '''import json, pathlib, sys
-config = pathlib.Path("/opt/ml/input/config")
-me = json.load(open(config / "resourceconfig.json"))["current_host"]
-hp = json.load(open(config / "hyperparameters.json"))
-data = pathlib.Path("/opt/ml/input/data")
-seen = {c.name: sorted(str(p.relative_to(c)) for p in c.rglob("*") if p.is_file())
-        for c in sorted(data.iterdir())}
-print(me, json.dumps(seen), flush=True)
-if hp.get("fail"):
-    pathlib.Path("/opt/ml/output/failure").write_text(f"{me} was told to fail")
-    sys.exit(3)
-model = pathlib.Path("/opt/ml/model")
-(model / f"{me}.json").write_text(json.dumps({"seen": seen, "hp": hp}))
-(model / "who.txt").write_text(me)
-deep = pathlib.Path("/opt/ml/output/data/deep")
-deep.mkdir(parents=True, exist_ok=True)
-(deep / f"{me}.txt").write_text((data / "all" / "a.txt").read_text())
 '''
 
 
@@ -155,13 +133,10 @@ def test_paths_the_nodes_do_not_share_are_refused(plane: ControlPlane, images: d
     assert "swarm_shared_paths" in record["FailureReason"], record["FailureReason"]
 
 
-KEY = ("SYDEPOTTESTKEY000001", "depot-test-secret-key-000000000000000000")
-
-
 @pytest.fixture(scope="module")
 def depot_store(swarm: Swarm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The server's own S3 store, listening where every node reaches it."""
-    with seaweed(tmp_path_factory.mktemp("depot") / "s3", KEY, BRIDGE_ADDRESS) as store:
+    with seaweed(tmp_path_factory.mktemp("depot") / "s3", DEPOT_KEY, BRIDGE_ADDRESS) as store:
         yield store
 
 
@@ -173,8 +148,8 @@ def depot_plane(tmp_path: Path, swarm: Swarm, scope_labels: dict[str, str],
         "data_dir": str(tmp_path / "state"), "runtime": "swarm", "stop_grace_seconds": 3,
         "scope": scope_labels[SCOPE_LABEL],
         "swarm_node_engines": ",".join(f"{h}={u}" for h, u in swarm.engines.items()),
-        "s3_endpoint_url": depot_store.url, "s3_access_key_id": KEY[0],
-        "s3_secret_access_key": KEY[1], "swarm_depot": "s3://shipyard-depot/tests"},
+        "s3_endpoint_url": depot_store.url, "s3_access_key_id": DEPOT_KEY[0],
+        "s3_secret_access_key": DEPOT_KEY[1], "swarm_depot": "s3://shipyard-depot/tests"},
         environ={})
     cp = ControlPlane(settings, runtime_for(settings))
     yield cp
@@ -183,16 +158,9 @@ def depot_plane(tmp_path: Path, swarm: Swarm, scope_labels: dict[str, str],
     cp.close()
 
 
-def _boto(store: Any) -> Any:
-    import boto3
-
-    return boto3.session.Session(aws_access_key_id=KEY[0], aws_secret_access_key=KEY[1],
-                                 region_name="us-east-1").client("s3", endpoint_url=store.url)
-
-
 def test_two_hosts_process_their_own_shards(depot_plane: ControlPlane, depot_store: Any,
                                             cluster_images: dict[str, str]) -> None:
-    boto = _boto(depot_store)
+    boto = depot_boto(depot_store)
     s3_bucket = "processing"
     boto.create_bucket(Bucket=s3_bucket)
     for i in range(4):
@@ -224,53 +192,8 @@ def test_two_hosts_process_their_own_shards(depot_plane: ControlPlane, depot_sto
 def test_nodes_stage_their_own_data_when_nothing_is_shared(
         depot_plane: ControlPlane, depot_store: Any, swarm: Swarm,
         cluster_images: dict[str, str], scope_labels: dict[str, str]) -> None:
-    boto = _boto(depot_store)
-    boto.create_bucket(Bucket="data")
-    for key, body in {"all/a.txt": "A", "all/sub/b.txt": "B", "shards/s-0": "0",
-                      "shards/s-1": "1"}.items():
-        boto.put_object(Bucket="data", Key=key, Body=body.encode())
-
-    def request(name: str, **hyperparameters: str) -> dict[str, Any]:
-        return {
-            "TrainingJobName": name, "RoleArn": "arn:aws:iam::000000000000:role/shipyard",
-            "AlgorithmSpecification": {"TrainingImage": cluster_images["staged"],
-                                       "TrainingInputMode": "File"},
-            "HyperParameters": {"lr": "0.5", **hyperparameters},
-            "InputDataConfig": [
-                {"ChannelName": "all", "DataSource": {"S3DataSource": {
-                    "S3DataType": "S3Prefix", "S3Uri": "s3://data/all/"}}},
-                {"ChannelName": "shard", "DataSource": {"S3DataSource": {
-                    "S3DataType": "S3Prefix", "S3Uri": "s3://data/shards/",
-                    "S3DataDistributionType": "ShardedByS3Key"}}}],
-            "OutputDataConfig": {"S3OutputPath": "s3://data/out"},
-            "ResourceConfig": {"InstanceType": "local", "InstanceCount": 2,
-                               "VolumeSizeInGB": 1},
-            "StoppingCondition": {"MaxRuntimeInSeconds": 600}}
-
-    depot_plane.create("training", request("staged"))
-    record = depot_plane.wait("training", "staged", timeout=240)
-    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
-    with tempfile.TemporaryDirectory() as scratch:
-        model = Path(scratch) / "model.tar.gz"
-        boto.download_file("data", "out/staged/output/model.tar.gz", str(model))
-        files = tar_files(model)
-        output = Path(scratch) / "output.tar.gz"
-        boto.download_file("data", "out/staged/output/output.tar.gz", str(output))
-        outputs = tar_files(output)
-    assert files["who.txt"] == b"algo-1"  # the file every host wrote: algo-1's copy
-    reports = {h: json.loads(files[f"{h}.json"]) for h in ("algo-1", "algo-2")}
-    for report in reports.values():
-        assert report["seen"]["all"] == ["a.txt", "sub/b.txt"]
-        assert report["hp"] == {"lr": "0.5"}
-    assert [reports[h]["seen"]["shard"] for h in ("algo-1", "algo-2")] == [["s-0"], ["s-1"]]
-    assert {k: v for k, v in outputs.items() if k.startswith("deep/")} == {
-        "deep/algo-1.txt": b"A", "deep/algo-2.txt": b"A"}
-
-    # A failure the container writes comes back with the rest of its output.
-    depot_plane.create("training", request("told-to-fail", fail="yes"))
-    failed = depot_plane.wait("training", "told-to-fail", timeout=240)
-    assert failed["TrainingJobStatus"] == "Failed"
-    assert "was told to fail" in failed["FailureReason"], failed["FailureReason"]
+    boto = depot_boto(depot_store)
+    run_staged_jobs(depot_plane, boto, cluster_images["staged"])
 
     # Nothing is left behind: no volume on any node, nothing in the depot.
     import docker

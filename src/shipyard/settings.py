@@ -84,6 +84,12 @@ class Settings:
     #: Whether the cluster runs a DNS (CoreDNS): hosts find each other through it; without,
     #: each host's pod names the hosts started before it in ``hostAliases``.
     kubernetes_cluster_dns: bool = True
+    #: An ``s3://`` prefix of the S3 store the platform and the pods reach: with it, pods
+    #: stage their own ``s3://`` inputs and the platform's folders travel through it (as
+    #: ``swarm_depot``); None: only shared paths can be mounted.
+    kubernetes_depot: str | None = None
+    #: The image (any with ``python3``) the pods' stager runs in.
+    kubernetes_stager_image: str = "shipyard/base:bookworm-py311"
     #: S3-compatible endpoint for s3:// URIs. None: the store ``shipyard server`` runs
     #: (``embedded_s3``), else AWS's default resolution.
     s3_endpoint_url: str | None = None
@@ -247,6 +253,8 @@ def _cast(name: str, raw: Any) -> Any:
         "swarm_shared_paths": _folders,
         "swarm_depot": lambda v: str(v) or None,
         "swarm_stager_image": str,
+        "kubernetes_depot": lambda v: str(v) or None,
+        "kubernetes_stager_image": str,
         "kubernetes_kubeconfig": lambda v: str(v) or None,
         "kubernetes_namespace": str,
         "kubernetes_shared_paths": _folders,

@@ -123,3 +123,16 @@ def seaweed(root: Path, key: tuple[str, str], host: str = "127.0.0.1"
         yield store
     finally:
         store.stop()
+
+
+#: The key pair of the depot stores the cluster tests run (:func:`seaweed`).
+DEPOT_KEY = ("SYDEPOTTESTKEY000001", "depot-test-secret-key-000000000000000000")
+
+
+def depot_boto(store: SeaweedStore) -> Any:
+    """A boto3 S3 client of ``store`` with :data:`DEPOT_KEY`."""
+    import boto3
+
+    return boto3.session.Session(
+        aws_access_key_id=DEPOT_KEY[0], aws_secret_access_key=DEPOT_KEY[1],
+        region_name="us-east-1").client("s3", endpoint_url=store.url)

@@ -3,9 +3,12 @@ and a project folder the process runtime runs as an image."""
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from tests.support.files import tar_files
 from tests.support.images import build_image
 
 SEED_000_TRAIN = '''from pathlib import Path
@@ -376,3 +379,78 @@ def build_all(docker_client: Any) -> dict[str, str]:
             docker_client, "processing", {"p.py": PROCESSING},
             "COPY p.py /opt/program/", with_toolkit=False),
     }
+
+
+#: Reports what each host found where SageMaker puts it, and writes a model file of its own,
+#: one all hosts write (algo-1's is kept) and output data; with hyperparameter fail, fails.
+STAGED = '''import json, pathlib, sys
+config = pathlib.Path("/opt/ml/input/config")
+me = json.load(open(config / "resourceconfig.json"))["current_host"]
+hp = json.load(open(config / "hyperparameters.json"))
+data = pathlib.Path("/opt/ml/input/data")
+seen = {c.name: sorted(str(p.relative_to(c)) for p in c.rglob("*") if p.is_file())
+        for c in sorted(data.iterdir())}
+print(me, json.dumps(seen), flush=True)
+if hp.get("fail"):
+    pathlib.Path("/opt/ml/output/failure").write_text(f"{me} was told to fail")
+    sys.exit(3)
+model = pathlib.Path("/opt/ml/model")
+(model / f"{me}.json").write_text(json.dumps({"seen": seen, "hp": hp}))
+(model / "who.txt").write_text(me)
+deep = pathlib.Path("/opt/ml/output/data/deep")
+deep.mkdir(parents=True, exist_ok=True)
+(deep / f"{me}.txt").write_text((data / "all" / "a.txt").read_text())
+'''
+
+
+def staged_request(name: str, image: str, **hyperparameters: str) -> dict[str, Any]:
+    """A two-host training job of :data:`STAGED` over ``s3://data/``: channel ``all``
+    (everything under ``all/``) and ``shard`` (``shards/`` split by key)."""
+    return {
+        "TrainingJobName": name, "RoleArn": "arn:aws:iam::000000000000:role/shipyard",
+        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
+        "HyperParameters": {"lr": "0.5", **hyperparameters},
+        "InputDataConfig": [
+            {"ChannelName": "all", "DataSource": {"S3DataSource": {
+                "S3DataType": "S3Prefix", "S3Uri": "s3://data/all/"}}},
+            {"ChannelName": "shard", "DataSource": {"S3DataSource": {
+                "S3DataType": "S3Prefix", "S3Uri": "s3://data/shards/",
+                "S3DataDistributionType": "ShardedByS3Key"}}}],
+        "OutputDataConfig": {"S3OutputPath": "s3://data/out"},
+        "ResourceConfig": {"InstanceType": "local", "InstanceCount": 2, "VolumeSizeInGB": 1},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 600}}
+
+
+def run_staged_jobs(plane: Any, boto: Any, image: str) -> None:
+    """Run :func:`staged_request` jobs of ``image`` (:data:`STAGED`) on ``plane`` over data
+    put in ``boto``'s store, and check what each host saw and what came back: the model
+    (algo-1's copy of the file both wrote), output data, a failure file."""
+    boto.create_bucket(Bucket="data")
+    for key, body in {"all/a.txt": "A", "all/sub/b.txt": "B", "shards/s-0": "0",
+                      "shards/s-1": "1"}.items():
+        boto.put_object(Bucket="data", Key=key, Body=body.encode())
+
+    plane.create("training", staged_request("staged", image))
+    record = plane.wait("training", "staged", timeout=240)
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    with tempfile.TemporaryDirectory() as scratch:
+        model = Path(scratch) / "model.tar.gz"
+        boto.download_file("data", "out/staged/output/model.tar.gz", str(model))
+        files = tar_files(model)
+        output = Path(scratch) / "output.tar.gz"
+        boto.download_file("data", "out/staged/output/output.tar.gz", str(output))
+        outputs = tar_files(output)
+    assert files["who.txt"] == b"algo-1"  # the file every host wrote: algo-1's copy
+    reports = {h: json.loads(files[f"{h}.json"]) for h in ("algo-1", "algo-2")}
+    for report in reports.values():
+        assert report["seen"]["all"] == ["a.txt", "sub/b.txt"]
+        assert report["hp"] == {"lr": "0.5"}
+    assert [reports[h]["seen"]["shard"] for h in ("algo-1", "algo-2")] == [["s-0"], ["s-1"]]
+    assert {k: v for k, v in outputs.items() if k.startswith("deep/")} == {
+        "deep/algo-1.txt": b"A", "deep/algo-2.txt": b"A"}
+
+    # A failure the container writes comes back with the rest of its output.
+    plane.create("training", staged_request("told-to-fail", image, fail="yes"))
+    failed = plane.wait("training", "told-to-fail", timeout=240)
+    assert failed["TrainingJobStatus"] == "Failed"
+    assert "was told to fail" in failed["FailureReason"], failed["FailureReason"]

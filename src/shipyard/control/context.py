@@ -135,7 +135,7 @@ def runtime_for(settings: Settings) -> Runtime:
             placement=settings.swarm_placement, shared_paths=settings.swarm_shared_paths,
             cpu_overcommit=settings.cpu_overcommit,
             stop_grace_seconds=settings.stop_grace_seconds,
-            depot=_depot(settings), platform_root=settings.data_dir,
+            depot=_depot(settings, "swarm_depot"), platform_root=settings.data_dir,
             stager_image=settings.swarm_stager_image)
         swarm.ping()
         return swarm
@@ -149,16 +149,19 @@ def runtime_for(settings: Settings) -> Runtime:
             cpu_overcommit=settings.cpu_overcommit,
             stop_grace_seconds=settings.stop_grace_seconds,
             image_pull_policy=settings.kubernetes_image_pull_policy,
-            cluster_dns=settings.kubernetes_cluster_dns)
+            cluster_dns=settings.kubernetes_cluster_dns,
+            depot=_depot(settings, "kubernetes_depot"), platform_root=settings.data_dir,
+            stager_image=settings.kubernetes_stager_image)
         cluster.ping()
         return cluster
     return default_runtime(settings.data_dir, labels, confinement)
 
 
-def _depot(settings: Settings) -> S3Depot | None:
-    """The swarm's depot on the platform's store (its own client: the runtime is made
-    before the context that would lend one)."""
-    if not settings.swarm_depot:
+def _depot(settings: Settings, setting: str) -> S3Depot | None:
+    """A cluster runtime's depot where ``setting`` says, on the platform's store (its own
+    client: the runtime is made before the context that would lend one)."""
+    prefix = getattr(settings, setting)
+    if not prefix:
         return None
     from shipyard.control.depot import S3Depot
 
@@ -166,4 +169,4 @@ def _depot(settings: Settings) -> S3Depot | None:
                             settings.transfer_workers,
                             access_key_id=settings.s3_access_key_id,
                             secret_access_key=settings.s3_secret_access_key),
-                   settings.swarm_depot)
+                   prefix, setting)

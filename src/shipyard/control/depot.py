@@ -17,9 +17,9 @@ URL_SECONDS = 7 * 24 * 3600
 class S3Depot:
     """The :class:`~shipyard.runtimes.shipping.Depot` under ``uri`` of ``s3``'s store."""
 
-    def __init__(self, s3: S3Client, uri: str) -> None:
+    def __init__(self, s3: S3Client, uri: str, setting: str = "swarm_depot") -> None:
         if not uri.startswith("s3://") or not parse_s3_uri(uri).bucket:
-            raise ValidationError(f"setting swarm_depot must be an s3:// location, not {uri!r}")
+            raise ValidationError(f"setting {setting} must be an s3:// location, not {uri!r}")
         self._s3 = s3
         self._root = uri.rstrip("/")
         self._ready = False
@@ -28,13 +28,16 @@ class S3Depot:
     def _uri(self, key: str) -> str:
         return f"{self._root}/{key}"
 
-    def upload(self, source: Path, key: str) -> None:
+    def _ensure_bucket(self) -> None:
         with self._lock:
             ready = self._ready
         if not ready:
             self._s3.ensure_bucket(self._root)
             with self._lock:
                 self._ready = True
+
+    def upload(self, source: Path, key: str) -> None:
+        self._ensure_bucket()
         self._s3.upload_file(source, self._uri(key))
 
     def download(self, key: str, dest: Path) -> None:
@@ -50,4 +53,5 @@ class S3Depot:
         return self._s3.presigned_url(uri, "GET", URL_SECONDS)
 
     def remove(self, prefix: str) -> None:
+        self._ensure_bucket()  # idempotent: nothing under a prefix of a bucket not made yet
         self._s3.delete_prefix(self._uri(prefix.rstrip("/")) + "/")

@@ -19,9 +19,11 @@ or ``~/.kube/config``; in-cluster config when Shipyard runs in a pod), in one na
 - **Resources**: the instance type's CPUs and memory as limits, its memory and CPUs over the
   overcommit as requests; the cluster's scheduler places the pod, and a pod it cannot place
   stays ``Pending`` with its reason, reported as :attr:`ContainerState.waiting`.
-- **Mounts** must be under ``shared_paths`` (paths every node has alike: an NFS export, or
-  the node's own disk on a one-node cluster); they are ``hostPath`` volumes. Others are
-  refused before anything is made.
+- **Mounts** under ``shared_paths`` (paths every node has alike: an NFS export, or the
+  node's own disk on a one-node cluster) are ``hostPath`` volumes. With a ``depot``, the
+  platform's own folders and the mounts' ``s3://`` objects are *shipped*: the pod's own
+  volumes, filled and returned by the stager in the pod (``runtimes.kubernetes_shipping``).
+  Other paths are refused before anything is made.
 - **Networks** are headless Services (the pods' ``subdomain``, and a DNS search so that a
   bare ``algo-2`` resolves); on a cluster without DNS (``cluster_dns=False``), a host's pod
   names the hosts started before it in ``hostAliases``. ``internal`` adds a
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import signal as signals
@@ -63,11 +66,14 @@ from shipyard.runtimes.base import (
     ContainerSpec,
     ContainerState,
     LogLine,
+    Mount,
     Runtime,
     wait_by_polling,
 )
 from shipyard.runtimes.docker import _check_mount_source as check_mount_source
 from shipyard.runtimes.docker import check_reference, parse_docker_time, parse_log_stream
+from shipyard.runtimes.kubernetes_shipping import SHIPPED_ANNOTATION, PodShipping
+from shipyard.runtimes.shipping import Depot, Shipped
 
 __all__ = ["KubernetesRuntime", "kubernetes_name", "translate_errors"]
 
@@ -163,6 +169,8 @@ class KubernetesRuntime(Runtime):
         shared_paths: tuple[Path, ...] = (), cpu_overcommit: float = 1.0,
         stop_grace_seconds: float = 120.0, image_pull_policy: str = "IfNotPresent",
         cluster_domain: str = "cluster.local", cluster_dns: bool = True,
+        depot: Depot | None = None, platform_root: Path | None = None,
+        stager_image: str = "shipyard/base:bookworm-py311",
     ) -> None:
         if image_pull_policy not in {"Always", "IfNotPresent", "Never"}:
             raise ValidationError(
@@ -199,6 +207,9 @@ class KubernetesRuntime(Runtime):
         self._pull_policy = image_pull_policy
         self._domain = cluster_domain
         self._cluster_dns = cluster_dns
+        self._ships = PodShipping(self, depot, platform_root, stager_image) if (
+            depot is not None and platform_root is not None) else None
+        self.stages_on_nodes = self._ships is not None
         self._lock = threading.Lock()
         #: Containers deleted to stop them: their last state once their pod is gone.
         self._stopped: dict[str, ContainerState] = {}
@@ -310,10 +321,15 @@ class KubernetesRuntime(Runtime):
                     **{k: _label_value(v) for k, v in labels.items()}})
 
     def start(self, spec: ContainerSpec) -> None:
+        _, shipped = self._placement(spec)
+        urls = None
+        if shipped:
+            assert self._ships is not None
+            urls = self._ships.prepare(kubernetes_name(spec.name), shipped)
         aliases: list[Any] = []
         if not self._cluster_dns and spec.network not in (None, "none"):
             aliases = self._peer_aliases(kubernetes_name(str(spec.network)))
-        body = self.pod_manifest(spec, host_aliases=aliases)
+        body = self.pod_manifest(spec, host_aliases=aliases, shipping_urls=urls)
         if spec.network == "none":
             self._isolate(kubernetes_name(spec.name), {ID_LABEL: _container_id(spec.name)},
                           peers=False, labels=spec.labels)
@@ -337,20 +353,36 @@ class KubernetesRuntime(Runtime):
                         for p in pods if p.status.pod_ip and p.spec.hostname]
             time.sleep(_POLL_SECONDS)
 
-    def pod_manifest(self, spec: ContainerSpec, host_aliases: list[Any] | None = None) -> Any:
-        """The pod that runs ``spec`` (a client model; nothing is made), naming
-        ``host_aliases`` in its ``/etc/hosts``. Raises ``ValidationError`` for what this
-        cluster cannot give it."""
+    def _placement(self, spec: ContainerSpec) -> tuple[list[Mount], list[Shipped]]:
+        """``spec``'s mounts as ``hostPath`` volumes and as shipped ones; raises
+        ``ValidationError`` for a path the nodes cannot see."""
         check_reference(spec.image)
+        binds: list[Mount] = []
+        shipped: list[Shipped] = []
         for mount in spec.mounts:
             check_mount_source(mount.source)
-            if mount.fetch or not self.shares_path(mount.source):
+            if not mount.fetch and self.shares_path(mount.source):
+                binds.append(mount)
+            elif self._ships is not None and self._ships.shippable(mount):
+                shipped.append(Shipped(len(shipped), f"s{len(shipped)}", mount))
+            else:
                 raise ValidationError(
                     f"{mount.source} is not on a path every node of the cluster shares; put "
                     "it under one of the shared paths "
                     f"({', '.join(map(str, self._shared)) or 'none set'}: setting "
                     "kubernetes_shared_paths, SHIPYARD_KUBERNETES_SHARED_PATHS) or give the "
-                    "data as s3:// from a store every node reaches")
+                    "data as s3:// from a store every node reaches" + (
+                        "" if self._ships else " (with the setting kubernetes_depot, "
+                        "SHIPYARD_KUBERNETES_DEPOT)"))
+        return binds, shipped
+
+    def pod_manifest(self, spec: ContainerSpec, host_aliases: list[Any] | None = None,
+                     shipping_urls: tuple[str, str] | None = None) -> Any:
+        """The pod that runs ``spec`` (a client model; nothing is made), naming
+        ``host_aliases`` in its ``/etc/hosts``; where mounts are shipped, its stager reads the
+        ``shipping_urls`` (the stage manifest's, the collect manifest's to wait for). Raises
+        ``ValidationError`` for what this cluster cannot give it."""
+        binds, shipped = self._placement(spec)
         client = self._client
         pod_labels = {**spec.labels, ID_LABEL: _container_id(spec.name)}
         if spec.network and spec.network != "none":
@@ -364,7 +396,7 @@ class KubernetesRuntime(Runtime):
             limits["memory"] = requests["memory"] = str(int(spec.memory_bytes))
         capabilities = self._confinement.capabilities_for(spec.image, "")
         volumes, volume_mounts = [], []
-        for index, mount in enumerate(spec.mounts):
+        for index, mount in enumerate(binds):
             volumes.append(client.V1Volume(
                 name=f"m{index}",
                 host_path=client.V1HostPathVolumeSource(path=os.path.realpath(mount.source))))
@@ -381,9 +413,21 @@ class KubernetesRuntime(Runtime):
             security_context=client.V1SecurityContext(
                 privileged=False, allow_privilege_escalation=False,
                 capabilities=client.V1Capabilities(drop=["ALL"], add=capabilities)))
+        annotations: dict[str, str] = {}
+        containers: list[Any] = [container]
+        init_containers: list[Any] = []
+        if shipped:
+            assert self._ships is not None and shipping_urls is not None
+            more, mounts, init_containers, sidecars = self._ships.pod_parts(
+                shipped, shipping_urls, container)
+            volumes += more
+            container.volume_mounts = volume_mounts + mounts
+            containers += sidecars
+            annotations[SHIPPED_ANNOTATION] = json.dumps([i.to_json() for i in shipped])
         network = pod_labels.get(NETWORK_LABEL)
         pod = client.V1PodSpec(
-            restart_policy="Never", containers=[container], volumes=volumes or None,
+            restart_policy="Never", volumes=volumes or None, containers=containers,
+            init_containers=init_containers or None,
             hostname=spec.hostname or None, subdomain=network,
             # Peers by their bare names (algo-2), as SageMaker's hosts know each other:
             # through the network's headless Service, in the cluster's DNS.
@@ -392,8 +436,9 @@ class KubernetesRuntime(Runtime):
             host_aliases=host_aliases or None,
             automount_service_account_token=False, enable_service_links=False,
             termination_grace_period_seconds=self._grace)
-        return client.V1Pod(metadata=self._meta(kubernetes_name(spec.name), spec.name,
-                                                pod_labels), spec=pod)
+        meta = self._meta(kubernetes_name(spec.name), spec.name, pod_labels)
+        meta.annotations.update(annotations)
+        return client.V1Pod(metadata=meta, spec=pod)
 
     def _pods(self, name: str) -> list[Any]:
         with translate_errors(name=name):
@@ -401,9 +446,17 @@ class KubernetesRuntime(Runtime):
                 self.namespace, label_selector=f"{ID_LABEL}={_container_id(name)}").items
         return sorted(pods, key=lambda p: p.metadata.creation_timestamp)
 
+    def _pod(self, pod_name: str) -> Any:
+        """The pod ``pod_name``, or None."""
+        with contextlib.suppress(ResourceNotFound), translate_errors(name=pod_name):
+            return self._core.read_namespaced_pod(pod_name, self.namespace)
+        return None
+
     def inspect(self, name: str) -> ContainerState | None:
         pods = self._pods(name)
         if not pods:
+            if self._ships is not None and self._ships.returning(name):
+                return ContainerState(name=name, running=True)
             with self._lock:
                 return self._stopped.get(name)
         return self._state_of(name, pods[-1])
@@ -416,15 +469,19 @@ class KubernetesRuntime(Runtime):
         ports = {p.container_port: p.container_port
                  for c in pod.spec.containers for p in c.ports or []}
         address = status.pod_ip or ""
+        shipping = self._ships if SHIPPED_ANNOTATION in (pod.metadata.annotations or {}) else None
+        if shipping is not None and (failed := shipping.stage_failure(name, pod)) is not None:
+            return failed
         if state is not None and state.terminated is not None:
             ended = state.terminated
-            return ContainerState(
+            over = ContainerState(
                 name=name, running=False, exit_code=int(ended.exit_code),
                 oom_killed=ended.reason == "OOMKilled",
                 started_at=_epoch(ended.started_at), finished_at=_epoch(ended.finished_at),
                 error="" if ended.reason in (None, "Completed") else (
                     f"{ended.reason}: {ended.message}" if ended.message else ended.reason),
                 node=node)
+            return over if shipping is None else shipping.collected(name, pod, over)
         if status.phase in ("Failed", "Succeeded"):
             # Ended without a container status of its own: evicted, or past a deadline.
             return ContainerState(name=name, running=False, exit_code=137,
@@ -523,6 +580,8 @@ class KubernetesRuntime(Runtime):
         with contextlib.suppress(ResourceNotFound), translate_errors(name=name):
             self._networking.delete_namespaced_network_policy(
                 kubernetes_name(name), self.namespace, _preload_content=False)
+        if self._ships is not None:
+            self._ships.release(name, pods[-1].metadata.name)
         with self._lock:
             self._stopped.pop(name, None)
 

@@ -20,21 +20,25 @@ reach; the stager holds no credentials: it gets pre-signed URLs, made when each 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from shipyard.contract.archives import safe_extract
-from shipyard.errors import StorageError
+from shipyard.errors import ShipyardError, StorageError
 from shipyard.runtimes.base import Mount
 
-__all__ = ["Depot", "Shipped", "collect_manifest", "retrieve", "stage_manifest",
+__all__ = ["Collection", "Depot", "Shipped", "collect_manifest", "retrieve", "stage_manifest",
            "stager_command", "volume_path"]
+
+log = logging.getLogger(__name__)
 
 #: Parts a returned volume may be cut into (each ``stager.PART_BYTES``): 64 GiB at most.
 MAX_PARTS = 1024
@@ -84,6 +88,25 @@ class Shipped:
                                                        bool(read_only)))
 
 
+class Collection:
+    """A collector's run for one container, on a thread; ``error`` once it failed."""
+
+    def __init__(self, run: Callable[[], None], thread_name: str) -> None:
+        self.error = ""
+
+        def target() -> None:
+            try:
+                run()
+            except ShipyardError as exc:
+                self.error = str(exc)
+            except Exception as exc:  # a thread's error would otherwise be lost
+                log.exception("collecting outputs failed")
+                self.error = f"{type(exc).__name__}: {exc}"
+
+        self.thread = threading.Thread(target=target, daemon=True, name=thread_name)
+        self.thread.start()
+
+
 def volume_path(index: int) -> str:
     return f"{STAGE_ROOT}/{index}"
 
@@ -116,16 +139,17 @@ def stage_manifest(depot: Depot, prefix: str, shipped: Sequence[Shipped]) -> str
     return _put_manifest(depot, f"{prefix}/stage.json", {"volumes": volumes})
 
 
-def collect_manifest(depot: Depot, prefix: str, shipped: Sequence[Shipped]) -> str:
+def collect_manifest(depot: Depot, prefix: str, shipped: Sequence[Shipped], *,
+                     empty: bool = True) -> str:
     """The collect manifest's URL: a part URL per :data:`MAX_PARTS` for each writable
-    volume, the summary's, and every volume to empty."""
+    volume, the summary's, and (``empty``) every volume to empty."""
     volumes = [{"path": item.stage_path,
                 "parts": [depot.url(f"{prefix}/out/{item.index}/{n:05d}", "PUT")
                           for n in range(MAX_PARTS)]}
                for item in shipped if not item.mount.read_only]
     return _put_manifest(depot, f"{prefix}/collect.json", {
         "volumes": volumes, "summary": depot.url(f"{prefix}/out/summary.json", "PUT"),
-        "empty": [item.stage_path for item in shipped]})
+        "empty": [item.stage_path for item in shipped] if empty else []})
 
 
 def clean_manifest(depot: Depot, prefix: str, shipped: Sequence[Shipped]) -> str:

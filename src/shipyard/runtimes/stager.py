@@ -12,6 +12,10 @@ manifest it is given (``SHIPYARD_STAGER_MANIFEST``, itself a pre-signed URL).
 - ``collect``: for each volume to return, a tar of it cut into parts, each PUT to the next
   URL; a summary (how many parts each) PUT last; then every volume emptied.
 - ``clean``: every volume emptied (a container removed before its outputs were wanted).
+- ``await-collect``: beside the container in its pod (a runtime whose volumes live only as
+  long as the pod): wait until the manifest exists, which the control plane writes once the
+  container has ended, then ``collect``. SIGTERM is ignored, so that what a container
+  stopped with a grace period wrote still comes back within it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import concurrent.futures
 import json
 import os
 import shutil
+import signal
 import sys
 import tarfile
 import time
@@ -32,6 +37,8 @@ MANIFEST_ENV = "SHIPYARD_STAGER_MANIFEST"
 PART_BYTES = 64 * 1024 * 1024
 DOWNLOAD_THREADS = 8
 ATTEMPTS = 5
+#: How often ``await-collect`` asks for its manifest.
+AWAIT_SECONDS = 0.5
 
 
 def _request(url: str, data: bytes | None = None, method: str = "GET") -> Any:
@@ -157,17 +164,37 @@ def collect(manifest: dict[str, Any]) -> None:
         _empty(root)
 
 
+def _await(url: str) -> Any:
+    """The object at ``url`` once it exists (asked every :data:`AWAIT_SECONDS`)."""
+    while True:
+        try:
+            return urllib.request.urlopen(url, timeout=60)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise RuntimeError(f"GET {url.split('?', maxsplit=1)[0]}: HTTP {exc.code}"
+                                   ) from None
+        except OSError:
+            pass  # the store restarting: ask again
+        time.sleep(AWAIT_SECONDS)
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in ("stage", "collect", "clean"):
-        print("usage: stager stage|collect|clean", file=sys.stderr)
+    steps = ("stage", "collect", "clean", "await-collect")
+    if len(argv) != 1 or argv[0] not in steps:
+        print(f"usage: stager {'|'.join(steps)}", file=sys.stderr)
         return 2
     try:
-        with _request(os.environ[MANIFEST_ENV]) as response:
+        if argv[0] == "await-collect":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            opened = _await(os.environ[MANIFEST_ENV])
+        else:
+            opened = _request(os.environ[MANIFEST_ENV])
+        with opened as response:
             manifest = json.load(response)
         if argv[0] == "stage":
             stage(manifest)
         else:
-            collect(manifest if argv[0] == "collect" else {"empty": manifest.get("empty")})
+            collect(manifest if argv[0] != "clean" else {"empty": manifest.get("empty")})
     except (RuntimeError, OSError, KeyError, ValueError, tarfile.TarError) as exc:
         print(f"stager {argv[0]} failed: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -21,6 +21,7 @@ from shipyard.errors import ResourceNotFound, RuntimeUnavailable, ShipyardError
 from shipyard.runtimes.base import ContainerSpec, ContainerState, LogLine, Mount
 from shipyard.runtimes.docker import translate_errors
 from shipyard.runtimes.shipping import (
+    Collection,
     Shipped,
     clean_manifest,
     collect_manifest,
@@ -50,25 +51,6 @@ class Staging:
     reference: str
     binds: list[Mount]
     shipped: list[Shipped]
-
-
-class Collection:
-    """A collector's run for one container, on a thread; ``error`` once it failed."""
-
-    def __init__(self, run: Any) -> None:
-        self.error = ""
-
-        def target() -> None:
-            try:
-                run()
-            except ShipyardError as exc:
-                self.error = str(exc)
-            except Exception as exc:  # a thread's error would otherwise be lost
-                log.exception("collecting outputs failed")
-                self.error = f"{type(exc).__name__}: {exc}"
-
-        self.thread = threading.Thread(target=target, daemon=True, name="swarm-collect")
-        self.thread.start()
 
 
 class NodeStaging:
@@ -185,7 +167,8 @@ class NodeStaging:
             collection = self.collections.get(name)
             if collection is None:
                 collection = self.collections[name] = Collection(
-                    lambda: self.collect_outputs(name, str(task.get("NodeID") or ""), shipped))
+                    lambda: self.collect_outputs(name, str(task.get("NodeID") or ""), shipped),
+                    "swarm-collect")
         if collection.thread.is_alive():
             return ContainerState(name=name, running=True, node=state.node)
         if collection.error:
