@@ -264,7 +264,19 @@ def test_an_endpoint_rides_out_a_deleted_pod(plane: ControlPlane,
     planes.remove_endpoints(plane)
 
 
+GOLDEN_GPU = Path(__file__).parent / "golden" / "k8s-gpu-shipped-host.json"
 GOLDEN = Path(__file__).parent / "golden" / "k8s-training-host.json"
+
+
+def _offline_kubeconfig(tmp_path: Path) -> str:
+    """A kubeconfig of a cluster nobody answers at: enough to build manifests."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n")
+    return str(kubeconfig)
 
 
 def test_a_hosts_pod_manifest(tmp_path: Path) -> None:
@@ -272,13 +284,7 @@ def test_a_hosts_pod_manifest(tmp_path: Path) -> None:
     token, requests and limits, the network's DNS search for bare peer names, hostPath."""
     from shipyard.runtimes.base import ContainerSpec, Mount
 
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\n"
-        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
-        "users: [{name: u, user: {token: t}}]\n"
-        "contexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n")
-    runtime = KubernetesRuntime(str(kubeconfig), namespace="ns",
+    runtime = KubernetesRuntime(_offline_kubeconfig(tmp_path), namespace="ns",
                                 labels={"org.shipyard.scope": "s"},
                                 shared_paths=(Path("/data"),), cpu_overcommit=4,
                                 stop_grace_seconds=30)
@@ -292,6 +298,43 @@ def test_a_hosts_pod_manifest(tmp_path: Path) -> None:
     assert manifest == json.loads(GOLDEN.read_text())
     with pytest.raises(ValidationError, match="kubernetes_shared_paths"):
         runtime.pod_manifest(ContainerSpec(name="x", image="i", mounts=[Mount("/etc", "/e")]))
+
+
+def test_a_gpu_hosts_pod_with_shipped_mounts(tmp_path: Path) -> None:
+    """What 1.20's fixture cannot run, as a manifest: a GPU type's ``nvidia.com/gpu`` limit
+    (the platform's limits on a cluster with GPU nodes), and mounts shipped through the
+    depot: emptyDir volumes, the stager as an init container, the collector beside."""
+    from shipyard.control.depot import S3Depot
+    from shipyard.control.limits import fit
+    from shipyard.control.s3 import S3Client
+    from shipyard.runtimes.base import Capacity, ContainerSpec, Mount
+
+    limits = fit("ml.g5.xlarge", Capacity(48.0, 192 * 2**30, 4))
+    assert (limits.cpus, limits.memory_bytes, limits.gpus) == (4, 16 * 2**30, 1)
+    assert fit("ml.g5.xlarge", Capacity(48.0, 192 * 2**30, 0)).gpus == 0  # runs on CPU
+    state = tmp_path / "state"
+    depot = S3Depot(S3Client("http://127.0.0.1:1", "us-east-1", access_key_id="a",
+                             secret_access_key="b"), "s3://depot/k8s", "kubernetes_depot")
+    runtime = KubernetesRuntime(_offline_kubeconfig(tmp_path), namespace="ns",
+                                cpu_overcommit=4, stop_grace_seconds=30, depot=depot,
+                                platform_root=state, stager_image="registry.example/py:3")
+    job = state / "jobs" / "training" / "Job1-ab12cd34"
+    spec = ContainerSpec(
+        name="shipyard-training-Job1-ab12cd34-algo-1", image="registry.example/train:1",
+        command=["train"], hostname="algo-1", network="shipyard-training-Job1-ab12cd34",
+        mounts=[Mount(str(job / "config"), "/opt/ml/input/config", True),
+                Mount(str(job / "data"), "/opt/ml/input/data/train", True,
+                      fetch=(("s3://data/train/a.csv", "a.csv"),)),
+                Mount(str(job / "model"), "/opt/ml/model")],
+        cpus=limits.cpus, memory_bytes=limits.memory_bytes, gpus=limits.gpus)
+    manifest = runtime._api_client.sanitize_for_serialization(runtime.pod_manifest(
+        spec, shipping_urls=("https://store/stage.json?sig", "https://store/collect.json?sig")))
+    # The stager's program is this checkout's; the golden file holds its place.
+    for container in manifest["spec"]["initContainers"] + manifest["spec"]["containers"][1:]:
+        assert container["command"][:2] == ["python3", "-c"]
+        container["command"][2] = "<runtimes/stager.py>"
+    golden = json.loads(GOLDEN_GPU.read_text().replace("<STATE>", str(state)))
+    assert manifest == golden
 
 
 def test_two_hosts_find_each_other(plane: ControlPlane, loaded: dict[str, str],

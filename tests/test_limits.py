@@ -24,33 +24,33 @@ TRAINING_MESSAGE = "Training image download completed. Training in progress."
 
 
 @pytest.mark.parametrize(
-    ("instance_type", "capacity", "cpus", "memory", "notice"),
+    ("instance_type", "capacity", "cpus", "memory", "notice", "gpus"),
     [
-        ("ml.t3.medium", SMALL, 2.0, 4 * GIB, ""),
-        ("ml.m5.large", None, 2.0, 8 * GIB, ""),
-        ("ml.m5.4xlarge", None, 16.0, 64 * GIB, ""),
+        ("ml.t3.medium", SMALL, 2.0, 4 * GIB, "", 0),
+        ("ml.m5.large", None, 2.0, 8 * GIB, "", 0),
+        ("ml.m5.4xlarge", None, 16.0, 64 * GIB, "", 0),
         ("ml.m5.4xlarge", Capacity(2.0, int(7.75 * GIB)), 2.0, int(7.75 * GIB),
          "ml.m5.4xlarge has 16 vCPUs and 64 GiB; each container is capped at this "
-         "machine's 2 vCPUs and 7.8 GiB."),
-        ("ml.m5.4xlarge", Capacity(32.0, 128 * GIB), 16.0, 64 * GIB, ""),
+         "machine's 2 vCPUs and 7.8 GiB.", 0),
+        ("ml.m5.4xlarge", Capacity(32.0, 128 * GIB), 16.0, 64 * GIB, "", 0),
         ("ml.m5.4xlarge", Capacity(8.0, 128 * GIB), 8.0, 64 * GIB,
-         "ml.m5.4xlarge has 16 vCPUs; each container is capped at this machine's 8 vCPUs."),
-        ("ml.m5.4xlarge", Capacity(0.0, 0), 16.0, 64 * GIB, ""),
-        ("local", SMALL, None, None, ""),
-        ("ml.future.9xlarge", SMALL, None, None, ""),
+         "ml.m5.4xlarge has 16 vCPUs; each container is capped at this machine's 8 vCPUs.", 0),
+        ("ml.m5.4xlarge", Capacity(0.0, 0), 16.0, 64 * GIB, "", 0),
+        ("local", SMALL, None, None, "", 0),
+        ("ml.future.9xlarge", SMALL, None, None, "", 0),
         ("ml.p3.2xlarge", Capacity(16.0, 128 * GIB, 0), 8.0, 61 * GIB,
-         "ml.p3.2xlarge has 1 GPU and no GPU is available to containers here: it runs on CPU."),
+         "ml.p3.2xlarge has 1 GPU and no GPU is available to containers here: it runs on CPU.", 0),
         ("ml.p3.8xlarge", Capacity(64.0, 512 * GIB, 1), 32.0, 244 * GIB,
-         "ml.p3.8xlarge has 4 GPUs; 1 available here."),
-        ("ml.g5.xlarge", Capacity(8.0, 32 * GIB, 1), 4.0, 16 * GIB, ""),
+         "ml.p3.8xlarge has 4 GPUs; 1 available here.", 1),
+        ("ml.g5.xlarge", Capacity(8.0, 32 * GIB, 1), 4.0, 16 * GIB, "", 1),
     ],
     ids=["fits", "unknown-capacity", "unknown-capacity-big", "capped-both", "big-machine",
          "capped-cpus", "capacity-figures-unknown", "local-unlimited", "unknown-type",
          "gpu-missing", "fewer-gpus", "gpu-present"],
 )
 def test_fit(instance_type: str, capacity: Capacity | None, cpus: float | None,
-             memory: int | None, notice: str) -> None:
-    assert fit(instance_type, capacity) == Limits(cpus, memory, notice)
+             memory: int | None, notice: str, gpus: int) -> None:
+    assert fit(instance_type, capacity) == Limits(cpus, memory, notice, gpus)
 
 
 def test_fit_refuses_a_gpu_type_only_when_none_is_available() -> None:

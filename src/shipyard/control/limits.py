@@ -30,12 +30,13 @@ __all__ = ["Limits", "check_instance_type", "fit", "limits_for"]
 
 @dataclass(frozen=True)
 class Limits:
-    """A container's CPU and memory limits (``None``: none), and what was changed to fit the
-    machine, in words for the user ("" when the type fits as it is)."""
+    """A container's CPU and memory limits (``None``: none), the GPUs it gets, and what was
+    changed to fit the machine, in words for the user ("" when the type fits as it is)."""
 
     cpus: float | None
     memory_bytes: int | None
     notice: str = ""
+    gpus: int = 0
 
 
 def _cpus(n: float) -> str:
@@ -59,7 +60,7 @@ def fit(instance_type: str, capacity: Capacity | None, *,
         return Limits(None, None)
     cpus, memory = resources.cpus, resources.memory_bytes
     if capacity is None:
-        return Limits(cpus, memory)
+        return Limits(cpus, memory, gpus=resources.gpus)
     asked: list[str] = []
     have: list[str] = []
     if cpus is not None and 0 < capacity.cpus < cpus:
@@ -87,7 +88,7 @@ def fit(instance_type: str, capacity: Capacity | None, *,
                            "containers here: it runs on CPU.")
         else:
             notices.append(f"{instance_type} has {gpus}; {capacity.gpus:d} available here.")
-    return Limits(cpus, memory, " ".join(notices))
+    return Limits(cpus, memory, " ".join(notices), min(resources.gpus, capacity.gpus))
 
 
 def limits_for(ctx: Context, instance_type: str, owner: str) -> Limits:

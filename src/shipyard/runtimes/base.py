@@ -84,6 +84,9 @@ class ContainerSpec:
     network_aliases: list[str] = field(default_factory=list)
     cpus: float | None = None
     memory_bytes: int | None = None
+    #: GPUs of its own (the instance type's, as many as the runtime has: ``Capacity.gpus``);
+    #: a runtime that hands out none ignores it.
+    gpus: int = 0
     #: Host directory standing for the contract root (``/opt/ml``); the process runtime runs
     #: the command with this as its root, the docker runtime ignores it (mounts say it all).
     root_dir: str | None = None

@@ -41,6 +41,7 @@ Every client error becomes a ``shipyard.errors`` one (:func:`translate_errors`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -83,6 +84,8 @@ NAME_ANNOTATION = "org.shipyard.container"
 ID_LABEL = "org.shipyard.container-id"
 #: The network (headless Service) a pod belongs to.
 NETWORK_LABEL = "org.shipyard.network"
+#: The device plugin's resource of NVIDIA GPUs.
+GPU_RESOURCE = "nvidia.com/gpu"
 #: The name of the one container of each pod.
 MAIN = "main"
 _NAME_MAX = 63
@@ -242,20 +245,22 @@ class KubernetesRuntime(Runtime):
             self._api_client.close()
 
     def capacity(self) -> Capacity:
-        """The largest schedulable node's allocatable CPUs and memory."""
+        """The largest schedulable node's allocatable CPUs and memory, and the most GPUs
+        one node has (a GPU node need not be the largest)."""
         with translate_errors():
             nodes = self._core.list_node().items
         best = Capacity(0.0, 0, 0)
+        gpus = 0
         for node in nodes:
             if node.spec.unschedulable:
                 continue
             allocatable = node.status.allocatable or {}
             found = Capacity(_cpus(allocatable.get("cpu", "0")),
-                             _bytes(allocatable.get("memory", "0")),
-                             int(allocatable.get("nvidia.com/gpu", "0") or 0))
+                             _bytes(allocatable.get("memory", "0")))
+            gpus = max(gpus, int(_quantity(allocatable.get(GPU_RESOURCE, "0"))))
             if (found.memory_bytes, found.cpus) > (best.memory_bytes, best.cpus):
                 best = found
-        return best
+        return dataclasses.replace(best, gpus=gpus)
 
     def shares_path(self, path: os.PathLike[str] | str) -> bool:
         real = Path(os.path.realpath(path))
@@ -394,6 +399,9 @@ class KubernetesRuntime(Runtime):
             requests["cpu"] = f"{max(1, int(spec.cpus * 1000 / self._overcommit))}m"
         if spec.memory_bytes:
             limits["memory"] = requests["memory"] = str(int(spec.memory_bytes))
+        if spec.gpus:
+            # An extended resource: asked as a limit, the request is the same and whole.
+            limits[GPU_RESOURCE] = str(spec.gpus)
         capabilities = self._confinement.capabilities_for(spec.image, "")
         volumes, volume_mounts = [], []
         for index, mount in enumerate(binds):

@@ -121,8 +121,13 @@ class PodShipping:
                                for i in items],
                 security_context=main.security_context)
 
-        # The stager runs before the container, so it may use what the container reserves.
-        stage = helper(STAGE, "stage", urls[0], shipped, main.resources)
+        # The stager runs before the container, so it may use the CPUs and memory the
+        # container reserves (not its GPUs: it needs none).
+        reserved = main.resources
+        stage = helper(STAGE, "stage", urls[0], shipped, client.V1ResourceRequirements(
+            requests=reserved.requests, limits={
+                k: v for k, v in (reserved.limits or {}).items() if k in ("cpu", "memory")
+            } or None))
         writable = [i for i in shipped if not i.mount.read_only]
         collectors = [helper(COLLECT, "await-collect", urls[1], writable,
                              client.V1ResourceRequirements(requests=COLLECTOR_REQUESTS,

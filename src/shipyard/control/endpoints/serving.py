@@ -174,7 +174,7 @@ def start_instance(ctx: Context, *, owner_kind: str, owner_name: str, deployment
     ctx.runtime.start(ContainerSpec(
         name=name, image=spec.image, command=[SERVE_COMMAND],
         env={**spec.env, **(extra_env or {})}, mounts=mounts, labels=labels, network=network,
-        cpus=limits.cpus, memory_bytes=limits.memory_bytes,
+        cpus=limits.cpus, memory_bytes=limits.memory_bytes, gpus=limits.gpus,
         root_dir=str(root), ports={SERVING_PORT: 0},
     ))
     host, port = _published_address(ctx, name)

@@ -192,7 +192,7 @@ class Supervisor:
                 env=plan.env, mounts=plan.mounts, labels=self._labels(uid, plan.host),
                 hostname=plan.host, network=network,
                 network_aliases=[plan.host] if network not in (None, "none") else [],
-                cpus=limits.cpus, memory_bytes=limits.memory_bytes,
+                cpus=limits.cpus, memory_bytes=limits.memory_bytes, gpus=limits.gpus,
                 root_dir=str(plan.root),
             ))
             containers[plan.host] = cname
