@@ -4,8 +4,12 @@ MaxRuntime, and leave nothing behind in the cluster."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,9 +81,10 @@ def plane(tmp_path: Path, k8s: Cluster, scope_labels: dict[str, str],
 
 
 @pytest.fixture
-def depot_plane(tmp_path: Path, k8s: Cluster, scope_labels: dict[str, str],
-                loaded: dict[str, str], depot_store: Any) -> Iterator[ControlPlane]:
-    """A plane whose cluster shares no path with it: pods stage and return their data."""
+def depot_settings(tmp_path: Path, k8s: Cluster, scope_labels: dict[str, str],
+                   loaded: dict[str, str], depot_store: Any) -> Iterator[Settings]:
+    """Settings of a plane whose cluster shares no path with it: pods stage and return
+    their data. Whatever the test leaves in the cluster is removed after it."""
     settings = Settings.load({
         "data_dir": str(tmp_path / "state"), "runtime": "kubernetes", "stop_grace_seconds": 3,
         "scope": scope_labels[SCOPE_LABEL], "kubernetes_kubeconfig": k8s.kubeconfig,
@@ -87,15 +92,21 @@ def depot_plane(tmp_path: Path, k8s: Cluster, scope_labels: dict[str, str],
         "s3_endpoint_url": depot_store.url, "s3_access_key_id": DEPOT_KEY[0],
         "s3_secret_access_key": DEPOT_KEY[1], "kubernetes_depot": "s3://shipyard-depot/k8s"},
         environ={})
-    cp = ControlPlane(settings, runtime_for(settings))
-    yield cp
-    runtime = cp.ctx.runtime
+    yield settings
+    runtime = runtime_for(settings)
+    assert isinstance(runtime, KubernetesRuntime)
     for name in runtime.list(scope_labels):
         runtime.remove(name)
-    cp.close()
-    assert isinstance(runtime, KubernetesRuntime)
     until("nothing of the test left in the cluster", lambda: not _leftovers(
         runtime, scope_labels), timeout=60, poll=0.5)
+    runtime.close()
+
+
+@pytest.fixture
+def depot_plane(depot_settings: Settings) -> Iterator[ControlPlane]:
+    cp = ControlPlane(depot_settings, runtime_for(depot_settings))
+    yield cp
+    cp.close()
 
 
 def _leftovers(runtime: KubernetesRuntime, labels: dict[str, str]) -> list[str]:
@@ -361,3 +372,41 @@ def test_pods_stage_and_return_their_own_data(
         return [o["Key"] for o in listed.get("Contents") or []]
 
     until("nothing left in the depot", lambda: not in_depot(), timeout=30)
+
+
+def test_a_restarted_server_reattaches_to_its_pods(
+        depot_settings: Settings, depot_store: Any, loaded: dict[str, str],
+        tmp_path: Path) -> None:
+    """The supervisors die mid-job (the server with them); a new control plane finds the
+    pods again by their labels: one still running, one that ended meanwhile, whose output
+    its collector still holds. Both complete once, with their models."""
+    boto = depot_boto(depot_store)
+    with contextlib.suppress(boto.exceptions.BucketAlreadyOwnedByYou):
+        boto.create_bucket(Bucket="data")
+    boto.put_object(Bucket="data", Key="rows/a.csv", Body=b"1,2\n")
+    channel = [{"ChannelName": "training", "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3Uri": "s3://data/rows/"}}}]
+    first = ControlPlane(depot_settings, runtime_for(depot_settings), launch="process")
+    for name, seconds in (("k8s-restart-running", "8"), ("k8s-restart-exited", "1")):
+        first.create("training", training_request(
+            name, tmp_path, image=loaded["behaviours"], InputDataConfig=channel,
+            Environment={"MODE": "sleep", "SLEEP": seconds}))
+    for name in ("k8s-restart-running", "k8s-restart-exited"):
+        until(f"{name} running", lambda n=name: "mode sleep argv ['train']" in [
+            e.message for e in first.follow_logs("training", n, follow=False)], 120)
+    for proc in first.processes:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first.close()
+    time.sleep(2)  # the short job's container ends while nothing watches it
+    second = ControlPlane(depot_settings, runtime_for(depot_settings), launch="thread")
+    try:
+        for name in ("k8s-restart-running", "k8s-restart-exited"):
+            record = second.wait("training", name, timeout=120)
+            assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+            model = tar_files(tmp_path / "out" / name / "output" / "model.tar.gz")
+            assert model["done"] == b"sleep"
+            lines = [e.message for e in second.follow_logs("training", name, follow=False)]
+            assert lines.count("mode sleep argv ['train']") == 1
+    finally:
+        second.close()
