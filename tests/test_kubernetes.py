@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,9 @@ from shipyard.errors import ValidationError
 from shipyard.runtimes.kubernetes import KubernetesRuntime, kubernetes_name
 from shipyard.settings import Settings
 from tests.support import planes
-from tests.support.files import tar_files
+from tests.support.files import model_tarball, tar_files
 from tests.support.images import build_image
-from tests.support.jobs import training_request
+from tests.support.jobs import ROLE, training_request
 from tests.support.k8s import Cluster
 from tests.support.k8s import k8s as k8s  # noqa: PLC0414 - the session's fixture
 from tests.support.polling import until
@@ -272,6 +273,62 @@ def test_an_endpoint_rides_out_a_deleted_pod(plane: ControlPlane,
     until("two instances again", lambda: sum(
         v["CurrentInstanceCount"] for v in plane.describe("endpoint", "k8s-serve")[
             "ProductionVariants"]) == 2, 60)
+    planes.remove_endpoints(plane)
+
+
+def test_a_blue_green_update_under_load_fails_nothing(
+        plane: ControlPlane, loaded: dict[str, str], tmp_path: Path) -> None:
+    """UpdateEndpoint to a new model under load: the new pods are ready before traffic
+    moves, the old ones retire after, and no request fails."""
+    v1 = model_tarball(tmp_path, "v1", {"model.txt": "v1"}).as_uri()
+    v2 = model_tarball(tmp_path, "v2", {"model.txt": "v2"}).as_uri()
+    record = planes.deploy(plane, "k8s-bg", loaded["plain-serve"], v1, count=2)
+    assert record["EndpointStatus"] == "InService", record.get("FailureReason")
+    runtime = plane.ctx.runtime
+    fleet = {"org.shipyard.job-name": "k8s-bg"}
+    old = set(runtime.list(fleet))
+    plane.create("model", {"ModelName": "k8s-bg-model-2", "ExecutionRoleArn": ROLE,
+                           "PrimaryContainer": {"Image": loaded["plain-serve"],
+                                                "ModelDataUrl": v2}})
+    plane.create("endpoint-config", {"EndpointConfigName": "k8s-bg-config-2",
+                                     "ProductionVariants": [{
+                                         "VariantName": "AllTraffic",
+                                         "ModelName": "k8s-bg-model-2",
+                                         "InitialInstanceCount": 2}]})
+    answers: Counter[str] = Counter()
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        invoke = planes.Invoker(plane)
+        try:
+            while not stop.is_set():
+                try:
+                    answers[invoke.json("k8s-bg", b"q")["model"]] += 1
+                except Exception as exc:  # any failure is what this test is about
+                    failures.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            invoke.close()
+
+    loaders = [threading.Thread(target=load) for _ in range(2)]
+    for loader in loaders:
+        loader.start()
+    try:
+        until("answers", lambda: answers["v1"] > 20, 30)
+        plane.update_endpoint({"EndpointName": "k8s-bg", "EndpointConfigName": "k8s-bg-config-2"})
+        record = plane.wait_endpoint("k8s-bg", timeout=180)
+        until("the old pods retired", lambda: not old & set(runtime.list(fleet)), 120, poll=0.5)
+        served = answers["v2"]
+        until("answers after", lambda: answers["v2"] > served + 20, 30)
+    finally:
+        stop.set()
+        for loader in loaders:
+            loader.join()
+    assert record["EndpointStatus"] == "InService", record.get("FailureReason")
+    assert record["EndpointConfigName"] == "k8s-bg-config-2"
+    assert failures == [], failures[:3]
+    assert answers["v1"] > 0 and answers["v2"] > 0, answers
+    assert len(runtime.list(fleet)) == 2
     planes.remove_endpoints(plane)
 
 
