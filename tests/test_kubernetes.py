@@ -77,8 +77,7 @@ def plane(tmp_path: Path, k8s: Cluster, scope_labels: dict[str, str],
         runtime.remove(name)
     cp.close()
     assert isinstance(runtime, KubernetesRuntime)
-    until("nothing of the test left in the cluster", lambda: not _leftovers(
-        runtime, scope_labels), timeout=60, poll=0.5)
+    _await_clean(runtime, scope_labels)
 
 
 @pytest.fixture
@@ -98,8 +97,7 @@ def depot_settings(tmp_path: Path, k8s: Cluster, scope_labels: dict[str, str],
     assert isinstance(runtime, KubernetesRuntime)
     for name in runtime.list(scope_labels):
         runtime.remove(name)
-    until("nothing of the test left in the cluster", lambda: not _leftovers(
-        runtime, scope_labels), timeout=60, poll=0.5)
+    _await_clean(runtime, scope_labels)
     runtime.close()
 
 
@@ -110,12 +108,22 @@ def depot_plane(depot_settings: Settings) -> Iterator[ControlPlane]:
     cp.close()
 
 
+def _await_clean(runtime: KubernetesRuntime, labels: dict[str, str]) -> None:
+    deadline = time.monotonic() + 60
+    while left := _leftovers(runtime, labels):
+        assert time.monotonic() < deadline, f"left in the cluster: {left}"
+        time.sleep(0.5)
+
+
 def _leftovers(runtime: KubernetesRuntime, labels: dict[str, str]) -> list[str]:
     selector = f"{SCOPE_LABEL}={labels[SCOPE_LABEL]},{MANAGED_LABEL}=true"
     core, ns = runtime._core, runtime.namespace
+    apps = runtime._client.AppsV1Api(runtime._api_client)
     return ([f"pod {p.metadata.name}" for p in core.list_namespaced_pod(
                 ns, label_selector=selector).items]
             + [f"service {s.metadata.name}" for s in core.list_namespaced_service(
+                ns, label_selector=selector).items]
+            + [f"deployment {d.metadata.name}" for d in apps.list_namespaced_deployment(
                 ns, label_selector=selector).items])
 
 
@@ -262,6 +270,16 @@ def test_an_endpoint_rides_out_a_deleted_pod(plane: ControlPlane,
         until("a replacement instance", lambda: len(
             set(runtime.list({"org.shipyard.job-name": "k8s-serve"})) - before) == 1, 120,
             poll=0.5)
+        # The variant is a Deployment of two; the replacement is the pod it made.
+        [replacement] = set(runtime.list({"org.shipyard.job-name": "k8s-serve"})) - before
+        [pod] = runtime._pods(replacement)
+        assert [o.kind for o in pod.metadata.owner_references] == ["ReplicaSet"]
+        apps = runtime._client.AppsV1Api(runtime._api_client)
+        [deployment] = apps.list_namespaced_deployment(
+            runtime.namespace, label_selector="org.shipyard.job-name=k8s-serve").items
+        assert deployment.spec.replicas == 2
+        probe = deployment.spec.template.spec.containers[0].readiness_probe
+        assert (probe.http_get.path, probe.http_get.port) == ("/ping", 8080)
         served = len(answers)
         until("answers after", lambda: len(answers) > served + 20, 30)
     finally:

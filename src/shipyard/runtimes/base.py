@@ -92,6 +92,11 @@ class ContainerSpec:
     root_dir: str | None = None
     #: Publish a container port on 127.0.0.1 (container_port -> host_port, 0 = any free port).
     ports: dict[int, int] = field(default_factory=dict)
+    #: Interchangeable replicas (the instances of one production variant of one deployment)
+    #: share a group: specs alike but for their names and their ``HOST_LABEL``. A runtime with
+    #: a replica controller of its own (Kubernetes: a Deployment) keeps each group as one
+    #: object; the others ignore it.
+    group: str | None = None
 
 
 @dataclass(frozen=True)

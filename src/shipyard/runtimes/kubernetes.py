@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -58,7 +57,6 @@ from shipyard.errors import (
     ResourceInUse,
     ResourceNotFound,
     RuntimeUnavailable,
-    ShipyardError,
     ValidationError,
 )
 from shipyard.runtimes.base import (
@@ -73,90 +71,28 @@ from shipyard.runtimes.base import (
 )
 from shipyard.runtimes.docker import _check_mount_source as check_mount_source
 from shipyard.runtimes.docker import check_reference, parse_docker_time, parse_log_stream
+from shipyard.runtimes.kubernetes_errors import translate_errors
+from shipyard.runtimes.kubernetes_names import (
+    GPU_RESOURCE,
+    ID_LABEL,
+    MAIN,
+    NAME_ANNOTATION,
+    NAME_PATTERN,
+    NETWORK_LABEL,
+    container_id,
+    kubernetes_name,
+    label_value,
+)
+from shipyard.runtimes.kubernetes_replicas import GROUP_LABEL, ReplicaGroups
 from shipyard.runtimes.kubernetes_shipping import SHIPPED_ANNOTATION, PodShipping
 from shipyard.runtimes.shipping import Depot, Shipped
 
 __all__ = ["KubernetesRuntime", "kubernetes_name", "translate_errors"]
 
-#: Where a container's own name is kept (annotations have no length limit).
-NAME_ANNOTATION = "org.shipyard.container"
-#: A digest of the container's name, to find its pod by.
-ID_LABEL = "org.shipyard.container-id"
-#: The network (headless Service) a pod belongs to.
-NETWORK_LABEL = "org.shipyard.network"
-#: The device plugin's resource of NVIDIA GPUs.
-GPU_RESOURCE = "nvidia.com/gpu"
-#: The name of the one container of each pod.
-MAIN = "main"
-_NAME_MAX = 63
-_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_LABEL_VALUE_RE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 #: Waiting reasons of a container that will never start by itself.
 _STUCK = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull",
                     "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"})
 _POLL_SECONDS = 0.25
-
-
-def kubernetes_name(name: str) -> str:
-    """``name`` as a Kubernetes object name (a DNS label): itself when it is one, else a
-    lowercase, shortened form with a digest of the whole (still unique)."""
-    if len(name) <= _NAME_MAX and _NAME_RE.fullmatch(name):
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
-    cleaned = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
-    return f"{cleaned[: _NAME_MAX - 13].rstrip('-')}-{digest}".lstrip("-")
-
-
-def _container_id(name: str) -> str:
-    return hashlib.sha256(name.encode()).hexdigest()[:32]
-
-
-def _label_value(value: str) -> str:
-    if len(value) <= _NAME_MAX and _LABEL_VALUE_RE.fullmatch(value):
-        return value
-    return hashlib.sha256(value.encode()).hexdigest()[:32]
-
-
-@contextlib.contextmanager
-def translate_errors(*, name: str | None = None) -> Iterator[None]:
-    """Turn the client's errors into Shipyard's (the one boundary with the cluster)."""
-    import urllib3.exceptions
-    from kubernetes.client.exceptions import ApiException
-    from kubernetes.config.config_exception import ConfigException
-
-    try:
-        yield
-    except ShipyardError:
-        raise
-    except ApiException as exc:
-        reason = _api_message(exc)
-        if exc.status == 404:
-            raise ResourceNotFound(f"no such {name or 'object'} in the cluster: {reason}"
-                                   ) from exc
-        if exc.status == 409:
-            raise ResourceInUse(f"{name or 'object'} is in use: {reason}") from exc
-        if exc.status in (400, 422):
-            raise ValidationError(f"the cluster refused {name or 'the request'}: {reason}"
-                                  ) from exc
-        raise RuntimeUnavailable(f"the Kubernetes API refused ({exc.status}): {reason}"
-                                 ) from exc
-    except ConfigException as exc:
-        raise RuntimeUnavailable(f"no Kubernetes configuration: {exc}") from exc
-    except ValueError as exc:
-        # The client's models (pydantic) refusing an answer of another API version.
-        raise RuntimeUnavailable(f"the Kubernetes API answered what the client cannot "
-                                 f"read: {exc}") from exc
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise RuntimeUnavailable(f"cannot reach the Kubernetes API: {exc}") from exc
-
-
-def _api_message(exc: Any) -> str:
-    import json
-
-    try:
-        return str(json.loads(exc.body).get("message") or exc.reason)
-    except (TypeError, ValueError, AttributeError):
-        return str(exc.reason)
 
 
 class KubernetesRuntime(Runtime):
@@ -178,7 +114,7 @@ class KubernetesRuntime(Runtime):
         if image_pull_policy not in {"Always", "IfNotPresent", "Never"}:
             raise ValidationError(
                 "setting kubernetes_image_pull_policy must be Always, IfNotPresent or Never")
-        if not _NAME_RE.fullmatch(namespace):
+        if not NAME_PATTERN.fullmatch(namespace):
             raise ValidationError(f"setting kubernetes_namespace: {namespace!r} is not a "
                                   "Kubernetes namespace name")
         with translate_errors():
@@ -202,7 +138,7 @@ class KubernetesRuntime(Runtime):
         self._client: Any = client
         self._api_error: Any = ApiException
         self.namespace = namespace
-        self._labels = {k: _label_value(v) for k, v in (labels or {}).items()}
+        self._labels = {k: label_value(v) for k, v in (labels or {}).items()}
         self._confinement = confinement or Confinement()
         self._shared = tuple(Path(os.path.realpath(p)) for p in shared_paths)
         self._overcommit = max(1.0, cpu_overcommit)
@@ -213,6 +149,7 @@ class KubernetesRuntime(Runtime):
         self._ships = PodShipping(self, depot, platform_root, stager_image) if (
             depot is not None and platform_root is not None) else None
         self.stages_on_nodes = self._ships is not None
+        self._groups = ReplicaGroups(self)
         self._lock = threading.Lock()
         #: Containers deleted to stop them: their last state once their pod is gone.
         self._stopped: dict[str, ContainerState] = {}
@@ -306,7 +243,11 @@ class KubernetesRuntime(Runtime):
             self._networking.create_namespaced_network_policy(self.namespace, body)
 
     def remove_network(self, name: str) -> None:
+        """The network's Service and policy, and the Deployments of replicas on it (one
+        whose last pod ended by itself is still there)."""
         service = kubernetes_name(name)
+        for deployment in self._groups.of_network(NETWORK_LABEL, service):
+            self._groups.remove(deployment)
         with contextlib.suppress(ResourceNotFound), translate_errors(name=f"network {name}"):
             found = self._core.read_namespaced_service(service, self.namespace)
             if (found.metadata.labels or {}).get(MANAGED_LABEL) != "true":
@@ -323,25 +264,41 @@ class KubernetesRuntime(Runtime):
         return self._client.V1ObjectMeta(
             name=object_name, annotations={NAME_ANNOTATION: name},
             labels={MANAGED_LABEL: "true", **self._labels,
-                    **{k: _label_value(v) for k, v in labels.items()}})
+                    **{k: label_value(v) for k, v in labels.items()}})
 
     def start(self, spec: ContainerSpec) -> None:
+        if spec.group is not None:
+            # One of a group of replicas: a pod of the group's Deployment (made from this
+            # container's pod where it is the first).
+            self._groups.start(spec, lambda: self._pod_to_make(
+                spec, kubernetes_name(str(spec.group))))
+        else:
+            body = self._pod_to_make(spec, kubernetes_name(spec.name))
+            if spec.network == "none":
+                self._isolate(kubernetes_name(spec.name), {ID_LABEL: container_id(spec.name)},
+                              peers=False, labels=spec.labels)
+            with translate_errors(name=spec.name):
+                self._core.create_namespaced_pod(self.namespace, body)
+        with self._lock:
+            self._stopped.pop(spec.name, None)
+
+    def _pod_to_make(self, spec: ContainerSpec, prefix: str) -> Any:
+        """``spec``'s pod, its shipped mounts' manifests put in the depot under ``prefix``
+        and, on a cluster without DNS, its hosts before it named."""
         _, shipped = self._placement(spec)
         urls = None
         if shipped:
             assert self._ships is not None
-            urls = self._ships.prepare(kubernetes_name(spec.name), shipped)
+            urls = self._ships.prepare(prefix, shipped)
         aliases: list[Any] = []
-        if not self._cluster_dns and spec.network not in (None, "none"):
+        if not self._cluster_dns and spec.hostname and spec.network not in (None, "none"):
             aliases = self._peer_aliases(kubernetes_name(str(spec.network)))
-        body = self.pod_manifest(spec, host_aliases=aliases, shipping_urls=urls)
-        if spec.network == "none":
-            self._isolate(kubernetes_name(spec.name), {ID_LABEL: _container_id(spec.name)},
-                          peers=False, labels=spec.labels)
-        with translate_errors(name=spec.name):
-            self._core.create_namespaced_pod(self.namespace, body)
-        with self._lock:
-            self._stopped.pop(spec.name, None)
+        return self.pod_manifest(spec, host_aliases=aliases, shipping_urls=urls)
+
+    def forget_group(self, deployment: str) -> None:
+        """What the group's Deployment ``deployment`` left in the depot, once it is gone."""
+        if self._ships is not None:
+            self._ships.release(deployment, deployment)
 
     def _peer_aliases(self, network: str) -> list[Any]:
         """Where the cluster has no DNS: ``hostAliases`` naming the pods already on
@@ -389,7 +346,7 @@ class KubernetesRuntime(Runtime):
         ``ValidationError`` for what this cluster cannot give it."""
         binds, shipped = self._placement(spec)
         client = self._client
-        pod_labels = {**spec.labels, ID_LABEL: _container_id(spec.name)}
+        pod_labels = {**spec.labels, ID_LABEL: container_id(spec.name)}
         if spec.network and spec.network != "none":
             pod_labels[NETWORK_LABEL] = kubernetes_name(spec.network)
         requests: dict[str, str] = {}
@@ -451,7 +408,7 @@ class KubernetesRuntime(Runtime):
     def _pods(self, name: str) -> list[Any]:
         with translate_errors(name=name):
             pods = self._core.list_namespaced_pod(
-                self.namespace, label_selector=f"{ID_LABEL}={_container_id(name)}").items
+                self.namespace, label_selector=f"{ID_LABEL}={container_id(name)}").items
         return sorted(pods, key=lambda p: p.metadata.creation_timestamp)
 
     def _pod(self, pod_name: str) -> Any:
@@ -474,6 +431,11 @@ class KubernetesRuntime(Runtime):
         node = pod.spec.node_name or ""
         main = next((c for c in status.container_statuses or [] if c.name == MAIN), None)
         state = main.state if main is not None else None
+        if main is not None and main.restart_count and main.last_state is not None and (
+                main.last_state.terminated is not None):
+            # A Deployment's pod restarts its container in place: the container the
+            # platform started has ended all the same.
+            state = main.last_state
         ports = {p.container_port: p.container_port
                  for c in pod.spec.containers for p in c.ports or []}
         address = status.pod_ip or ""
@@ -566,6 +528,7 @@ class KubernetesRuntime(Runtime):
                 name=name, running=False, exit_code=128 + int(signum), finished_at=time.time(),
                 error="stopped: its pod was deleted")
         self._delete(name, grace)
+        self._groups.stopped(pods[-1])  # so that its Deployment does not replace it
 
     def _delete(self, name: str, grace: int) -> None:
         """Its pod, with ``grace``. (Not decoded: a 1.20 API server answers some deletes with
@@ -582,24 +545,32 @@ class KubernetesRuntime(Runtime):
             with self._lock:
                 self._stopped.pop(name, None)
             return
-        if (pods[-1].metadata.labels or {}).get(MANAGED_LABEL) != "true":
+        pod = pods[-1]
+        if (pod.metadata.labels or {}).get(MANAGED_LABEL) != "true":
             raise ResourceInUse(f"{name} was not created by Shipyard; not removing it")
         self._delete(name, 0)
+        with self._lock:
+            stopped = self._stopped.pop(name, None) is not None
+        if GROUP_LABEL in (pod.metadata.labels or {}):
+            # A replica that ended by itself: its Deployment makes the pod that the
+            # platform's replacement claims. One the platform stopped: scaled away.
+            if stopped:
+                self._groups.stopped(pod)
+            return
         with contextlib.suppress(ResourceNotFound), translate_errors(name=name):
             self._networking.delete_namespaced_network_policy(
                 kubernetes_name(name), self.namespace, _preload_content=False)
         if self._ships is not None:
-            self._ships.release(name, pods[-1].metadata.name)
-        with self._lock:
-            self._stopped.pop(name, None)
+            self._ships.release(name, pod.metadata.name)
 
     def list(self, labels: dict[str, str]) -> list[str]:
-        selector = ",".join(f"{k}={_label_value(v)}" for k, v in labels.items())
+        selector = ",".join(f"{k}={label_value(v)}" for k, v in labels.items())
         with translate_errors():
             pods = self._core.list_namespaced_pod(self.namespace,
                                                   label_selector=selector).items
+        # A Deployment's pod no container has claimed yet is no container.
         return sorted({(p.metadata.annotations or {}).get(NAME_ANNOTATION, p.metadata.name)
-                       for p in pods})
+                       for p in pods if ID_LABEL in (p.metadata.labels or {})})
 
 
 def _epoch(value: Any) -> float | None:

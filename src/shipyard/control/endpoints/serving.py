@@ -176,6 +176,7 @@ def start_instance(ctx: Context, *, owner_kind: str, owner_name: str, deployment
         env={**spec.env, **(extra_env or {})}, mounts=mounts, labels=labels, network=network,
         cpus=limits.cpus, memory_bytes=limits.memory_bytes, gpus=limits.gpus,
         root_dir=str(root), ports={SERVING_PORT: 0},
+        group=f"shipyard-{owner_kind}-{owner_name}-{deployment}-{spec.name}",
     ))
     host, port = _published_address(ctx, name)
     return Instance(name, spec.name, port, f"{spec.name}/{instance_id}", host=host)
