@@ -548,13 +548,15 @@ class KubernetesRuntime(Runtime):
         pod = pods[-1]
         if (pod.metadata.labels or {}).get(MANAGED_LABEL) != "true":
             raise ResourceInUse(f"{name} was not created by Shipyard; not removing it")
+        alive = self._state_of(name, pod).running
         self._delete(name, 0)
         with self._lock:
             stopped = self._stopped.pop(name, None) is not None
         if GROUP_LABEL in (pod.metadata.labels or {}):
             # A replica that ended by itself: its Deployment makes the pod that the
-            # platform's replacement claims. One the platform stopped: scaled away.
-            if stopped:
+            # platform's replacement claims. One the platform stopped or removes alive:
+            # scaled away.
+            if stopped or alive:
                 self._groups.stopped(pod)
             return
         with contextlib.suppress(ResourceNotFound), translate_errors(name=name):
