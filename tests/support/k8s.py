@@ -2,7 +2,7 @@
 (Kubernetes 1.20.2, a kubelet with a ``dockerd`` of its own in a network namespace; its
 README says what it has and lacks: no cluster DNS, no kube-proxy, no Indexed Jobs).
 
-Made once per session that asks, torn down after it; the images a test needs are loaded into
+Made for the module that asks, torn down after it; the images a test needs are loaded into
 the node's engine (it pulls from nowhere). Needs root; in CI a missing piece is a failure,
 not a skip. ``SHIPYARD_K8S_FIXTURE`` names the fixture's ``fixture.sh`` where it is elsewhere.
 """
@@ -48,8 +48,14 @@ def _unavailable(message: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def k8s() -> Iterator[Cluster]:
+    """The cluster, for one module: made and torn down around it (~10 s), never left up
+    while other tests run. Its node's routes (pods on 172.30.0.0/24, the node on
+    192.168.235.0/24) lie in the Docker engine's default address pools, and the engine does
+    not steer new networks clear of routes: seen, an endpoint's network made as
+    172.30.0.0/16 on the main engine, its container unreachable (the fixture's more
+    specific route took its traffic)."""
     script = next((Path(c) for c in CANDIDATES if c and Path(c).is_file()), None)
     if script is None:
         _unavailable("the Kubernetes test fixture (../shared/k8s/fixture.sh) is not here; "

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shipyard.control.s3_direct import DirectS3, NotDirect
 from shipyard.errors import DataSourceError, ShipyardError, StorageError, ValidationError
 
 __all__ = [
@@ -150,6 +151,10 @@ class S3Client:
         self._credentials = (access_key_id, secret_access_key, session_token)
         self._client: Any = None
         self._transfer_config: Any = None
+        #: boto3's credentials (any source, refreshed as botocore refreshes them) and the
+        #: direct path for single objects at an explicit endpoint (``control.s3_direct``).
+        self._session_credentials: Any = None
+        self._direct: DirectS3 | None = None
         self._lock = threading.Lock()
 
     # -- construction -------------------------------------------------------------------
@@ -187,6 +192,12 @@ class S3Client:
                     s3={"addressing_style": "path" if self.endpoint_url else "auto"},
                 )
                 self._client = session.client("s3", endpoint_url=self.endpoint_url, config=config)
+                self._session_credentials = session.get_credentials()
+                if self.endpoint_url and self._session_credentials is not None:
+                    try:
+                        self._direct = DirectS3(self.endpoint_url, self.region)
+                    except ValueError:
+                        self._direct = None
                 self._transfer_config = TransferConfig(
                     multipart_threshold=SINGLE_REQUEST_BYTES,
                     multipart_chunksize=_PART_BYTES,
@@ -260,7 +271,25 @@ class S3Client:
             _remove_quietly(partial)
         return dest
 
+    def _direct_credentials(self) -> tuple[DirectS3, tuple[str, str, str | None]] | None:
+        """The direct path and the credentials to sign with, where it may be taken."""
+        self.client  # noqa: B018 - built with the client
+        direct = self._direct
+        if direct is None or not direct.enabled:
+            return None
+        frozen = self._session_credentials.get_frozen_credentials()
+        if not frozen.access_key or not frozen.secret_key:
+            return None
+        return direct, (frozen.access_key, frozen.secret_key, frozen.token)
+
     def _download_once(self, loc: S3Location, partial: Path) -> None:
+        direct = self._direct_credentials()
+        if direct is not None:
+            try:
+                direct[0].get(loc.bucket, loc.key, partial, direct[1], SINGLE_REQUEST_BYTES)
+                return
+            except NotDirect:
+                pass  # an error, a large object: botocore's path below
         # The size is learnt from the GET itself: no HEAD first, as for most objects it is
         # the only request.
         response = self.client.get_object(Bucket=loc.bucket, Key=loc.key)
@@ -287,6 +316,13 @@ class S3Client:
         return loc.uri
 
     def _upload_once(self, source: Path, loc: S3Location) -> None:
+        direct = self._direct_credentials()
+        if direct is not None and source.stat().st_size <= SINGLE_REQUEST_BYTES:
+            try:
+                direct[0].put(loc.bucket, loc.key, source, direct[1])
+                return
+            except NotDirect:
+                pass  # an error: botocore's path below
         with open(source, "rb") as body:
             if os.fstat(body.fileno()).st_size <= SINGLE_REQUEST_BYTES:
                 self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=body)
