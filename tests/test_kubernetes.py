@@ -232,6 +232,42 @@ def test_a_processing_job_reads_its_input_and_writes_its_output(
     assert (tmp_path / "report" / "sum.txt").read_text() == "3"
 
 
+class Load:
+    """``clients`` threads invoking ``endpoint`` for as long as the ``with`` block runs:
+    the answers by the model they name, and every failure."""
+
+    def __init__(self, plane: ControlPlane, endpoint: str, clients: int) -> None:
+        self.answers: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(plane, endpoint))
+                         for _ in range(clients)]
+
+    def _run(self, plane: ControlPlane, endpoint: str) -> None:
+        invoke = planes.Invoker(plane)
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.answers[str(invoke.json(endpoint, b"q").get("model"))] += 1
+                except Exception as exc:  # any failure is what the tests are about
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            invoke.close()
+
+    def count(self) -> int:
+        return sum(self.answers.values())
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
 def test_an_endpoint_rides_out_a_deleted_pod(plane: ControlPlane,
                                             loaded: dict[str, str]) -> None:
     """Two instances under load; one's pod is deleted (as a node drain or a person would):
@@ -242,26 +278,8 @@ def test_an_endpoint_rides_out_a_deleted_pod(plane: ControlPlane,
     assert isinstance(runtime, KubernetesRuntime)
     before = set(runtime.list({"org.shipyard.job-name": "k8s-serve"}))
     assert len(before) == 2
-    answers: list[int] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def load() -> None:
-        invoke = planes.Invoker(plane)
-        try:
-            while not stop.is_set():
-                try:
-                    invoke("k8s-serve", b"{}")
-                    answers.append(200)
-                except Exception as exc:
-                    failures.append(f"{type(exc).__name__}: {exc}")
-        finally:
-            invoke.close()
-
-    loader = threading.Thread(target=load)
-    loader.start()
-    try:
-        until("answers", lambda: len(answers) > 20, 30)
+    with Load(plane, "k8s-serve", clients=1) as load:
+        until("answers", lambda: load.count() > 20, 30)
         victim = sorted(before)[0]
         [pod] = runtime._pods(victim)
         # As `kubectl delete pod` does: SIGTERM, then a grace period.
@@ -280,14 +298,11 @@ def test_an_endpoint_rides_out_a_deleted_pod(plane: ControlPlane,
         assert deployment.spec.replicas == 2
         probe = deployment.spec.template.spec.containers[0].readiness_probe
         assert (probe.http_get.path, probe.http_get.port) == ("/ping", 8080)
-        served = len(answers)
-        until("answers after", lambda: len(answers) > served + 20, 30)
-    finally:
-        stop.set()
-        loader.join()
+        served = load.count()
+        until("answers after", lambda: load.count() > served + 20, 30)
     # Only a request the pod had already taken when it got SIGTERM may fail (InvokeEndpoint
     # is not retried once a container may have acted on it): one client, at most one.
-    assert len(failures) <= 1, failures[:3]
+    assert len(load.failures) <= 1, load.failures[:3]
     until("two instances again", lambda: sum(
         v["CurrentInstanceCount"] for v in plane.describe("endpoint", "k8s-serve")[
             "ProductionVariants"]) == 2, 60)
@@ -313,39 +328,17 @@ def test_a_blue_green_update_under_load_fails_nothing(
                                          "VariantName": "AllTraffic",
                                          "ModelName": "k8s-bg-model-2",
                                          "InitialInstanceCount": 2}]})
-    answers: Counter[str] = Counter()
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def load() -> None:
-        invoke = planes.Invoker(plane)
-        try:
-            while not stop.is_set():
-                try:
-                    answers[invoke.json("k8s-bg", b"q")["model"]] += 1
-                except Exception as exc:  # any failure is what this test is about
-                    failures.append(f"{type(exc).__name__}: {exc}")
-        finally:
-            invoke.close()
-
-    loaders = [threading.Thread(target=load) for _ in range(2)]
-    for loader in loaders:
-        loader.start()
-    try:
-        until("answers", lambda: answers["v1"] > 20, 30)
+    with Load(plane, "k8s-bg", clients=2) as load:
+        until("answers", lambda: load.answers["v1"] > 20, 30)
         plane.update_endpoint({"EndpointName": "k8s-bg", "EndpointConfigName": "k8s-bg-config-2"})
         record = plane.wait_endpoint("k8s-bg", timeout=180)
         until("the old pods retired", lambda: not old & set(runtime.list(fleet)), 120, poll=0.5)
-        served = answers["v2"]
-        until("answers after", lambda: answers["v2"] > served + 20, 30)
-    finally:
-        stop.set()
-        for loader in loaders:
-            loader.join()
+        served = load.answers["v2"]
+        until("answers after", lambda: load.answers["v2"] > served + 20, 30)
     assert record["EndpointStatus"] == "InService", record.get("FailureReason")
     assert record["EndpointConfigName"] == "k8s-bg-config-2"
-    assert failures == [], failures[:3]
-    assert answers["v1"] > 0 and answers["v2"] > 0, answers
+    assert load.failures == [], load.failures[:3]
+    assert load.answers["v1"] > 0 and load.answers["v2"] > 0, load.answers
     assert len(runtime.list(fleet)) == 2
     planes.remove_endpoints(plane)
 

@@ -13,7 +13,6 @@ the node: the volumes go with the pod. (A second pod cannot mount another pod's
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -161,14 +160,7 @@ class PodShipping:
                 collection = self._collections[name] = Collection(
                     lambda: self._collect(name, pod.metadata.name, shipped),
                     "kubernetes-collect")
-        if collection.thread.is_alive():
-            return ContainerState(name=name, running=True, node=state.node)
-        if collection.error:
-            return dataclasses.replace(
-                state, exit_code=None if state.exit_code == 0 else state.exit_code,
-                error=f"what it wrote could not be returned from node {state.node}: "
-                      f"{collection.error}")
-        return state
+        return collection.state(state)
 
     def returning(self, name: str) -> bool:
         """Whether what ``name`` wrote is being unpacked now (its pod may be gone)."""

@@ -19,6 +19,7 @@ reach; the stager holds no credentials: it gets pre-signed URLs, made when each 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ from typing import Protocol
 
 from shipyard.contract.archives import safe_extract
 from shipyard.errors import ShipyardError, StorageError
-from shipyard.runtimes.base import Mount
+from shipyard.runtimes.base import ContainerState, Mount
 
 __all__ = ["Collection", "Depot", "Shipped", "collect_manifest", "retrieve", "stage_manifest",
            "stager_command", "volume_path"]
@@ -105,6 +106,18 @@ class Collection:
 
         self.thread = threading.Thread(target=target, daemon=True, name=thread_name)
         self.thread.start()
+
+    def state(self, ended: ContainerState) -> ContainerState:
+        """The container's state to the platform, ``ended`` as its runtime saw it: running
+        while its outputs come back, failed if they could not."""
+        if self.thread.is_alive():
+            return ContainerState(name=ended.name, running=True, node=ended.node)
+        if self.error:
+            return dataclasses.replace(
+                ended, exit_code=None if ended.exit_code == 0 else ended.exit_code,
+                error=f"what it wrote could not be returned from node {ended.node}: "
+                      f"{self.error}")
+        return ended
 
 
 def volume_path(index: int) -> str:

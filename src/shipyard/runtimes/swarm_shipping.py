@@ -169,14 +169,7 @@ class NodeStaging:
                 collection = self.collections[name] = Collection(
                     lambda: self.collect_outputs(name, str(task.get("NodeID") or ""), shipped),
                     "swarm-collect")
-        if collection.thread.is_alive():
-            return ContainerState(name=name, running=True, node=state.node)
-        if collection.error:
-            return dataclasses.replace(
-                state, exit_code=None if state.exit_code == 0 else state.exit_code,
-                error=f"what it wrote could not be returned from node {state.node}: "
-                      f"{collection.error}")
-        return state
+        return collection.state(state)
 
     def collect_outputs(self, name: str, node_id: str, shipped: tuple[Shipped, ...]) -> None:
         """Run (or, after a restart, find) the collector on the container's node, then
