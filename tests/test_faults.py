@@ -41,6 +41,7 @@ from tests.support.containers import containers
 from tests.support.files import write_tar_gz
 from tests.support.images import ROOT, build_image
 from tests.support.jobs import ROLE
+from tests.support.load import ThreadedLoad
 from tests.support.polling import WAIT_S, until, until_final
 
 pytestmark = pytest.mark.docker
@@ -778,34 +779,22 @@ def test_a_request_to_an_instance_gone_without_a_word_fails_at_once(
         caller.join()
 
 
-class InvocationLoad:
+class InvocationLoad(ThreadedLoad):
     """Four threads invoking an endpoint without pause (the server's runtime client, retries
     off) for as long as the ``with`` block runs; what they got is counted."""
 
     def __init__(self, srv: Server, name: str, threads: int = 4) -> None:
+        super().__init__(threads)
         self.ok = 0
         self.failed: list[str] = []
         self.models: set[str] = set()
         self._rt, self._name = srv.rt, name
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
 
-    def __enter__(self) -> InvocationLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                answer = self._rt.invoke_endpoint(EndpointName=self._name, Body=b'{"x": 1}',
-                                                  ContentType="application/json")
-                self.models.add(json.loads(answer["Body"].read())["model"])
-                self.ok += 1
-            except Exception as exc:
-                self.failed.append(repr(exc)[:300])
+    def call(self) -> None:
+        try:
+            answer = self._rt.invoke_endpoint(EndpointName=self._name, Body=b'{"x": 1}',
+                                              ContentType="application/json")
+            self.models.add(json.loads(answer["Body"].read())["model"])
+            self.ok += 1
+        except Exception as exc:
+            self.failed.append(repr(exc)[:300])

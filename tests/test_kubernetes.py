@@ -31,6 +31,7 @@ from tests.support.images import build_image
 from tests.support.jobs import ROLE, training_request
 from tests.support.k8s import Cluster
 from tests.support.k8s import k8s as k8s  # noqa: PLC0414 - the session's fixture
+from tests.support.load import ThreadedLoad
 from tests.support.polling import until
 from tests.support.s3server import DEPOT_KEY, depot_boto, seaweed
 from tests.support.workloads import ALL_REDUCE, STAGED, run_staged_jobs
@@ -232,40 +233,31 @@ def test_a_processing_job_reads_its_input_and_writes_its_output(
     assert (tmp_path / "report" / "sum.txt").read_text() == "3"
 
 
-class Load:
+class Load(ThreadedLoad):
     """``clients`` threads invoking ``endpoint`` for as long as the ``with`` block runs:
     the answers by the model they name, and every failure."""
 
     def __init__(self, plane: ControlPlane, endpoint: str, clients: int) -> None:
+        super().__init__(clients)
         self.answers: Counter[str] = Counter()
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(plane, endpoint))
-                         for _ in range(clients)]
+        self._plane, self._endpoint = plane, endpoint
+        self._local = threading.local()
 
-    def _run(self, plane: ControlPlane, endpoint: str) -> None:
-        invoke = planes.Invoker(plane)
+    def setup(self) -> None:
+        self._local.invoke = planes.Invoker(self._plane)
+
+    def teardown(self) -> None:
+        self._local.invoke.close()
+
+    def call(self) -> None:
         try:
-            while not self._stop.is_set():
-                try:
-                    self.answers[str(invoke.json(endpoint, b"q").get("model"))] += 1
-                except Exception as exc:  # any failure is what the tests are about
-                    self.failures.append(f"{type(exc).__name__}: {exc}")
-        finally:
-            invoke.close()
+            self.answers[str(self._local.invoke.json(self._endpoint, b"q").get("model"))] += 1
+        except Exception as exc:  # any failure is what the tests are about
+            self.failures.append(f"{type(exc).__name__}: {exc}")
 
     def count(self) -> int:
         return sum(self.answers.values())
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
 
 
 def test_an_endpoint_rides_out_a_deleted_pod(plane: ControlPlane,
