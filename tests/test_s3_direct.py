@@ -73,7 +73,9 @@ def test_what_the_direct_path_does_not_handle_goes_to_botocore(
     credentials = (DEPOT_KEY[0], DEPOT_KEY[1], None)
     source = tmp_path / "big"
     source.write_bytes(b"x" * 5000)
-    direct.put("direct", "big", source, credentials)
+    with pytest.raises(NotDirect):
+        direct.put("direct", "big", source, credentials, max_bytes=4999)
+    direct.put("direct", "big", source, credentials, max_bytes=10**6)
     # Larger than the caller takes in one request: not read, not kept.
     with pytest.raises(NotDirect):
         direct.get("direct", "big", tmp_path / "partial", credentials, max_bytes=4999)
@@ -109,7 +111,7 @@ def test_a_connection_the_store_closed_is_made_again(
     credentials = (DEPOT_KEY[0], DEPOT_KEY[1], None)
     source = tmp_path / "f"
     source.write_bytes(b"abc")
-    direct.put("direct", "again", source, credentials)
+    direct.put("direct", "again", source, credentials, max_bytes=100)
     [kept] = direct._idle
     kept.shutdown(2)  # as an idle connection the store dropped
     direct.get("direct", "again", tmp_path / "back", credentials, max_bytes=100)

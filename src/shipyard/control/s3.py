@@ -317,12 +317,12 @@ class S3Client:
 
     def _upload_once(self, source: Path, loc: S3Location) -> None:
         direct = self._direct_credentials()
-        if direct is not None and source.stat().st_size <= SINGLE_REQUEST_BYTES:
+        if direct is not None:
             try:
-                direct[0].put(loc.bucket, loc.key, source, direct[1])
+                direct[0].put(loc.bucket, loc.key, source, direct[1], SINGLE_REQUEST_BYTES)
                 return
             except NotDirect:
-                pass  # an error: botocore's path below
+                pass  # an error, a large file: botocore's path below
         with open(source, "rb") as body:
             if os.fstat(body.fileno()).st_size <= SINGLE_REQUEST_BYTES:
                 self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=body)

@@ -72,10 +72,13 @@ class DirectS3:
             self._exchange(head, None, 0, out, max_bytes)
 
     def put(self, bucket: str, key: str, source: Path,
-            credentials: tuple[str, str, str | None]) -> None:
-        """``source`` as the object's body. Raises :class:`NotDirect`."""
+            credentials: tuple[str, str, str | None], max_bytes: int) -> None:
+        """``source`` as the object's body, when it is at most ``max_bytes``. Raises
+        :class:`NotDirect`."""
         with open(source, "rb") as body:
             size = os.fstat(body.fileno()).st_size
+            if size > max_bytes:
+                raise NotDirect(f"{size} bytes: more than one request takes")
             head = self._head("PUT", bucket, key, credentials, size)
             self._exchange(head, body, size, None, 0)
 
