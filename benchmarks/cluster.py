@@ -100,22 +100,22 @@ def images(client: Any) -> tuple[str, str]:
     return train, serve
 
 
-def fixture(*args: str) -> None:
-    subprocess.run(["bash", str(ROOT / "scripts" / "swarm-fixture.sh"), *args], check=True,
-                   env={**os.environ, "SHIPYARD_SWARM_FIXTURE_DIR": str(FIXTURE)},
-                   capture_output=True, text=True)
+def fixture(*args: str) -> str:
+    env = {**os.environ, "SHIPYARD_SWARM_FIXTURE_DIR": str(FIXTURE)}
+    return subprocess.run(["bash", str(ROOT / "scripts" / "swarm-fixture.sh"), *args],
+                          check=True, env=env, capture_output=True, text=True).stdout
 
 
-#: The store of the ``staged`` kind: where every node reaches it (the fixture's bridge).
-STORE_HOST = "192.168.234.1"
 STORE_KEY = ("SYBENCHCLUSTERKEY001", "bench-cluster-secret-key-000000000000000")
 
 
 def start_store(scratch: Path) -> Any:
+    """The store of the ``staged`` kind: where every node reaches it (the fixture's bridge)."""
     sys.path.insert(0, str(ROOT / "src"))
     from shipyard.api.s3store import SeaweedStore
 
-    store = SeaweedStore(scratch / "s3", port=0, keys=lambda: [STORE_KEY], host=STORE_HOST)
+    store = SeaweedStore(scratch / "s3", port=0, keys=lambda: [STORE_KEY],
+                         host=fixture("address").strip())
     store.start()
     import boto3
 

@@ -5,20 +5,38 @@
 #   scripts/swarm-fixture.sh down      # everything `up` made, gone; the main engine as before
 #   scripts/swarm-fixture.sh env       # SHIPYARD_SWARM_* settings for the runtime
 #   scripts/swarm-fixture.sh kill I    # worker I lost: its engine, containers and link gone
+#   scripts/swarm-fixture.sh address   # the manager's address on the bridge (nodes reach it)
 #
-# Each worker is a dockerd of its own in its own network namespace (addresses
-# 192.168.234.11.., on a bridge made here), with its own data root, exec root, socket and
+# Each worker is a dockerd of its own in its own network namespace (addresses X.11.., on a
+# bridge made here at X.1, X a /24 that SHIPYARD_SWARM_SUBNET names, e.g. 198.18.7; else the
+# first of 198.18.0.0/15 that no route here overlaps: that range is outside the Docker
+# engine's address pools, which hand out 172.17-31/16 and 192.168/16 in turn, never reusing
+# a freed one at once, so over a long test run the engine's networks pass over any fixed
+# address there), with its own data root, exec root, socket and
 # cgroup parent (docs/runtimes.md, "A swarm on one machine"). Needs root. Refuses to touch an
 # engine that is already in a swarm, so another user's swarm is never left.
 set -euo pipefail
 
 ROOT=${SHIPYARD_SWARM_FIXTURE_DIR:-/tmp/shipyard-swarm}
 BRIDGE=br-shipyard-sw
-SUBNET=192.168.234
 NS_PREFIX=shipyard-swn
 MARK="$ROOT/fixture"
 
 worker_socket() { echo "unix://$ROOT/n$1/docker.sock"; }
+
+# Three octets of a /24 for the bridge: the setting, else the first free one of 198.18.0.0/15.
+pick_subnet() {
+  if [[ -n ${SHIPYARD_SWARM_SUBNET:-} ]]; then echo "$SHIPYARD_SWARM_SUBNET"; return; fi
+  local b c
+  for b in 18 19; do
+    for c in $(seq 0 255); do
+      if [[ -z "$(ip -4 route show match "198.$b.$c.0/24" | sed '/^default/d')$(ip -4 route show root "198.$b.$c.0/24")" ]]; then
+        echo "198.$b.$c"; return
+      fi
+    done
+  done
+  echo "no free /24 in 198.18.0.0/15: set SHIPYARD_SWARM_SUBNET" >&2; return 1
+}
 
 up() {
   local count=${1:-3}
@@ -30,8 +48,11 @@ up() {
   if [[ $state != inactive ]]; then
     echo "the main Docker engine is already in a swarm ($state): not touching it" >&2; exit 1
   fi
+  local SUBNET
+  SUBNET=$(pick_subnet)
   mkdir -p "$ROOT"
   echo "$count" > "$MARK"
+  echo "$SUBNET" > "$ROOT/subnet"
   ip link add "$BRIDGE" type bridge
   ip addr add "$SUBNET.1/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
@@ -136,5 +157,6 @@ case ${1:-} in
   down) down ;;
   env) env_lines ;;
   kill) kill_node "${2:?which worker}" ;;
-  *) echo "usage: $0 up [N] | down | env | kill I" >&2; exit 2 ;;
+  address) echo "$(cat "$ROOT/subnet").1" ;;
+  *) echo "usage: $0 up [N] | down | env | kill I | address" >&2; exit 2 ;;
 esac

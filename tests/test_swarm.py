@@ -37,7 +37,6 @@ from tests.support.polling import until
 from tests.support.processes import terminate
 from tests.support.s3server import DEPOT_KEY, depot_boto, seaweed
 from tests.support.swarm import (
-    BRIDGE_ADDRESS,
     FIXTURE_DIR,
     SCRIPT,
     WORKERS,
@@ -136,7 +135,7 @@ def test_paths_the_nodes_do_not_share_are_refused(plane: ControlPlane, images: d
 @pytest.fixture(scope="module")
 def depot_store(swarm: Swarm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The server's own S3 store, listening where every node reaches it."""
-    with seaweed(tmp_path_factory.mktemp("depot") / "s3", DEPOT_KEY, BRIDGE_ADDRESS) as store:
+    with seaweed(tmp_path_factory.mktemp("depot") / "s3", DEPOT_KEY, swarm.address) as store:
         yield store
 
 
@@ -256,7 +255,7 @@ def test_nodes_pull_images_from_the_registry(
                         {"p.py": f"print('pulled {marker}', flush=True)\n"},
                         "COPY p.py /opt/program/\nENTRYPOINT [\"python3\", \"/opt/program/p.py\"]",
                         with_toolkit=False)
-    registry = f"{BRIDGE_ADDRESS}:{node_registry}"
+    registry = f"{swarm.address}:{node_registry}"
     runtime = SwarmRuntime(labels=scope_labels, registry=registry,
                            registry_push=f"127.0.0.1:{node_registry}", shared_paths=(tmp_path,),
                            stop_grace_seconds=3)

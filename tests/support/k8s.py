@@ -9,6 +9,8 @@ not a skip. ``SHIPYARD_K8S_FIXTURE`` names the fixture's ``fixture.sh`` where it
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import shlex
 import subprocess
@@ -42,6 +44,25 @@ class Cluster:
         assert done.returncode == 0, done.stderr[-2000:]
 
 
+def free_ranges() -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Network]:
+    """Two /24s for the fixture (the node's link, the pods) that overlap no route or address
+    on this machine, from 10.200.0.0/13: outside Docker's default address pools (172.17-31/16,
+    192.168/16) and the fixture's service range (10.96.0.0/16), so engine networks made while
+    the cluster is up do not land on them either."""
+    routes = subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True,
+                            check=True).stdout.splitlines()
+    addresses = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True,
+                               check=True).stdout.splitlines()
+    taken = []
+    for word in [r.split()[0] for r in routes if r.strip()] + \
+            [a.split()[3] for a in addresses if len(a.split()) > 3]:
+        with contextlib.suppress(ValueError):  # "default"
+            taken.append(ipaddress.IPv4Network(word, strict=False))
+    free = (net for net in ipaddress.IPv4Network("10.200.0.0/13").subnets(new_prefix=24)
+            if not any(net.overlaps(t) for t in taken))
+    return next(free), next(free)
+
+
 def _unavailable(message: str) -> None:
     if IN_CI:
         pytest.fail(message)
@@ -51,11 +72,12 @@ def _unavailable(message: str) -> None:
 @pytest.fixture(scope="module")
 def k8s() -> Iterator[Cluster]:
     """The cluster, for one module: made and torn down around it (~10 s), never left up
-    while other tests run. Its node's routes (pods on 172.30.0.0/24, the node on
-    192.168.235.0/24) lie in the Docker engine's default address pools, and the engine does
-    not steer new networks clear of routes: seen, an endpoint's network made as
-    172.30.0.0/16 on the main engine, its container unreachable (the fixture's more
-    specific route took its traffic)."""
+    while other tests run. Its two routes (the node's link, its pods) go where nothing else
+    is (:func:`free_ranges`): the fixture's defaults (192.168.235.0/24, 172.30.0.0/24) lie in
+    the Docker engine's default address pools, and both ways of colliding were seen: an
+    endpoint's network made as 172.30.0.0/16 while the cluster was up (its container
+    unreachable, the fixture's more specific route taking its traffic), and, in CI, the
+    fixture refusing to start beside an engine network holding 192.168.235.0/24."""
     script = next((Path(c) for c in CANDIDATES if c and Path(c).is_file()), None)
     if script is None:
         _unavailable("the Kubernetes test fixture (../shared/k8s/fixture.sh) is not here; "
@@ -63,8 +85,12 @@ def k8s() -> Iterator[Cluster]:
         raise AssertionError  # not reached
     if os.geteuid() != 0:
         _unavailable("the Kubernetes tests need root (network namespaces, dockerd, kubelet)")
+    link, pods = free_ranges()
+    addresses = {"SHIPYARD_K8S_NODE_IP": str(link[1]), "SHIPYARD_K8S_NS_IP": str(link[2]),
+                 "SHIPYARD_K8S_LINK_PREFIX": str(link.prefixlen),
+                 "SHIPYARD_K8S_POD_CIDR": str(pods)}
     made = subprocess.run(["bash", str(script), "up"], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env={**os.environ, **addresses})
     if made.returncode != 0:
         subprocess.run(["bash", str(script), "down"], capture_output=True, timeout=120)
         _unavailable(f"could not make the test cluster: {made.stderr[-3000:]}")

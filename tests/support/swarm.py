@@ -25,17 +25,16 @@ from tests.support.images import ROOT
 SCRIPT = ROOT / "scripts" / "swarm-fixture.sh"
 FIXTURE_DIR = Path("/tmp/shipyard-swarm-tests")
 WORKERS = 4
-#: The manager's address on the fixture's bridge (scripts/swarm-fixture.sh): every node
-#: reaches a server listening there.
-BRIDGE_ADDRESS = "192.168.234.1"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 @dataclass(frozen=True)
 class Swarm:
-    """The running fixture: its workers' hostnames and engine sockets."""
+    """The running fixture: its workers' hostnames and engine sockets, and the manager's
+    address on the fixture's bridge (every node reaches a server listening there)."""
 
     engines: dict[str, str]
+    address: str
 
     def engine(self, hostname: str) -> str:
         return self.engines[hostname]
@@ -68,7 +67,7 @@ def swarm(docker_client: Any) -> Iterator[Swarm]:
         pytest.skip(message)
     try:
         yield Swarm({f"shipyard-swn{i}": f"unix://{FIXTURE_DIR}/n{i}/docker.sock"
-                     for i in range(1, WORKERS + 1)})
+                     for i in range(1, WORKERS + 1)}, _run("address").stdout.strip())
     finally:
         _run("down")
 

@@ -14,7 +14,8 @@ every runtime; the Deployment is what the cluster sees and keeps:
   than scaling up. (A container restarted in place by the kubelet has ended too: the
   platform decides, and its pod is deleted when the instance is removed.)
 - A pod the platform stops is deleted and the Deployment scaled down to the pods still
-  claimed; at none, the Deployment goes, and with it what it made.
+  claimed, the replacement its ReplicaSet may have made meanwhile deleted at once; at none,
+  the Deployment goes, and with it what it made.
 - Each pod has a readiness probe on ``/ping``, so the cluster's Endpoints of the network's
   Service list only pods that answer (the platform itself reaches each pod at its IP,
   needing no kube-proxy, and checks health as on every runtime).
@@ -25,6 +26,7 @@ scale-down takes an unclaimed pod first.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -145,23 +147,50 @@ class ReplicaGroups:
             claimed = len(self._claimed(group))
             if claimed:
                 self._scale(deployment, claimed)
+                self._sweep(group)
             else:
-                self.remove(deployment)
+                self.remove(deployment, group)
 
-    def remove(self, deployment: str) -> None:
-        """The Deployment ``deployment`` with its ReplicaSets and pods: scaled to none
-        first, then deleted in the foreground, so that no ReplicaSet makes a pod while the
-        garbage collector removes it (on 1.20, a background delete once left a pod of a
-        retired fleet behind)."""
+    def remove(self, deployment: str, group: str | None = None) -> None:
+        """The Deployment ``deployment`` (of ``group``, where known) with its ReplicaSets and
+        pods: scaled to none first, then deleted in the foreground, so that no ReplicaSet
+        makes a pod while the garbage collector removes it (on 1.20, a background delete
+        once left a pod of a retired fleet behind). The pods no container has are swept
+        before and after the delete (:meth:`_sweep`)."""
         options = self._rt._client.V1DeleteOptions(propagation_policy="Foreground")
         try:
+            if group is None:
+                found = self._read(deployment)
+                if found is None:
+                    return
+                group = (found.spec.selector.match_labels or {}).get(GROUP_LABEL)
             self._scale(deployment, 0)
+            if group:
+                self._sweep(group)
             with translate_errors(name=f"deployment {deployment}"):
                 self._apps.delete_namespaced_deployment(
                     deployment, self._rt.namespace, body=options, _preload_content=False)
         except ResourceNotFound:
             return
+        if group:
+            self._sweep(group)
         self._rt.forget_group(deployment)
+
+    def _sweep(self, group: str) -> None:
+        """Delete at once (grace 0) the pods of ``group`` that no container has: they serve
+        nothing. The platform deletes a claimed pod before it scales the Deployment down
+        (1.20 honours no deletion cost, so scaling first may take another instance's pod), and
+        in between the ReplicaSet makes a replacement that the scale-down then deletes with
+        the template's grace; on a loaded node such a pod, deleted while still being made,
+        was seen to stay Terminating for over a minute, holding up the Deployment's
+        foreground delete. A deletion with grace 0 shortens one already under way."""
+        options = self._rt._client.V1DeleteOptions(grace_period_seconds=0)
+        for pod in self._pods(group):
+            if ID_LABEL in (pod.metadata.labels or {}):
+                continue
+            with contextlib.suppress(ResourceNotFound), translate_errors(name=pod.metadata.name):
+                self._rt._core.delete_namespaced_pod(pod.metadata.name, self._rt.namespace,
+                                                     body=options, _preload_content=False)
 
     def of_network(self, network_label: str, service: str) -> list[str]:
         """The Deployments whose pods are on the network ``service``."""
