@@ -209,6 +209,13 @@ def test_nested_property_names_and_nested_filters(ctx: Ctx) -> None:
     assert ctx.names(expression=nested) == []
     nested["NestedFilters"][0]["Filters"][0]["Value"] = "validation"
     assert ctx.names(expression=nested, **by_name) == with_validation
+    # An item's object property, asked only whether it is there; NotEquals within an item.
+    present = {"NestedFilters": [{"NestedPropertyName": "InputDataConfig", "Filters": [
+        f("InputDataConfig.DataSource", "Exists"),
+        f("InputDataConfig.ChannelName", "NotEquals", "training")]}]}
+    assert ctx.names(expression=present, **by_name) == with_validation
+    present["NestedFilters"][0]["Filters"][0]["Operator"] = "NotExists"
+    assert ctx.names(expression=present) == []
     assert ctx.names(expression=where(f("SecondaryStatusTransitions.Status", "Equals",
                                         "Uploading")), **by_name) == [
         job(i) for i in range(JOBS)]

@@ -506,8 +506,15 @@ class SwarmRuntime(Runtime):
         return next((s for s in found if (s.get("Spec") or {}).get("Name") == wanted), None)
 
     def _task(self, service: dict[str, Any]) -> dict[str, Any] | None:
-        with translate_errors():
-            tasks: list[dict[str, Any]] = self._api.tasks(filters={"service": service["ID"]})
+        """The service's latest task; None where it has none yet, or the service was removed
+        since it was found (the manager answers 404 for the tasks of a service it no longer
+        has: seen when an endpoint replaced an instance while another thread looked)."""
+        try:
+            with translate_errors():
+                tasks: list[dict[str, Any]] = self._api.tasks(
+                    filters={"service": service["ID"]})
+        except ResourceNotFound:
+            return None
         if not tasks:
             return None
         return max(tasks, key=lambda t: int((t.get("Version") or {}).get("Index", 0)))
@@ -525,6 +532,9 @@ class SwarmRuntime(Runtime):
                 return self._stopped.get(name)
         task = self._task(service)
         if task is None:
+            if self._find_service(name) is None:  # removed while this looked
+                with self._lock:
+                    return self._stopped.get(name)
             return ContainerState(name=name, running=True, waiting="no task yet")
         state = self._state_of(name, task)
         if not state.running:
@@ -738,9 +748,8 @@ class SwarmRuntime(Runtime):
         shipped = shipped_of(service) if service is not None else ()
         node_id = ""
         for found in ([service] if service is not None else []) + helpers:
-            with contextlib.suppress(ResourceNotFound):  # removed meanwhile by another
-                task = self._task(found)
-                node_id = node_id or str((task or {}).get("NodeID") or "")
+            task = self._task(found)
+            node_id = node_id or str((task or {}).get("NodeID") or "")
         if service is not None:
             self._remove_service(service, name)
         for helper in helpers:

@@ -11,6 +11,7 @@ so 10,000 records cost the garbage collector one object, not 10,000.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from shipyard import kinds
@@ -30,14 +31,18 @@ class Derived:
         #: The column holds JSON text (objects and arrays), decoded here as it is read.
         self.encoded = encoded
         self.single: list[Any] | None = None
-        self.values: list[list[Any]] | None = None
+        #: A tuple per row: of atoms (and tuples of them, :mod:`expression`'s nested items),
+        #: so none of it is tracked by the garbage collector, whose full collections would
+        #: otherwise walk 10,000 lists each time.
+        self.values: list[tuple[Any, ...]] | None = None
         self.sorts: dict[bool, list[Any]] = {}
         self.rebuild(column)
 
-    def row(self, value: Any) -> list[Any]:
+    def row(self, value: Any) -> tuple[Any, ...]:
         if self.encoded and isinstance(value, str):
             value = json.loads(value)
-        return [got for got in map(self.convert, self.field.extract(value)) if got is not None]
+        return tuple(got for got in map(self.convert, self.field.extract(value))
+                     if got is not None)
 
     def rebuild(self, column: list[Any]) -> None:
         values = [self.row(value) for value in column]
@@ -70,7 +75,7 @@ class Derived:
             self.single = [None if at is None else old_single[at] for at in previous]
         elif self.values is not None:
             old_values = self.values
-            self.values = [[] if at is None else old_values[at] for at in previous]
+            self.values = [() if at is None else old_values[at] for at in previous]
         self.update(column, fresh)
 
     def sort_keys(self, descending: bool) -> list[Any]:
@@ -146,10 +151,10 @@ class TableSource:
             self.table.derived[key] = found
         return found
 
-    def values(self, field: Field, convert: Convert) -> list[list[Any]]:
+    def values(self, field: Field, convert: Convert) -> Sequence[Sequence[Any]]:
         derived = self.derived(field, convert)
         if derived.single is not None:
-            return [[] if got is None else [got] for got in derived.single]
+            return [() if got is None else (got,) for got in derived.single]
         return derived.values or []
 
     def single(self, field: Field, convert: Convert) -> list[Any] | None:
