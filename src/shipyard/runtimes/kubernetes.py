@@ -246,8 +246,8 @@ class KubernetesRuntime(Runtime):
         """The network's Service and policy, and the Deployments of replicas on it (one
         whose last pod ended by itself is still there)."""
         service = kubernetes_name(name)
-        for deployment in self._groups.of_network(NETWORK_LABEL, service):
-            self._groups.remove(deployment)
+        for deployment, group in self._groups.of_network(NETWORK_LABEL, service):
+            self._groups.remove(deployment, group)
         with contextlib.suppress(ResourceNotFound), translate_errors(name=f"network {name}"):
             found = self._core.read_namespaced_service(service, self.namespace)
             if (found.metadata.labels or {}).get(MANAGED_LABEL) != "true":

@@ -151,29 +151,22 @@ class ReplicaGroups:
             else:
                 self.remove(deployment, group)
 
-    def remove(self, deployment: str, group: str | None = None) -> None:
-        """The Deployment ``deployment`` (of ``group``, where known) with its ReplicaSets and
-        pods: scaled to none first, then deleted in the foreground, so that no ReplicaSet
-        makes a pod while the garbage collector removes it (on 1.20, a background delete
-        once left a pod of a retired fleet behind). The pods no container has are swept
-        before and after the delete (:meth:`_sweep`)."""
+    def remove(self, deployment: str, group: str) -> None:
+        """The Deployment ``deployment`` of ``group`` with its ReplicaSets and pods: scaled
+        to none first, then deleted in the foreground, so that no ReplicaSet makes a pod
+        while the garbage collector removes it (on 1.20, a background delete once left a pod
+        of a retired fleet behind). The pods no container has are swept before and after
+        the delete (:meth:`_sweep`)."""
         options = self._rt._client.V1DeleteOptions(propagation_policy="Foreground")
         try:
-            if group is None:
-                found = self._read(deployment)
-                if found is None:
-                    return
-                group = (found.spec.selector.match_labels or {}).get(GROUP_LABEL)
             self._scale(deployment, 0)
-            if group:
-                self._sweep(group)
+            self._sweep(group)
             with translate_errors(name=f"deployment {deployment}"):
                 self._apps.delete_namespaced_deployment(
                     deployment, self._rt.namespace, body=options, _preload_content=False)
         except ResourceNotFound:
             return
-        if group:
-            self._sweep(group)
+        self._sweep(group)
         self._rt.forget_group(deployment)
 
     def _sweep(self, group: str) -> None:
@@ -192,12 +185,13 @@ class ReplicaGroups:
                 self._rt._core.delete_namespaced_pod(pod.metadata.name, self._rt.namespace,
                                                      body=options, _preload_content=False)
 
-    def of_network(self, network_label: str, service: str) -> list[str]:
-        """The Deployments whose pods are on the network ``service``."""
+    def of_network(self, network_label: str, service: str) -> list[tuple[str, str]]:
+        """The Deployments whose pods are on the network ``service``, with their groups."""
         with translate_errors():
             found = self._apps.list_namespaced_deployment(
                 self._rt.namespace, label_selector=f"{network_label}={service}").items
-        return [d.metadata.name for d in found]
+        return [(d.metadata.name, (d.spec.selector.match_labels or {}).get(GROUP_LABEL, ""))
+                for d in found]
 
     # -- reading -------------------------------------------------------------------------
     def _read(self, deployment: str) -> Any:

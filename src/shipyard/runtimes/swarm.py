@@ -9,12 +9,13 @@ and a failing multi-replica job is retried without end; one replica per service 
 A ``replicated-job`` service's ended task keeps holding its reservation for the swarm's
 constraint enforcer, even once the service is gone (docs/runtimes.md).
 
-- **Placement.** Each task reserves its memory and a share of its CPUs
-  (``cpus / cpu_overcommit``). The runtime pins it to a node with room, counted as the
-  constraint enforcer counts (the scheduler counts otherwise), and holds what fits nowhere,
-  in order, until room frees, reported as :attr:`ContainerState.waiting`. With
-  ``placement="spread"`` the hosts of one job (or the instances of one endpoint) go to
-  distinct nodes while a node without one of them has room; ``pack`` fills nodes.
+- **Placement** (:mod:`~shipyard.runtimes.swarm_placement`). Each task reserves its
+  memory and a share of its CPUs (``cpus / cpu_overcommit``). The runtime pins it to a node
+  with room, counted as the constraint enforcer counts (the scheduler counts otherwise), and
+  holds what fits nowhere, in order, until room frees, reported as
+  :attr:`ContainerState.waiting`. With ``placement="spread"`` the hosts of one job (or the
+  instances of one endpoint) go to distinct nodes while a node without one of them has room;
+  ``pack`` fills nodes.
 - **Networks** are attachable overlays; hosts resolve each other by hostname and alias
   (``algo-1``...) with DNS round robin (no virtual IP: the routing mesh needs IPVS, which
   some kernels lack).
@@ -49,8 +50,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,8 +58,6 @@ from shipyard.contract.labels import (
     CAPABILITIES_LABEL,
     CONTAINER_NAME_LABEL,
     HELPER_LABEL,
-    JOB_KIND_LABEL,
-    JOB_NAME_LABEL,
     MANAGED_LABEL,
     SHIPPED_LABEL,
 )
@@ -99,19 +97,16 @@ from shipyard.runtimes.swarm_objects import (
     SERVICE_NAME_LABEL,
     WAITING_STATES,
     NodeInfo,
-    best_node,
-    committed,
     container_of,
     helper_name,
     isolated_network,
-    no_room,
     node_infos,
-    pinned_node,
     schedulable,
     service_name,
     shipped_of,
     volume_name,
 )
+from shipyard.runtimes.swarm_placement import Placement
 from shipyard.runtimes.swarm_shipping import NodeStaging
 
 if TYPE_CHECKING:
@@ -123,10 +118,6 @@ log = logging.getLogger(__name__)
 
 #: How often :meth:`SwarmRuntime.wait` and a following log reader look at a task.
 _POLL_SECONDS = 0.25
-#: The most of a node's CPUs or memory one container reserves. Reserving all of it, the
-#: swarm's constraint enforcer was seen shutting the task down ("assigned node no longer
-#: meets constraints") as the node re-reported its resources.
-_RESERVABLE = 0.95
 #: How long the node list is trusted (placement asks it for every host it starts).
 _NODES_TTL = 2.0
 
@@ -165,9 +156,7 @@ class SwarmRuntime(Runtime):
         self._confinement = confinement or Confinement()
         self._node_urls = dict(node_engines or {})
         self._node_clients: dict[str, Any] = {}
-        self._placement = placement
         self._shared = tuple(Path(os.path.realpath(p)) for p in shared_paths)
-        self._overcommit = max(1.0, cpu_overcommit)
         self._grace_ns = int(stop_grace_seconds * 1e9)
         self._lock = threading.Lock()
         #: How the nodes get images: a registry, else loads onto the known node engines.
@@ -181,11 +170,8 @@ class SwarmRuntime(Runtime):
         self.stages_on_nodes = depot is not None
         #: Stagers and collectors of containers with shipped mounts.
         self._ships = NodeStaging(self)
-
-        #: Containers no node has room for yet, in the order they came.
-        self._held: dict[str, _Held] = {}
-        #: Held while a node is chosen and a service made on it (one at a time).
-        self._making = threading.RLock()
+        #: Which node each container goes to, and the line of those no node has room for.
+        self._placement = Placement(self, placement, cpu_overcommit)
 
     # -- the cluster ---------------------------------------------------------------------
     def ping(self) -> None:
@@ -322,53 +308,7 @@ class SwarmRuntime(Runtime):
                 return
             self._ships.stage(spec, reference, binds, shipped, node_id)
 
-        with self._making:
-            node_id = None if self._queued() else self._choose_node(spec)
-            if node_id is None:
-                # Held here, in order, until a node has room (see _choose_node).
-                with self._lock:
-                    self._held[spec.name] = _Held(spec, make)
-                    self._stopped.pop(spec.name, None)
-                return
-            make(node_id)
-
-    def _queued(self) -> bool:
-        with self._lock:
-            return bool(self._held)
-
-    def _held_state(self, name: str) -> ContainerState | None:
-        """A container the runtime holds for room: placed once it is first in line and a
-        node has room (the line moves here, whoever asks). None: not held."""
-        with self._lock:
-            if name not in self._held:
-                return None
-        with self._making:
-            while True:
-                with self._lock:
-                    first = next(iter(self._held.items()), None)
-                if first is None:
-                    break
-                node_id = self._choose_node(first[1].spec)
-                if node_id is None:
-                    break
-                with self._lock:
-                    self._held.pop(first[0], None)
-                try:
-                    first[1].make(node_id)
-                except ShipyardError as exc:
-                    with self._lock:
-                        self._stopped[first[0]] = ContainerState(
-                            name=first[0], running=False, exit_code=None,
-                            finished_at=time.time(), error=f"it could not be started: {exc}")
-                if first[0] == name:
-                    break
-        with self._lock:
-            held = self._held.get(name)
-            ahead = list(self._held).index(name) if held is not None else 0
-        if held is None:
-            return ContainerState(name=name, running=True, waiting="placed on a node")
-        return ContainerState(name=name, running=True,
-                              waiting=no_room(*self._reservations(held.spec), ahead))
+        self._placement.place(spec, make)
 
     def _create(self, spec: ContainerSpec, reference: str, binds: list[Mount],
                 constraints: list[str], *, helper: tuple[str, str] | None = None,
@@ -402,7 +342,7 @@ class SwarmRuntime(Runtime):
                 stop_grace_period=self._grace_ns, cap_drop=["ALL"], cap_add=capabilities,
                 init=False)
             nano_cpus = int(spec.cpus * 1e9) if spec.cpus else None
-            cpu_reservation, mem_reservation = self._reservations(spec)
+            cpu_reservation, mem_reservation = self._placement.reservations(spec)
             resources = docker.types.Resources(
                 cpu_limit=nano_cpus, mem_limit=spec.memory_bytes,
                 cpu_reservation=cpu_reservation, mem_reservation=mem_reservation)
@@ -434,18 +374,6 @@ class SwarmRuntime(Runtime):
             self._stopped.pop(spec.name, None)
         self._nodes = (0.0, [])
 
-    def _reservations(self, spec: ContainerSpec) -> tuple[int | None, int | None]:
-        """What ``spec`` reserves: NanoCPUs (its CPUs over the overcommit) and bytes of
-        memory, each at most :data:`_RESERVABLE` of the largest node's."""
-        largest = self.capacity()
-        cpus = memory = None
-        if spec.cpus:
-            cpus = min(int(spec.cpus * 1e9 / self._overcommit),
-                       int(largest.cpus * 1e9 * _RESERVABLE))
-        if spec.memory_bytes:
-            memory = min(spec.memory_bytes, int(largest.memory_bytes * _RESERVABLE))
-        return cpus, memory
-
     def _shared_path(self, source: str) -> bool:
         real = Path(os.path.realpath(source))
         return any(real == root or root in real.parents for root in self._shared)
@@ -468,36 +396,6 @@ class SwarmRuntime(Runtime):
 
     def shares_path(self, path: os.PathLike[str] | str) -> bool:
         return self._shared_path(os.fspath(path))
-
-    def _choose_node(self, spec: ContainerSpec) -> str | None:
-        """The node ``spec`` goes to, or None while none has room for what it reserves.
-
-        Room is counted as the swarm's constraint enforcer counts it (``committed``), the
-        stricter of the swarm's two counts: a task placed where only its scheduler saw
-        room was seen shut down ("assigned node no longer meets constraints"). ``spread``:
-        the node with the fewest containers of the same job or endpoint, then the fewest in
-        all; ``pack``: the one with the least memory left."""
-        cpus, memory = self._reservations(spec)
-        with translate_errors():
-            reserved = committed(self._api.services(), self._api.tasks())
-        siblings: dict[str, int] = {}
-        owner = {k: v for k, v in spec.labels.items() if k in {JOB_NAME_LABEL, JOB_KIND_LABEL}}
-        if owner and self._placement == "spread":
-            with translate_errors():
-                services = self._api.services(filters={"label": [f"{k}={v}" for k, v in
-                                                                 owner.items()]})
-            for service in services:
-                node_id = pinned_node(service) or self._task_node(service)
-                if node_id:
-                    siblings[node_id] = siblings.get(node_id, 0) + 1
-        return best_node(self._raw_nodes(fresh=True), reserved, siblings, cpus, memory,
-                         spread=self._placement == "spread")
-
-    def _task_node(self, service: dict[str, Any]) -> str:
-        task = self._task(service)
-        if task is None or (task.get("Status") or {}).get("State") in EXITED_STATES:
-            return ""
-        return str(task.get("NodeID") or "")
 
     def _find_service(self, name: str) -> dict[str, Any] | None:
         wanted = service_name(name)
@@ -522,7 +420,8 @@ class SwarmRuntime(Runtime):
     def inspect(self, name: str) -> ContainerState | None:
         service = self._find_service(name)
         if service is None:
-            staging = self._held_state(name) or self._ships.staging_state(name)
+            staging = (self._placement.held_state(name)
+                       or self._ships.staging_state(name))
             if staging is not None:
                 return staging
             # Made (and its stager removed) while this looked.
@@ -681,7 +580,7 @@ class SwarmRuntime(Runtime):
 
     def signal(self, name: str, signum: int) -> None:
         with self._lock:
-            held = self._held.pop(name, None)
+            held = self._placement.held.pop(name, None)
             if held is not None:
                 self._stopped[name] = ContainerState(
                     name=name, running=False, exit_code=128 + int(signum),
@@ -734,7 +633,7 @@ class SwarmRuntime(Runtime):
         self._ships.cancel(name)
         with self._lock:
             self._stopped.pop(name, None)
-            self._held.pop(name, None)
+            self._placement.held.pop(name, None)
         service = self._find_service(name)
         with translate_errors(name=name):
             helpers = [h for h in self._api.services(filters={
@@ -788,16 +687,9 @@ class SwarmRuntime(Runtime):
         # no service at all.
         names = {container_of(s) for s in found}
         with self._lock:
-            for name, held in self._held.items():
+            for name, held in self._placement.held.items():
                 carried = {MANAGED_LABEL: "true", **self._labels, **held.spec.labels}
                 if all(carried.get(k) == v for k, v in labels.items()):
                     names.add(name)
         return sorted(names)
 
-
-@dataclass
-class _Held:
-    """A container waiting for room; ``make(node_id)`` starts it there."""
-
-    spec: ContainerSpec
-    make: Callable[[str], None]

@@ -139,7 +139,7 @@ class NodeStaging:
                 state, exit_code=None, error=f"staging its data on node {state.node} failed"
                 f"{': ' + state.error if state.error else ''}: "
                 + (" | ".join(tail) or "the stager printed nothing"))
-        with self._rt._making:
+        with self._rt._placement.making:
             if self._rt._find_service(name) is None:
                 self._rt._create(pending.spec, pending.reference, pending.binds,
                              [f"node.id=={task['NodeID']}"], shipped=pending.shipped)
