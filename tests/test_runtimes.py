@@ -649,7 +649,7 @@ def test_public_surface() -> None:
 
     public = {name for name in vars(runtimes) if not name.startswith("_")}
     modules = {"base", "docker", "fake", "process", "swarm", "swarm_objects", "swarm_images",
-               "swarm_shipping", "kubernetes", "kubernetes_shipping", "kubernetes_replicas",
-               "kubernetes_names", "kubernetes_errors", "shipping", "stager", "annotations", "Path",
+               "swarm_shipping", "swarm_placement", "kubernetes", "kubernetes_shipping",
+               "kubernetes_replicas", "kubernetes_names", "kubernetes_errors", "shipping", "stager", "annotations", "Path",
                "RuntimeUnavailable"}
     assert set(runtimes.__all__) == public - modules
